@@ -1,0 +1,339 @@
+"""The `nsfw-tui` command: parses arguments, calls core and trainer, prints results."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .core.errors import NsfwTuiError
+
+app = typer.Typer(
+    name="nsfw-tui",
+    help="Score, review and curate images for NSFW content; fine-tune on your own labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List models and choose the active one.", no_args_is_help=False)
+app.add_typer(models_app, name="models")
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Folder for the store and models (default: $NSFW_TUI_HOME, else user data).",
+        file_okay=False,
+    ),
+]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="Config overrides as key=value, e.g. batch_size=32 scan.workers=1."),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(Text(f"error: {message}", style="red"))
+    return typer.Exit(code)
+
+
+def handles_errors(fn):
+    """Every expected failure becomes one clear line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NsfwTuiError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            err_console.print("Cancelled; everything finished before Ctrl+C is saved.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _open_store(home: Path | None):
+    from .core.home import resolve_home
+    from .core.scorers import ensure_builtin
+    from .core.store import Store
+
+    h = resolve_home(home)
+    store = Store.open(h.store_path)
+    if store.readonly_reason:
+        err_console.print(Text(f"warning: {store.readonly_reason}", style="yellow"))
+    else:
+        ensure_builtin(store)
+    return h, store
+
+
+# -- scan ----------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def scan(
+    path: Annotated[Path, typer.Argument(help="Folder of images to score.")],
+    overrides: Overrides = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write FILE.csv or FILE.json.")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Decision threshold (default: the model's own).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="Only files whose name matches this glob, e.g. '*.jpg'.")
+    ] = None,
+    no_recursive: Annotated[bool, typer.Option("--no-recursive", help="Skip subfolders.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Score every image under PATH with the active model (cached results are reused)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from trainer.registry import load_scorer, resolve_model
+
+    from .core.config import load_config
+    from .core.report import decisions, summary_counts, write_report
+    from .core.scan import ScanOptions, check_folder, scan_files, walk_images
+
+    cfg = load_config(None, overrides or [], section="scan").scan
+    if threshold is None and cfg.threshold is not None:
+        threshold = float(cfg.threshold)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
+    if output is not None and output.suffix.lower() not in (".csv", ".json"):
+        raise NsfwTuiError(f"--output must end in .csv or .json, got {output.name}")
+    folder = check_folder(path)
+    _, store = _open_store(home)
+    with store:
+        row = resolve_model(store, model)
+        scorer = load_scorer(row)
+        thr = threshold if threshold is not None else row.threshold
+        walk_errors: list[tuple[str, str]] = []
+        paths = list(
+            walk_images(folder, pattern=pattern or cfg.pattern, recursive=not no_recursive and
+                        cfg.recursive, errors=walk_errors)
+        )  # fmt: skip
+        started = time.perf_counter()
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("Scoring", total=len(paths))
+            result = scan_files(
+                paths,
+                scorer,
+                store,
+                ScanOptions.from_config(cfg),
+                on_progress=lambda done, total: progress.update(task, completed=done),
+            )
+        elapsed = time.perf_counter() - started
+        result.walk_errors = walk_errors
+        rows = decisions(result.items, store, thr)
+    if output is not None:
+        write_report(rows, output)
+    counts = summary_counts(rows)
+    for where, why in walk_errors:
+        err_console.print(Text(f"skipped {where}: {why}", style="yellow"))
+    if output is None:
+        _print_table(rows, folder)
+    msg = (
+        f"{len(rows)} images with {row.id} at threshold {thr:g}: {counts['nsfw']} NSFW, "
+        f"{counts['sfw']} SFW, {counts['error']} unreadable; {result.reused} reused from the "
+        f"cache, {result.scored} scored in {elapsed:.1f} s"
+    )
+    console.print(Text(msg))
+    if output is not None:
+        console.print(Text(f"wrote {output}"))
+
+
+def _print_table(rows: list[dict], folder: Path) -> None:
+    table = Table(title=f"Scan results: {folder}")
+    table.add_column("image", overflow="fold")
+    for name in ("probability", "class", "label"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("error", overflow="fold")
+    shown = sorted(rows, key=lambda r: (r["probability"] is not None, -(r["probability"] or 0)))
+    for r in shown[:50]:
+        prob = "" if r["probability"] is None else f"{r['probability']:.3f}"
+        style = "red" if r["class_name"] == "NSFW" else ("yellow" if r["error"] else "green")
+        table.add_row(
+            Text(os.path.relpath(r["image_path"], folder)),
+            prob,
+            Text(r["class_name"], style=style),
+            Text(r["label"] or ""),
+            Text(r["error"] or ""),
+        )
+    if len(rows) > 50:
+        table.caption = f"{len(rows) - 50} more; use -o FILE.csv for all"
+    console.print(table)
+
+
+# -- import and labels ---------------------------------------------------------------------
+
+
+@app.command("import")
+@handles_errors
+def import_(
+    path: Annotated[
+        Path, typer.Argument(help="A folder of images, or a root with nsfw/ and sfw/.")
+    ],
+    label: Annotated[
+        str | None, typer.Option(help="Label for every image under PATH: nsfw or sfw.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Label known images: `import DIR --label nsfw`, or `import ROOT` with nsfw/ and sfw/."""
+    from .core.labels import import_folders, plan_import
+
+    if label is not None and label.lower() not in ("nsfw", "sfw"):
+        raise NsfwTuiError(f"--label must be nsfw or sfw, got {label!r}")
+    plan = plan_import(path, label.lower() if label else None)
+    _, store = _open_store(home)
+    with store:
+        report = import_folders(store, plan)
+    for where, why in report.errors:
+        err_console.print(Text(f"skipped {where}: {why}", style="yellow"))
+    console.print(
+        Text(
+            f"labelled {report.labelled['nsfw']} NSFW and {report.labelled['sfw']} SFW images "
+            f"({report.unchanged} already had that label, {report.kept_human} kept a person's "
+            f"different label, {len(report.errors)} skipped)"
+        )
+    )
+
+
+@app.command()
+@handles_errors
+def labels(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the current labels as CSV.")
+    ] = None,
+    imagefolder: Annotated[
+        Path | None,
+        typer.Option(help="Write the labelled set as DIR/nsfw and DIR/sfw (hard links)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Export the current labels (CSV) or the curated set as an image folder."""
+    from .core.labels import export_csv, export_imagefolder
+
+    _, store = _open_store(home)
+    with store:
+        rows = store.labelled_files()
+        if output is not None:
+            export_csv(rows, output)
+            console.print(Text(f"wrote {len(rows)} labels to {output}"))
+        if imagefolder is not None:
+            rep = export_imagefolder(rows, imagefolder)
+            console.print(
+                Text(
+                    f"wrote {rep['nsfw']} NSFW and {rep['sfw']} SFW images under {imagefolder} "
+                    f"({rep['linked']} hard links, {rep['copied']} copies, "
+                    f"{rep['missing']} labelled images no longer on disk)"
+                )
+            )
+        if output is None and imagefolder is None:
+            by = {"nsfw": 0, "sfw": 0}
+            for r in rows:
+                by[r["label"]] += 1
+            console.print(Text(f"{by['nsfw']} NSFW and {by['sfw']} SFW labelled images"))
+
+
+# -- models --------------------------------------------------------------------------------
+
+
+@models_app.callback(invoke_without_command=True)
+@handles_errors
+def models_list(ctx: typer.Context, home: HomeOption = None) -> None:
+    """List models; the active one is marked with *."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _, store = _open_store(home)
+    with store:
+        table = Table("", "id", "kind", "threshold", "metrics", "path")
+        for m in store.models():
+            metrics = ", ".join(f"{k}={v:.3f}" for k, v in m.metrics.items() if _is_num(v))
+            table.add_row(
+                "*" if m.active else "",
+                Text(m.id),
+                m.kind,
+                f"{m.threshold:g}",
+                Text(metrics),
+                Text(m.path or "(bundled)"),
+            )
+        console.print(table)
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+@models_app.command("use")
+@handles_errors
+def models_use(
+    model_id: Annotated[str, typer.Argument(help="Model id, as listed by `nsfw-tui models`.")],
+    home: HomeOption = None,
+) -> None:
+    """Make MODEL_ID the active model."""
+    _, store = _open_store(home)
+    with store:
+        store.set_active(model_id)
+    console.print(Text(f"active model: {model_id}"))
+
+
+# -- backups -------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def backup(
+    file: Annotated[Path, typer.Argument(help="New file to write the backup to.")],
+    home: HomeOption = None,
+) -> None:
+    """Back up the store with SQLite's online backup API (safe while other commands run)."""
+    _, store = _open_store(home)
+    with store:
+        store.backup(file)
+    console.print(Text(f"backed up {store.path} to {file}"))
+
+
+@app.command()
+@handles_errors
+def restore(
+    file: Annotated[Path, typer.Argument(help="A backup written by `nsfw-tui backup`.")],
+    home: HomeOption = None,
+) -> None:
+    """Replace the store with a checked backup; the old store is kept beside it."""
+    from .core.home import resolve_home
+    from .core.store import restore as restore_store
+
+    h = resolve_home(home)
+    kept = restore_store(file, h.store_path)
+    console.print(Text(f"restored {h.store_path} from {file}"))
+    if kept:
+        console.print(Text(f"the previous store was kept as {kept}"))
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    app()
+
+
+if __name__ == "__main__":
+    main()

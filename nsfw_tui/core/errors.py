@@ -1,0 +1,36 @@
+"""The project's error types: each carries one clear line for the person who hit it."""
+
+from __future__ import annotations
+
+
+class NsfwTuiError(Exception):
+    """Base class: str(error) is a complete, user-facing sentence."""
+
+
+class ConfigError(NsfwTuiError):
+    """A config file, key or override value is wrong."""
+
+
+class StoreError(NsfwTuiError):
+    """The label store cannot be opened or written."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The store is open read-only (newer schema, or no write permission)."""
+
+
+class ImageError(NsfwTuiError):
+    """A file could not be decoded into pixels.
+
+    ``kind`` is a short reason code (``empty``, ``unreadable``, ``unidentified``,
+    ``unsupported``, ``truncated``, ``bomb``, ``corrupt``, ``too-many-frames``,
+    ``timeout``, ``crash``); ``reason`` is a readable sentence.
+    """
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+    def __reduce__(self):  # keeps the two fields across process boundaries
+        return (ImageError, (self.kind, self.reason))

@@ -1,0 +1,53 @@
+"""Where the store and models live: --home, else NSFW_TUI_HOME, else the user data folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import NsfwTuiError
+
+ENV_VAR = "NSFW_TUI_HOME"
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / "store.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.root / "demo"
+
+
+def resolve_home(home: str | os.PathLike | None = None) -> Home:
+    """Pick the home folder and create it on first use."""
+    if home is not None:
+        root = Path(home)
+    elif os.environ.get(ENV_VAR):
+        root = Path(os.environ[ENV_VAR])
+    else:
+        from platformdirs import user_data_dir
+
+        root = Path(user_data_dir("nsfw-tui", appauthor=False))
+    root = root.expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "models").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise NsfwTuiError(f"cannot create the home folder {root}: {exc.strerror or exc}") from exc
+    if not root.is_dir():
+        raise NsfwTuiError(f"the home path {root} is not a folder")
+    return Home(root.resolve())

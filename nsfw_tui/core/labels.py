@@ -1,0 +1,141 @@
+"""Importing labels from folders and exporting the curated set (CSV, ImageFolder layout)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import ImageError, NsfwTuiError
+from .images import hash_file
+from .scan import walk_images
+from .store import ScoreRecord, Store, path_text
+
+
+@dataclass
+class ImportReport:
+    labelled: dict[str, int] = field(default_factory=lambda: {"nsfw": 0, "sfw": 0})
+    unchanged: int = 0
+    kept_human: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def plan_import(path: str | os.PathLike, label: str | None) -> list[tuple[Path, str]]:
+    """Which folders get which label: PATH itself, or ROOT/nsfw and ROOT/sfw."""
+    root = Path(path)
+    if not root.is_dir():
+        raise NsfwTuiError(f"folder not found: {path_text(root)}")
+    if label is not None:
+        return [(root, label)]
+    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    plan = [(subs[name], name) for name in ("nsfw", "sfw") if name in subs]
+    if not plan:
+        raise NsfwTuiError(
+            f"{path_text(root)} has no nsfw/ or sfw/ subfolder; "
+            "give --label nsfw|sfw to label the whole folder"
+        )
+    return plan
+
+
+def _hash(path: str, known) -> tuple[str, os.stat_result | None, str | None, ImageError | None]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return path, None, None, ImageError("unreadable", exc.strerror or str(exc))
+    row = known.get(path_text(path))
+    if row and row.sha256 and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
+        return path, st, row.sha256, None  # unchanged: not re-hashed
+    try:
+        sha, _ = hash_file(path)
+    except ImageError as exc:
+        return path, st, None, exc
+    return path, st, sha, None
+
+
+def import_folders(store: Store, plan: list[tuple[Path, str]]) -> ImportReport:
+    report = ImportReport()
+    for folder, label in plan:
+        paths = list(walk_images(folder, errors=report.errors))
+        known = store.files([path_text(p) for p in paths])
+        # hashlib releases the GIL, so threads overlap reading and hashing.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            hashed = list(pool.map(lambda p, k=known: _hash(p, k), paths))
+        records, shas = [], []
+        for path, st, sha, err in hashed:
+            if err is not None:
+                report.errors.append((path_text(path), f"{err.kind}: {err.reason}"))
+                continue
+            records.append(ScoreRecord(path_text(path), st.st_size, st.st_mtime_ns, sha))
+            shas.append(sha)
+        store.record_files(records)
+        current = store.current_labels(shas)
+        to_label = []
+        for sha in dict.fromkeys(shas):
+            ev = current.get(sha)
+            if ev is not None and ev.label == label:
+                report.unchanged += 1
+            elif ev is not None and ev.source in ("human", "undo"):
+                report.kept_human += 1  # a person's call outranks an import
+            else:
+                to_label.append(sha)
+        store.set_labels(to_label, label, source="import")
+        report.labelled[label] += len(to_label)
+    return report
+
+
+def export_csv(rows: list[dict], output: str | os.PathLike) -> None:
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.part")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "sha256", "label", "source", "time"])
+            for r in rows:
+                when = datetime.fromtimestamp(r["created_at"], UTC).isoformat(timespec="seconds")
+                writer.writerow([r["path"] or "", r["sha256"], r["label"], r["source"], when])
+        os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise NsfwTuiError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
+def export_imagefolder(rows: list[dict], dest: str | os.PathLike) -> dict[str, int]:
+    """DIR/nsfw and DIR/sfw, hard-linked where the file system allows, else copied."""
+    dest = Path(dest)
+    out = {"nsfw": 0, "sfw": 0, "linked": 0, "copied": 0, "missing": 0}
+    for label in ("nsfw", "sfw"):
+        (dest / label).mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        src = r["path"]
+        if not src or not os.path.isfile(src):
+            out["missing"] += 1
+            continue
+        name = Path(src).name
+        target = dest / r["label"] / name
+        if target.exists():
+            if _same_file(target, src):
+                out[r["label"]] += 1
+                continue
+            target = dest / r["label"] / f"{r['sha256'][:12]}_{name}"
+            if target.exists():
+                out[r["label"]] += 1
+                continue
+        try:
+            os.link(src, target)
+            out["linked"] += 1
+        except OSError:
+            shutil.copy2(src, target)
+            out["copied"] += 1
+        out[r["label"]] += 1
+    return out
+
+
+def _same_file(a: Path, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

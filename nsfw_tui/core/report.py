@@ -1,0 +1,81 @@
+"""Scan results as decisions and as CSV/JSON files in the original project's columns."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import NsfwTuiError
+from .scan import ScanItem
+from .store import Store
+
+COLUMNS = ("image_path", "probability", "prediction", "class_name", "error", "label")
+CLASS_NAMES = {1: "NSFW", 0: "SFW"}
+
+
+def decide(probability: float | None, threshold: float, label: str | None) -> int | None:
+    """1 for NSFW, 0 for SFW, None when unreadable. A person's label outranks the model."""
+    if label is not None:
+        return 1 if label == "nsfw" else 0
+    if probability is None:
+        return None  # never SFW by default: an unreadable file needs a person
+    return 1 if probability >= threshold else 0
+
+
+def decisions(items: Sequence[ScanItem], store: Store, threshold: float) -> list[dict]:
+    shas = [i.sha256 for i in items if i.sha256]
+    labels = store.current_labels(shas) if shas else {}
+    rows = []
+    for item in sorted(items, key=lambda i: i.display_path):
+        label = labels[item.sha256].label if item.sha256 in labels else None
+        pred = decide(item.probability, threshold, label)
+        rows.append(
+            {
+                "image_path": item.display_path,
+                "probability": None if item.probability is None else round(item.probability, 6),
+                "prediction": pred,
+                "class_name": CLASS_NAMES.get(pred, "") if pred is not None else "",
+                "error": f"{item.error_kind}: {item.error}" if item.error_kind else "",
+                "label": label or "",
+            }
+        )
+    return rows
+
+
+def summary_counts(rows: Sequence[dict]) -> dict[str, int]:
+    return {
+        "nsfw": sum(1 for r in rows if r["prediction"] == 1),
+        "sfw": sum(1 for r in rows if r["prediction"] == 0),
+        "error": sum(1 for r in rows if r["prediction"] is None),
+        "labelled": sum(1 for r in rows if r["label"]),
+    }
+
+
+def write_report(rows: Sequence[dict], output: str | os.PathLike) -> None:
+    """Write CSV or JSON by suffix, atomically: a crash never leaves half a file."""
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise NsfwTuiError(f"output must end in .csv or .json, got {output.name}")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise NsfwTuiError(f"the output folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            if suffix == ".csv":
+                writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+                writer.writeheader()
+                for r in rows:
+                    writer.writerow({k: "" if r[k] is None else r[k] for k in COLUMNS})
+            else:
+                json.dump(list(rows), fh, indent=2, ensure_ascii=False)
+                fh.write("\n")
+        os.replace(tmp, output)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise NsfwTuiError(f"cannot write {output}: {exc.strerror or exc}") from exc

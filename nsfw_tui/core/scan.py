@@ -1,0 +1,322 @@
+"""Folder walk and the one scoring pipeline: cache lookup, isolated decoding, batched scoring."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .decode_pool import Decoded, DecodePool, Decoder, Failed, decode_path
+from .errors import NsfwTuiError
+from .images import is_image_name
+from .scorers import Scorer, max_over_frames
+from .store import ScoreRecord, Store, path_text
+
+# Failures that belong to the bytes (not to the moment): an unchanged file keeps them.
+CONTENT_ERRORS = frozenset({"empty", "unidentified", "truncated", "bomb", "corrupt", "too-large",
+                            "too-many-frames"})  # fmt: skip
+
+
+@dataclass
+class ScanOptions:
+    batch_size: int = 16
+    workers: int = 2
+    queue_size: int = 64
+    timeout_s: float = 20.0
+    use_draft: bool = True
+    max_frames: int = 8
+    decoder: Decoder = decode_path  # tests swap in a faulty one
+
+    @classmethod
+    def from_config(cls, cfg) -> ScanOptions:
+        return cls(
+            batch_size=int(cfg.batch_size),
+            workers=int(cfg.workers),
+            queue_size=int(cfg.queue_size),
+            timeout_s=float(cfg.timeout_s),
+            use_draft=bool(cfg.use_draft),
+            max_frames=int(cfg.max_frames),
+        )
+
+
+@dataclass
+class ScanItem:
+    path: str  # the real path (may hold surrogate escapes for non-UTF-8 names)
+    sha256: str | None = None
+    probability: float | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def display_path(self) -> str:
+        return path_text(self.path)
+
+
+@dataclass
+class ScanResult:
+    items: list[ScanItem] = field(default_factory=list)
+    reused: int = 0
+    scored: int = 0
+    errors: int = 0
+    walk_errors: list[tuple[str, str]] = field(default_factory=list)
+    cancelled: bool = False
+    max_in_flight: int = 0
+
+
+def walk_images(
+    root: str | os.PathLike,
+    *,
+    pattern: str | None = None,
+    recursive: bool = True,
+    errors: list[tuple[str, str]] | None = None,
+) -> Iterator[str]:
+    """Image files under ``root`` in name order; dot-files skipped, symlink loops cut.
+
+    Folders that cannot be listed are reported in ``errors`` and skipped.
+    """
+    errors = errors if errors is not None else []
+    root = os.fspath(root)
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue  # a symlink loop or a second link to a folder already walked
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            errors.append((path_text(folder), f"cannot list folder: {exc.strerror or exc}"))
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError as exc:
+                errors.append((path_text(entry.path), exc.strerror or str(exc)))
+                continue
+            if is_dir:
+                if recursive:
+                    subdirs.append(entry.path)
+            elif is_file and _matches(entry.name, pattern):
+                yield entry.path
+            elif not is_file and entry.is_symlink() and _matches(entry.name, pattern):
+                errors.append((path_text(entry.path), "broken symbolic link"))
+        stack.extend(reversed(subdirs))
+
+
+def _matches(name: str, pattern: str | None) -> bool:
+    if pattern:
+        return fnmatch.fnmatch(name.lower(), pattern.lower())
+    return is_image_name(name)
+
+
+@dataclass
+class _Pending:
+    decoded: Decoded
+    paths: list[str]
+
+
+def scan_files(
+    paths: Sequence[str],
+    scorer: Scorer,
+    store: Store,
+    options: ScanOptions | None = None,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_items: Callable[[list[ScanItem]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ScanResult:
+    """Score ``paths`` with ``scorer``, answering from the store's cache where it can.
+
+    A file whose path, size and mtime match the store is not re-read; a content already
+    scored by this model is not re-scored. Results are written one batch per transaction,
+    so a cancelled or killed scan keeps every batch it finished.
+    """
+    options = options or ScanOptions()
+    result = ScanResult()
+    total = len(paths)
+    done = 0
+
+    def emit(items: list[ScanItem]) -> None:
+        nonlocal done
+        result.items.extend(items)
+        done += len(items)
+        if on_items:
+            on_items(items)
+        if on_progress:
+            on_progress(done, total)
+
+    stats: dict[str, os.stat_result] = {}
+    stat_failures: list[ScanItem] = []
+    for p in paths:
+        try:
+            stats[p] = os.stat(p)
+        except OSError as exc:
+            stat_failures.append(
+                ScanItem(p, error_kind="unreadable", error=exc.strerror or str(exc))
+            )
+    known = store.files([path_text(p) for p in stats])
+    cached_shas = {row.sha256 for row in known.values() if row.sha256 and row.error_kind is None}
+    cached_probs = store.predictions(scorer.id, list(cached_shas)) if cached_shas else {}
+
+    to_decode: list[str] = []
+    reused: list[ScanItem] = []
+    for p, st in stats.items():
+        row = known.get(path_text(p))
+        unchanged = row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns
+        if unchanged and row.sha256 and row.sha256 in cached_probs:
+            reused.append(ScanItem(p, row.sha256, cached_probs[row.sha256], cached=True))
+        elif unchanged and row.error_kind in CONTENT_ERRORS:
+            reused.append(ScanItem(p, row.sha256, None, row.error_kind, row.error, cached=True))
+        else:
+            to_decode.append(p)
+    result.reused = len(reused)
+    result.errors = len(stat_failures) + sum(1 for r in reused if r.error_kind)
+    if stat_failures:
+        store.record_files(
+            ScoreRecord(path_text(i.path), 0, 0, None, error_kind=i.error_kind, error=i.error)
+            for i in stat_failures
+        )
+    if reused or stat_failures:
+        emit(reused + stat_failures)
+
+    batch_size = max(1, min(options.batch_size, options.queue_size))
+    pool = DecodePool(
+        scorer.preprocessing,
+        workers=options.workers,
+        queue_size=options.queue_size,
+        timeout_s=options.timeout_s,
+        use_draft=options.use_draft,
+        max_frames=options.max_frames,
+        decoder=options.decoder,
+    )
+    pending: dict[str, _Pending] = {}
+    held = 0  # decoded results whose pixels we still hold (pool permits)
+
+    def flush() -> None:
+        nonlocal held
+        if not pending:
+            return
+        items, records = _score_batch(list(pending.values()), scorer, store, stats)
+        result.scored += sum(1 for i in items if not i.cached)
+        result.reused += sum(1 for i in items if i.cached)
+        store.record_files(records)
+        pending.clear()
+        pool.release(held)
+        held = 0
+        emit(items)
+
+    try:
+        for res in pool.map(to_decode):
+            if isinstance(res, Failed):
+                pool.release()
+                item = ScanItem(res.path, res.sha256, None, res.error.kind, res.error.reason)
+                st = stats[res.path]
+                store.record_files(
+                    [
+                        ScoreRecord(
+                            path_text(res.path), st.st_size, st.st_mtime_ns, res.sha256,
+                            error_kind=res.error.kind, error=res.error.reason,
+                        )
+                    ]
+                )  # fmt: skip
+                result.errors += 1
+                emit([item])
+            else:
+                held += 1
+                entry = pending.get(res.sha256)
+                if entry is None:
+                    pending[res.sha256] = _Pending(res, [res.path])
+                else:
+                    entry.paths.append(res.path)
+                frames = sum(len(e.decoded.pixels) for e in pending.values())
+                if len(pending) >= batch_size or frames >= 4 * batch_size:
+                    flush()
+            if should_stop and should_stop():
+                result.cancelled = True
+                break
+        if not result.cancelled:
+            flush()
+    finally:
+        pool.close()
+        result.max_in_flight = pool.max_in_flight
+    return result
+
+
+def _score_batch(
+    entries: list[_Pending], scorer: Scorer, store: Store, stats: dict[str, os.stat_result]
+) -> tuple[list[ScanItem], list[ScoreRecord]]:
+    shas = [e.decoded.sha256 for e in entries]
+    known = store.predictions(scorer.id, shas)
+    fresh = [e for e in entries if e.decoded.sha256 not in known]
+    probs: dict[str, float] = dict(known)
+    feats: dict[str, np.ndarray | None] = {}
+    if fresh:
+        pixels = np.stack([px for e in fresh for px in e.decoded.pixels])
+        batch = scorer.score(pixels)
+        counts = [len(e.decoded.pixels) for e in fresh]
+        for e, p in zip(fresh, max_over_frames(batch.probabilities, counts), strict=True):
+            probs[e.decoded.sha256] = p
+        if batch.features is not None:
+            start = 0
+            for e, n in zip(fresh, counts, strict=True):
+                feats[e.decoded.sha256] = batch.features[start : start + n]
+                start += n
+    items: list[ScanItem] = []
+    records: list[ScoreRecord] = []
+    fresh_shas = {e.decoded.sha256 for e in fresh}
+    for e in entries:
+        d = e.decoded
+        is_fresh = d.sha256 in fresh_shas
+        for i, path in enumerate(e.paths):
+            st = stats[path]
+            scored_here = is_fresh and i == 0
+            items.append(ScanItem(path, d.sha256, probs[d.sha256], cached=not scored_here))
+            records.append(
+                ScoreRecord(
+                    path_text(path), st.st_size, st.st_mtime_ns, d.sha256,
+                    probability=probs[d.sha256] if scored_here else None,
+                    model_id=scorer.id if scored_here else None,
+                    width=d.width, height=d.height, format=d.format, n_frames=d.n_frames,
+                    features=feats.get(d.sha256) if scored_here else None,
+                )
+            )  # fmt: skip
+    return items, records
+
+
+def scan_folder(
+    root: str | os.PathLike,
+    scorer: Scorer,
+    store: Store,
+    options: ScanOptions | None = None,
+    *,
+    pattern: str | None = None,
+    recursive: bool = True,
+    **kwargs,
+) -> ScanResult:
+    errors: list[tuple[str, str]] = []
+    paths = list(walk_images(root, pattern=pattern, recursive=recursive, errors=errors))
+    result = scan_files(paths, scorer, store, options, **kwargs)
+    result.walk_errors = errors
+    return result
+
+
+def check_folder(path: str | os.PathLike) -> Path:
+    """The folder to scan, or one clear error."""
+    p = Path(path)
+    if not p.exists():
+        raise NsfwTuiError(f"folder not found: {path_text(p)}")
+    if not p.is_dir():
+        raise NsfwTuiError(f"not a folder: {path_text(p)}")
+    return p

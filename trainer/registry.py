@@ -1,0 +1,49 @@
+"""Turns a model id from the store into a scorer of any kind; the one place that knows them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nsfw_tui.core.errors import NsfwTuiError
+from nsfw_tui.core.preprocess import Preprocessing
+from nsfw_tui.core.scorers import BUILTIN_ID, OnnxScorer, Scorer, ensure_builtin, load_builtin
+from nsfw_tui.core.store import ModelRow, Store
+
+_builtin_cache: dict[int | None, OnnxScorer] = {}
+
+
+def resolve_model(store: Store, model_id: str | None = None) -> ModelRow:
+    """The named model, else the active one (registering the built-in model on first use)."""
+    ensure_builtin(store)
+    if model_id:
+        row = store.model(model_id)
+        if row is None:
+            known = ", ".join(m.id for m in store.models()) or "none"
+            raise NsfwTuiError(f"no model with id {model_id!r} (known: {known})")
+        return row
+    row = store.active_model() or store.model(BUILTIN_ID)
+    if row is None:  # a read-only store that never saw the built-in model
+        return ModelRow(BUILTIN_ID, "builtin", None, 0.2, {}, None, {}, 0.0, True)
+    return row
+
+
+def load_scorer(row: ModelRow, *, threads: int | None = None) -> Scorer:
+    """A scorer for the model row; heavy libraries load only for the kinds that need them."""
+    if row.kind == "builtin":
+        if threads not in _builtin_cache:
+            _builtin_cache[threads] = load_builtin(threads)
+        return _builtin_cache[threads]
+    if row.kind == "onnx":
+        if not row.path or not Path(row.path).is_file():
+            raise NsfwTuiError(f"the ONNX file of model {row.id!r} is missing: {row.path}")
+        if not row.preprocessing:
+            raise NsfwTuiError(f"model {row.id!r} has no preprocessing recorded")
+        return OnnxScorer(
+            row.id,
+            row.path,
+            Preprocessing.from_dict(row.preprocessing),
+            output=row.meta.get("output", "probability"),
+            default_threshold=row.threshold,
+            threads=threads,
+        )
+    raise NsfwTuiError(f"model {row.id!r} is of kind {row.kind!r}, which this version cannot load")
