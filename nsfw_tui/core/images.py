@@ -37,6 +37,8 @@ _ANIMATED = frozenset({"GIF", "PNG", "WEBP", "AVIF"})
 _IMAGE_BRANDS = frozenset(
     {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 )
+# ImageOps.exif_transpose's table, applied to every frame from one reading of the tag:
+# exif_transpose re-serialises the EXIF block on each call, which raises on a corrupt one.
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -108,6 +110,8 @@ def _open_checked(path: str | os.PathLike) -> tuple[BinaryIO, int]:
         raise ImageError("unreadable", f"cannot read file: {what}") from None
     except OSError as exc:
         raise ImageError("unreadable", f"cannot open file: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the name
+        raise ImageError("unreadable", "cannot open file: invalid file name") from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -311,15 +315,18 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _bomb_message(exc: Exception) -> str:
+def _bomb(pixels: int | None) -> ImageError:
     limit = _pixel_limit()
-    match = re.search(r"\((\d+) pixels\)", str(exc))
-    if match:
-        return (
-            f"image has {int(match[1]):,} pixels, over the {limit:,}-pixel limit "
-            "(possible decompression bomb)"
-        )
-    return f"image is over the {limit:,}-pixel limit (possible decompression bomb)"
+    count = f"image has {pixels:,} pixels, over" if pixels else "image is over"
+    return ImageError("bomb", f"{count} the {limit:,}-pixel limit (possible decompression bomb)")
+
+
+def _check_pixels(im: Image.Image) -> None:
+    # The warnings filter is process-global and catch_warnings() is not thread-safe, so
+    # the 1x limit is also enforced here, where no other thread can undo it.
+    pixels = im.width * im.height
+    if pixels > _pixel_limit():
+        raise _bomb(pixels)
 
 
 def _sniff(prefix: bytes) -> str | None:
@@ -375,7 +382,8 @@ def _looks_cut(data: bytes) -> bool:
 
 def _classify(exc: Exception, fmt: str | None, data: bytes) -> ImageError:
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return ImageError("bomb", _bomb_message(exc))
+        match = re.search(r"\((\d+) pixels\)", str(exc))
+        return _bomb(int(match[1]) if match else None)
     if isinstance(exc, MemoryError):
         return ImageError("bomb", "ran out of memory while decoding (possible decompression bomb)")
     what = fmt or _sniff(data[:16]) or "image"
@@ -399,6 +407,7 @@ def _decode(data: bytes, draft: tuple[int, int] | None, max_frames: int) -> Load
             width, height = im.size
             if width <= 0 or height <= 0:
                 raise ImageError("corrupt", f"{fmt} image has no pixels ({width}x{height})")
+            _check_pixels(im)
             n_frames = _count_frames(im, data)
             orientation = 1
             if draft is not None and fmt in _DRAFTABLE:
@@ -417,6 +426,7 @@ def _decode(data: bytes, draft: tuple[int, int] | None, max_frames: int) -> Load
             for index in indices:
                 if index:
                     im.seek(index)
+                    _check_pixels(im)  # GIF grows its canvas to fit a frame
                     im.load()
                 frame = _to_rgb(im)
                 if orientation in _TRANSPOSE:
@@ -474,6 +484,7 @@ class Decoded:
     n_frames: int
     pixels: list[np.ndarray]
     """uint8 (H, W, 3) RGB from Preprocessing.pixels, one per sampled frame."""
+    path: str = ""
 
 
 def decode_file(
@@ -488,7 +499,11 @@ def decode_file(
     sha256 = hashlib.sha256(data).hexdigest()
     draft = preprocessing.draft_size() if use_draft else None
     size = len(data)
-    loaded = load_image(data, draft=draft, max_frames=max_frames)
+    try:
+        loaded = load_image(data, draft=draft, max_frames=max_frames)
+    except ImageError as exc:
+        exc.sha256, exc.size = sha256, size
+        raise
     del data
     pixels = []
     while loaded.frames:  # drop each full-size frame as soon as it is preprocessed
@@ -501,4 +516,5 @@ def decode_file(
         format=loaded.format,
         n_frames=loaded.n_frames,
         pixels=pixels,
+        path=os.fspath(path),
     )
