@@ -15,8 +15,19 @@ from rich.text import Text
 
 from .core.errors import NsfwTuiError
 
+
+class DefaultToOpen(typer.core.TyperGroup):
+    """`nsfw-tui ./photos` means `nsfw-tui open ./photos`: Typer has no default command."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["open", *args]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
     name="nsfw-tui",
+    cls=DefaultToOpen,
     help="Score, review and curate images for NSFW content; fine-tune on your own labels.",
     no_args_is_help=True,
     add_completion=False,
@@ -75,6 +86,56 @@ def _open_store(home: Path | None):
     else:
         ensure_builtin(store)
     return h, store
+
+
+# -- the review screen ---------------------------------------------------------------------
+
+
+def _run_app(folder: Path, home: Path | None, blur: bool, threshold: float | None) -> None:
+    h, store = _open_store(home)  # checks and migrates before the screen takes over
+    store.close()
+    # textual-image asks the terminal what it can draw; it must do so before Textual starts.
+    import textual_image.renderable  # noqa: F401
+
+    from .tui.app import make_app
+
+    make_app(folder, home=h, blur=blur, threshold=threshold).run()
+
+
+@app.command("open")
+@handles_errors
+def open_(
+    path: Annotated[Path, typer.Argument(help="Folder of images to review.")],
+    blur: Annotated[
+        bool, typer.Option("--blur/--no-blur", help="Safe mode: blur likely-NSFW previews.")
+    ] = True,
+    threshold: Annotated[
+        float | None, typer.Option(help="Decision threshold (default: the model's own).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Review a folder: `nsfw-tui PATH` opens the full-screen review screen."""
+    from .core.scan import check_folder
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
+    _run_app(check_folder(path), home, blur, threshold)
+
+
+@app.command()
+@handles_errors
+def demo(
+    blur: Annotated[
+        bool, typer.Option("--blur/--no-blur", help="Safe mode: blur likely-NSFW previews.")
+    ] = True,
+    home: HomeOption = None,
+) -> None:
+    """Make a small folder of generated sample images under the home folder and open it."""
+    from .core.demo import make_demo
+    from .core.home import resolve_home
+
+    folder = make_demo(resolve_home(home).demo_dir)
+    _run_app(folder, home, blur, None)
 
 
 # -- scan ----------------------------------------------------------------------------------

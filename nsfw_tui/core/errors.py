@@ -15,6 +15,10 @@ class StoreError(NsfwTuiError):
     """The label store cannot be opened or written."""
 
 
+class StoreBusyError(StoreError):
+    """Another process held the write lock for longer than the busy timeout."""
+
+
 class StoreReadOnlyError(StoreError):
     """The store is open read-only (newer schema, or no write permission)."""
 

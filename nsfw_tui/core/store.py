@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from .errors import StoreError, StoreReadOnlyError
+from .errors import StoreBusyError, StoreError, StoreReadOnlyError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30.0
@@ -174,8 +174,14 @@ class Store:
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> Store:
-        """Open (creating if needed) and migrate the store at ``path``; refuse a corrupt one."""
+    def open(
+        cls, path: str | os.PathLike, *, timeout: float = BUSY_TIMEOUT_S, check: bool = True
+    ) -> Store:
+        """Open (creating if needed) and migrate the store at ``path``; refuse a corrupt one.
+
+        ``check=False`` skips the integrity check, for the extra connections that worker
+        threads open on a store the app has already checked.
+        """
         path = Path(path)
         if path.exists():
             if path.is_dir():
@@ -187,11 +193,11 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the folder for the store {path}: {exc}") from exc
         try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         try:
-            store = cls._prepare(conn, path)
+            store = cls._prepare(conn, path, check)
         except sqlite3.DatabaseError as exc:
             conn.close()
             if "locked" in str(exc) or "busy" in str(exc):
@@ -205,7 +211,7 @@ class Store:
         return store
 
     @classmethod
-    def _prepare(cls, conn: sqlite3.Connection, path: Path) -> Store:
+    def _prepare(cls, conn: sqlite3.Connection, path: Path, check: bool) -> Store:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             conn.close()
@@ -217,9 +223,10 @@ class Store:
                 f"version knows {SCHEMA_VERSION}); it is open read-only, upgrade nsfw-tui to write"
             )
             return cls(ro, path, readonly_reason=reason)
-        check = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        if check:
+            result = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if result != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {result}")
         conn.execute("PRAGMA journal_mode=WAL")
         # Labels are a person's work: FULL makes a commit survive power loss, not just a crash.
         conn.execute("PRAGMA synchronous=FULL")
@@ -465,6 +472,11 @@ class Store:
             rows = self._in_chunks(base.format(where="WHERE sha256 IN ({marks})"), list(shas))
         return {r["sha256"]: LabelEvent(**r) for r in rows if r["label"] is not None}
 
+    def batch_images(self, batch: str) -> list[str]:
+        """The images a label batch touched, in the order it touched them."""
+        rows = self._rows("SELECT sha256 FROM label_events WHERE batch = ? ORDER BY id", [batch])
+        return [r["sha256"] for r in rows]
+
     def label_history(self, sha256: str) -> list[LabelEvent]:
         rows = self._rows(
             "SELECT id, sha256, label, source, batch, created_at FROM label_events "
@@ -652,7 +664,7 @@ def _model_row(r: dict) -> ModelRow:
 def _write_error(path: Path, exc: sqlite3.Error) -> StoreError:
     text = str(exc)
     if "locked" in text or "busy" in text:
-        return StoreError(
+        return StoreBusyError(
             f"the store {path} stayed busy for {BUSY_TIMEOUT_S:.0f} s (another nsfw-tui "
             "process is writing); nothing was written, try again"
         )

@@ -1,0 +1,227 @@
+"""The review session's state: rows, filters, sorts, folder view, counts and stats; no UI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .metrics import Confusion, auroc, confusion
+from .scan import CONTENT_ERRORS, ScanItem, walk_images
+from .store import Store, path_text
+
+FILTERS = ("all", "unlabelled", "disagreements", "predicted NSFW", "uncertain", "errors")
+SORTS = ("name", "probability", "uncertainty")
+# A score this close to the threshold is "uncertain": the calls a person should check first.
+UNCERTAIN_BAND = 0.1
+
+
+@dataclass
+class Row:
+    path: str
+    rel: str  # display text, relative to the root
+    folder: str  # relative folder of the file, "" for the root itself
+    size: int = 0
+    mtime_ns: int = 0
+    sha256: str | None = None
+    probability: float | None = None
+    error: str | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.rel)
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        return "scored" if self.probability is not None else "pending"
+
+
+@dataclass
+class Stats:
+    confusion: Confusion
+    auroc: float | None
+    labelled: int
+    scored_labelled: int
+
+
+@dataclass
+class Review:
+    root: Path
+    rows: list[Row]
+    threshold: float
+    model_id: str
+    folder: str | None = None  # None shows everything under the root
+    filter: str = "all"
+    sort: str = "name"
+    search: str = ""
+    view: list[Row] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.by_path = {r.path: r for r in self.rows}
+        self.refresh_view()
+
+    # -- the model's call --------------------------------------------------------------
+
+    def call(self, row: Row) -> str | None:
+        if row.probability is None:
+            return None
+        return "nsfw" if row.probability >= self.threshold else "sfw"
+
+    def disagrees(self, row: Row) -> bool:
+        call = self.call(row)
+        return row.label is not None and call is not None and call != row.label
+
+    def uncertain(self, row: Row) -> bool:
+        return (
+            row.probability is not None and abs(row.probability - self.threshold) < UNCERTAIN_BAND
+        )
+
+    # -- the view ----------------------------------------------------------------------
+
+    def _keep(self, row: Row) -> bool:
+        if self.folder and not (
+            row.folder == self.folder or row.folder.startswith(self.folder + "/")
+        ):
+            return False
+        if self.search and self.search.lower() not in row.name.lower():
+            return False
+        f = self.filter
+        if f == "unlabelled":
+            return row.label is None
+        if f == "disagreements":
+            return self.disagrees(row)
+        if f == "predicted NSFW":
+            return self.call(row) == "nsfw"
+        if f == "uncertain":
+            return self.uncertain(row)
+        if f == "errors":
+            return row.error is not None
+        return True
+
+    def _sort_key(self, row: Row):
+        if self.sort == "probability":
+            # Highest first; unscored and errors after every score.
+            return (row.probability is None, -(row.probability or 0.0), row.rel)
+        if self.sort == "uncertainty":
+            p = row.probability
+            return (p is None, abs(p - self.threshold) if p is not None else 0.0, row.rel)
+        return (row.rel,)
+
+    def refresh_view(self) -> list[Row]:
+        self.view = sorted((r for r in self.rows if self._keep(r)), key=self._sort_key)
+        return self.view
+
+    def cycle_filter(self) -> str:
+        self.filter = FILTERS[(FILTERS.index(self.filter) + 1) % len(FILTERS)]
+        self.refresh_view()
+        return self.filter
+
+    def cycle_sort(self) -> str:
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self.refresh_view()
+        return self.sort
+
+    def move_threshold(self, delta: float) -> float:
+        self.threshold = round(min(1.0, max(0.0, self.threshold + delta)), 4)
+        self.refresh_view()
+        return self.threshold
+
+    # -- updates from workers ----------------------------------------------------------
+
+    def apply_scores(self, items: Iterable[ScanItem]) -> int:
+        changed = 0
+        for item in items:
+            row = self.by_path.get(item.path)
+            if row is None:
+                continue
+            row.sha256 = item.sha256 or row.sha256
+            row.probability = item.probability
+            row.error = f"{item.error_kind}: {item.error}" if item.error_kind else None
+            changed += 1
+        return changed
+
+    def apply_labels(self, labels: dict[str, str | None]) -> None:
+        """Set the current label of every row holding one of these hashes."""
+        for row in self.rows:
+            if row.sha256 in labels:
+                row.label = labels[row.sha256]
+
+    # -- counts and stats --------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        scored = sum(1 for r in self.rows if r.status != "pending")
+        return {
+            "total": len(self.rows),
+            "scored": scored,
+            "nsfw_labels": sum(1 for r in self.rows if r.label == "nsfw"),
+            "sfw_labels": sum(1 for r in self.rows if r.label == "sfw"),
+            "disagreements": sum(1 for r in self.rows if self.disagrees(r)),
+            "errors": sum(1 for r in self.rows if r.error),
+            "predicted_nsfw": sum(1 for r in self.rows if self.call(r) == "nsfw"),
+        }
+
+    def folder_counts(self) -> dict[str, tuple[int, int, int]]:
+        """(images, predicted NSFW, labelled) per folder, each including its subfolders."""
+        out: dict[str, list[int]] = {}
+        for row in self.rows:
+            parts = row.folder.split("/") if row.folder else []
+            keys = [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
+            for key in keys:
+                c = out.setdefault(key, [0, 0, 0])
+                c[0] += 1
+                c[1] += self.call(row) == "nsfw"
+                c[2] += row.label is not None
+        return {k: (v[0], v[1], v[2]) for k, v in out.items()}
+
+    def folders(self) -> list[str]:
+        return sorted({r.folder for r in self.rows} | set(self.folder_counts()))
+
+    def stats(self) -> Stats:
+        labelled = [r for r in self.rows if r.label is not None]
+        scored = [r for r in labelled if r.probability is not None]
+        y = [1 if r.label == "nsfw" else 0 for r in scored]
+        s = [r.probability for r in scored]
+        return Stats(confusion(y, s, self.threshold), auroc(y, s), len(labelled), len(scored))
+
+
+def load_review(
+    root: str | os.PathLike, store: Store, model_id: str, threshold: float
+) -> tuple[Review, list[str]]:
+    """Walk the folder, fill rows from the store's cache; returns the review and what to score."""
+    root = Path(root)
+    walk_errors: list[tuple[str, str]] = []
+    rows: list[Row] = []
+    for path in walk_images(root, errors=walk_errors):
+        rel = path_text(os.path.relpath(path, root))
+        folder = os.path.dirname(rel).replace(os.sep, "/")
+        try:
+            st = os.stat(path)
+            rows.append(Row(path, rel, folder, st.st_size, st.st_mtime_ns))
+        except OSError as exc:
+            rows.append(Row(path, rel, folder, error=f"unreadable: {exc.strerror or exc}"))
+    known = store.files([path_text(r.path) for r in rows])
+    shas = {f.sha256 for f in known.values() if f.sha256}
+    probs = store.predictions(model_id, list(shas)) if shas else {}
+    labels = store.current_labels(list(shas)) if shas else {}
+    pending: list[str] = []
+    for row in rows:
+        if row.error:
+            continue
+        f = known.get(path_text(row.path))
+        if f is None or f.size != row.size or f.mtime_ns != row.mtime_ns:
+            pending.append(row.path)
+            continue
+        row.sha256 = f.sha256
+        if f.error_kind in CONTENT_ERRORS:
+            row.error = f"{f.error_kind}: {f.error}"
+        elif f.sha256 in probs:
+            row.probability = probs[f.sha256]
+        else:
+            pending.append(row.path)
+        if f.sha256 in labels:
+            row.label = labels[f.sha256].label
+    return Review(root, rows, threshold, model_id), pending

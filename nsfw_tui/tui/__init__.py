@@ -1,0 +1,1 @@
+"""The Textual faces: the review screen and its helpers."""

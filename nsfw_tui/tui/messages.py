@@ -1,0 +1,72 @@
+"""Messages that workers post to the UI thread (past-tense events)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+from textual.message import Message
+
+from ..core.review import Review
+from ..core.scan import ScanItem
+
+
+@dataclass
+class ReviewLoaded(Message):
+    review: Review
+    pending: list[str]
+    model_name: str
+
+
+@dataclass
+class ScoresReady(Message):
+    items: list[ScanItem]
+
+
+@dataclass
+class ScoringProgressed(Message):
+    done: int
+    total: int
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ScoringProgressed)
+
+
+@dataclass
+class ScoringFinished(Message):
+    scored: int
+    cancelled: bool
+
+
+@dataclass
+class PreviewReady(Message):
+    path: str
+    image: Image.Image | None
+    blurred: Image.Image | None
+    error: str | None
+    details: dict
+
+
+@dataclass
+class LabelsSaved(Message):
+    """The store now holds these current labels; ``batch`` undoes the change."""
+
+    labels: dict[str, str | None]
+    batch: str | None
+    undo: bool = False
+    hashed: dict[str, str] | None = None  # path -> sha256 learnt while labelling
+
+
+@dataclass
+class LabelsFailed(Message):
+    paths: list[str]
+    reason: str
+
+
+class UndoEmpty(Message):
+    """Undo was asked for with no label change of this session left to undo."""
+
+
+@dataclass
+class StoreBusy(Message):
+    seconds: float

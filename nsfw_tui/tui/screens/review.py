@@ -1,0 +1,435 @@
+"""The review screen: folder tree, image list, preview, status; keys to label and navigate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Tree
+from textual.worker import get_current_worker
+
+from ...core.errors import ImageError
+from ...core.images import load_image
+from ...core.review import Review, Row, load_review
+from ...core.scan import scan_files
+from ...core.store import Store
+from ..label_writer import SetLabels, UndoLast
+from ..messages import (
+    LabelsFailed,
+    LabelsSaved,
+    PreviewReady,
+    ReviewLoaded,
+    ScoresReady,
+    ScoringFinished,
+    ScoringProgressed,
+    StoreBusy,
+    UndoEmpty,
+)
+from ..widgets.folder_tree import FolderTree
+from ..widgets.image_list import ImageList
+from ..widgets.preview import Preview, blur, prepare
+from ..widgets.status_bar import StatusBar
+from .dialogs import ConfirmScreen, HelpScreen, ModelScreen
+from .stats import StatsScreen
+
+THRESHOLD_STEP = 0.05
+
+
+class ReviewScreen(Screen):
+    BINDINGS = [
+        Binding("n", "label('nsfw')", "NSFW"),
+        Binding("s", "label('sfw')", "SFW"),
+        Binding("u", "label(None)", "Clear"),
+        Binding("z", "undo", "Undo"),
+        Binding("N", "label_all('nsfw')", "All NSFW", show=False),
+        Binding("S", "label_all('sfw')", "All SFW", show=False),
+        Binding("space", "reveal", "Reveal"),
+        Binding("f", "cycle_filter", "Filter"),
+        Binding("o", "cycle_sort", "Sort"),
+        Binding("plus,equals_sign", "threshold(1)", "+Thr", show=False),
+        Binding("minus", "threshold(-1)", "-Thr", show=False),
+        Binding("slash", "search", "Search"),
+        Binding("m", "pick_model", "Model"),
+        Binding("r", "rescan", "Rescan", show=False),
+        Binding("i", "stats", "Stats"),
+        Binding("question_mark", "help", "Help"),
+        Binding("escape", "end_search", "Clear search", show=False),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, root: Path, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root = root
+        self.review: Review | None = None
+        self.model_name = "…"
+        self.models: list[tuple[str, str]] = []
+        self.progress: tuple[int, int] | None = None
+        self.revealed: str | None = None  # the path the person chose to see unblurred
+        self.optimistic: dict[str, str | None] = {}  # path -> label before an unsaved change
+        self.preview_cache: PreviewReady | None = None
+
+    # -- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield FolderTree(id="folders")
+            yield ImageList(id="images")
+            yield Preview(image_class=self.app.image_class, id="preview")
+        yield Input(placeholder="search file names (Enter keeps, Esc clears)", id="search")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#search", Input).display = False
+        self.query_one(ImageList).focus()
+        self.query_one(Preview).clear("Loading…")
+        self.load()
+
+    @property
+    def images(self) -> ImageList:
+        return self.query_one(ImageList)
+
+    def refresh_all(self, keep: Row | None = None, tree: bool = True) -> None:
+        if self.review is None:
+            return
+        self.review.refresh_view()
+        self.images.show(self.review, keep)
+        self.query_one(StatusBar).show(self.review, self.model_name, self.progress)
+        if tree:
+            self.query_one(FolderTree).update_counts(self.review)
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _store(self) -> Store:
+        return Store.open(self.app.home.store_path, check=False)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load(self) -> None:
+        from trainer.registry import resolve_model
+
+        with self._store() as store:
+            row = resolve_model(store, None)
+            threshold = self.app.threshold if self.app.threshold is not None else row.threshold
+            review, pending = load_review(self.root, store, row.id, threshold)
+            self.models = [(m.id, f"{m.kind}, threshold {m.threshold:g}") for m in store.models()]
+        self.post_message(ReviewLoaded(review, pending, row.id))
+
+    @work(thread=True, exclusive=True, group="score", exit_on_error=False)
+    def score(self, paths: list[str]) -> None:
+        from trainer.registry import resolve_model
+
+        worker = get_current_worker()
+        with self._store() as store:
+            scorer = self.app.make_scorer(resolve_model(store, self.model_name))
+            result = scan_files(
+                paths,
+                scorer,
+                store,
+                self.app.scan_options,
+                on_items=lambda items: self.post_message(ScoresReady(items)),
+                on_progress=lambda d, t: self.post_message(ScoringProgressed(d, t)),
+                should_stop=lambda: worker.is_cancelled,
+            )
+        self.post_message(ScoringFinished(result.scored, result.cancelled))
+
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
+    def load_preview(self, row: Row) -> None:
+        details = {"history": []}
+        if row.sha256:
+            with self._store() as store:
+                details["history"] = store.label_history(row.sha256)
+        image = blurred = None
+        error = row.error
+        if error is None:
+            try:
+                loaded = load_image(row.path, draft=(1024, 1024), max_frames=1)
+                image = prepare(loaded.frames[0])
+                blurred = blur(image)
+                details["dimensions"] = f"{loaded.width} x {loaded.height} {loaded.format}"
+            except ImageError as exc:
+                error = f"{exc.kind}: {exc.reason}"
+        if get_current_worker().is_cancelled:
+            return
+        self.post_message(PreviewReady(row.path, image, blurred, error, details))
+
+    # -- worker results ------------------------------------------------------------------
+
+    @on(ReviewLoaded)
+    def on_review_loaded(self, message: ReviewLoaded) -> None:
+        old = self.review
+        review = message.review
+        if old is not None:  # keep the person's view settings across a reload
+            review.folder, review.filter, review.sort, review.search = (
+                old.folder, old.filter, old.sort, old.search
+            )  # fmt: skip
+            if self.app.threshold is None and old.model_id == review.model_id:
+                review.threshold = old.threshold
+        self.review = review
+        self.model_name = message.model_name
+        self.query_one(FolderTree).build(review)
+        self.images.empty_text = (
+            f"No images in {self.root}" if not review.rows else "Nothing matches this filter"
+        )
+        current = self.images.current
+        keep = review.by_path.get(current.path) if current else None
+        self.refresh_all(keep)
+        if not review.rows:
+            self.query_one(Preview).clear(f"No images in {self.root}.")
+        self.start_scoring(message.pending)
+
+    def start_scoring(self, pending: list[str]) -> None:
+        if not pending:
+            self.progress = None
+            return
+        current = self.images.current
+        if current is not None and current.path in pending:
+            pending = [current.path] + [p for p in pending if p != current.path]  # selected first
+        self.progress = (0, len(pending))
+        self.score(pending)
+
+    @on(ScoresReady)
+    def on_scores_ready(self, message: ScoresReady) -> None:
+        if self.review is None:
+            return
+        self.review.apply_scores(message.items)
+        current = self.images.current
+        self.refresh_all(current)
+        if current is not None and any(i.path == current.path for i in message.items):
+            self.load_preview(current)
+
+    @on(ScoringProgressed)
+    def on_scoring_progressed(self, message: ScoringProgressed) -> None:
+        self.progress = (message.done, message.total)
+        if self.review is not None:
+            self.query_one(StatusBar).show(self.review, self.model_name, self.progress)
+
+    @on(ScoringFinished)
+    def on_scoring_finished(self, message: ScoringFinished) -> None:
+        self.progress = None
+        if self.review is not None:
+            self.query_one(StatusBar).show(self.review, self.model_name, None)
+
+    @on(ImageList.Highlighted)
+    def on_highlighted(self, message: ImageList.Highlighted) -> None:
+        row = message.row
+        if row is None:
+            if self.review is not None and self.review.rows:
+                self.query_one(Preview).clear("Nothing matches this filter.")
+            return
+        if self.revealed != row.path:
+            self.revealed = None
+        preview = self.query_one(Preview)
+        if preview.path != row.path:
+            self.load_preview(row)
+
+    @on(PreviewReady)
+    def on_preview_ready(self, message: PreviewReady) -> None:
+        current = self.images.current
+        if current is None or current.path != message.path:
+            return
+        self.preview_cache = message
+        self.draw_preview()
+
+    def draw_preview(self) -> None:
+        message, row, review = self.preview_cache, self.images.current, self.review
+        if message is None or row is None or review is None or message.path != row.path:
+            return
+        preview = self.query_one(Preview)
+        if message.error:
+            preview.show_image(row.path, None, f"Cannot show this image.\n{message.error}")
+        else:
+            blurred = (
+                self.app.blur
+                and self.revealed != row.path
+                and (row.probability is None or row.probability >= review.threshold)
+            )
+            note = "blurred: space reveals" if blurred else ""
+            preview.show_image(row.path, message.blurred if blurred else message.image, note)
+        preview.show_details(self.details(row, message), message.details.get("history", []))
+
+    def details(self, row: Row, message: PreviewReady) -> list[tuple[str, str]]:
+        review = self.review
+        prob = "–" if row.probability is None else f"{row.probability:.4f}"
+        call = review.call(row) if review else None
+        out = [
+            ("path", row.path if isinstance(row.path, str) else str(row.path)),
+            ("size", f"{row.size / 1024:.1f} KiB"),
+        ]
+        if "dimensions" in message.details:
+            out.append(("dimensions", message.details["dimensions"]))
+        out += [
+            ("probability", prob),
+            ("model call", (call or "–").upper()),
+            ("label", (row.label or "none").upper()),
+            ("status", row.error or row.status),
+        ]
+        return out
+
+    # -- labels --------------------------------------------------------------------------
+
+    def _label_rows(self, rows: list[Row], label: str | None) -> None:
+        if self.app.store_readonly:
+            self.notify(self.app.store_readonly, title="Labels not saved", severity="error")
+            return
+        for row in rows:
+            self.optimistic.setdefault(row.path, row.label)
+            row.label = label
+        self.app.label_writer.submit(SetLabels([(r.path, r.sha256) for r in rows], label))
+
+    def action_label(self, label: str | None) -> None:
+        row = self.images.current
+        if row is None:
+            return
+        self._label_rows([row], label)
+        self.refresh_all(row)
+        if label is None:
+            self.draw_preview()
+        elif self.images.current is row:
+            self.images.cursor += 1  # fast triage: on to the next image
+        # else the filter hid the row and the cursor already stands on the next one
+
+    def action_label_all(self, label: str) -> None:
+        if self.review is None or not self.review.view:
+            return
+        rows = list(self.review.view)
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._label_rows(rows, label)
+                self.refresh_all()
+                self.notify(f"Labelled {len(rows)} images {label.upper()}; z undoes it all.")
+
+        self.app.push_screen(
+            ConfirmScreen(f"Label all {len(rows)} images in this view as {label.upper()}?"),
+            answer,
+        )
+
+    def action_undo(self) -> None:
+        self.app.label_writer.submit(UndoLast())
+
+    @on(LabelsSaved)
+    def on_labels_saved(self, message: LabelsSaved) -> None:
+        if self.review is None:
+            return
+        for path, sha in (message.hashed or {}).items():
+            row = self.review.by_path.get(path)
+            if row is not None:
+                row.sha256 = sha
+            self.optimistic.pop(path, None)
+        self.review.apply_labels(message.labels)
+        if message.undo:
+            n = len(message.labels)
+            self.notify(f"Undid the last label change ({n} image{'s' * (n != 1)}).")
+        self.refresh_all()
+        self.draw_preview()
+        current = self.images.current
+        if current is not None and current.sha256 in message.labels:
+            self.load_preview(current)  # refresh the history under the preview
+
+    @on(UndoEmpty)
+    def on_undo_empty(self, message: UndoEmpty) -> None:
+        self.notify("Nothing to undo.", timeout=3)
+
+    @on(LabelsFailed)
+    def on_labels_failed(self, message: LabelsFailed) -> None:
+        if self.review is not None:
+            for path in message.paths:
+                row = self.review.by_path.get(path)
+                if row is not None and path in self.optimistic:
+                    row.label = self.optimistic.pop(path)
+            self.refresh_all()
+        self.notify(message.reason, title="Label not saved", severity="error", timeout=10)
+
+    @on(StoreBusy)
+    def on_store_busy(self, message: StoreBusy) -> None:
+        self.notify(
+            "The store is busy (another nsfw-tui is writing); your label is queued and will "
+            "be saved as soon as it is free.",
+            title="Store busy – retrying",
+            severity="warning",
+        )
+
+    # -- view ----------------------------------------------------------------------------
+
+    def action_reveal(self) -> None:
+        row = self.images.current
+        if row is None:
+            return
+        self.revealed = None if self.revealed == row.path else row.path
+        self.draw_preview()
+
+    def action_cycle_filter(self) -> None:
+        if self.review is not None:
+            self.notify(f"filter: {self.review.cycle_filter()}", timeout=2)
+            self.refresh_all(tree=False)
+
+    def action_cycle_sort(self) -> None:
+        if self.review is not None:
+            self.notify(f"sort: {self.review.cycle_sort()}", timeout=2)
+            self.refresh_all(tree=False)
+
+    def action_threshold(self, direction: int) -> None:
+        if self.review is not None:
+            self.review.move_threshold(direction * THRESHOLD_STEP)
+            self.refresh_all()
+            self.draw_preview()
+
+    def action_search(self) -> None:
+        search = self.query_one("#search", Input)
+        search.display = True
+        search.focus()
+
+    def action_end_search(self) -> None:
+        search = self.query_one("#search", Input)
+        if search.display:
+            search.value = ""
+            search.display = False
+            self.images.focus()
+
+    @on(Input.Changed, "#search")
+    def on_search_changed(self, event: Input.Changed) -> None:
+        if self.review is not None:
+            self.review.search = event.value
+            self.refresh_all(tree=False)
+
+    @on(Input.Submitted, "#search")
+    def on_search_submitted(self, event: Input.Submitted) -> None:
+        event.input.display = bool(event.value)
+        self.images.focus()
+
+    @on(Tree.NodeSelected, "#folders")
+    def on_folder_selected(self, event: Tree.NodeSelected) -> None:
+        if self.review is not None:
+            self.review.folder = event.node.data or None
+            self.refresh_all(tree=False)
+
+    def action_stats(self) -> None:
+        if self.review is not None:
+            self.app.push_screen(
+                StatsScreen(self.review.stats(), self.review.threshold, self.model_name)
+            )
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    def action_pick_model(self) -> None:
+        def chosen(model_id: str | None) -> None:
+            if model_id and model_id != self.model_name:
+                self.switch_model(model_id)
+
+        self.app.push_screen(ModelScreen(self.models, self.model_name), chosen)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def switch_model(self, model_id: str) -> None:
+        with self._store() as store:
+            store.set_active(model_id)
+        self.app.call_from_thread(self.notify, f"active model: {model_id}")
+        self.app.call_from_thread(self.action_rescan)
+
+    def action_rescan(self) -> None:
+        self.workers.cancel_group(self, "score")
+        self.load()
