@@ -48,12 +48,17 @@ def labelled_scores(
     scorer: Scorer,
     *,
     folder: str | os.PathLike | None = None,
+    only: set[str] | None = None,
     options: ScanOptions | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Labelled:
     """Scores of ``scorer`` on every labelled image (cached, else scored now)."""
     root = Path(os.path.abspath(folder)) if folder is not None else None
-    rows = [r for r in store.labelled_files() if _under(r["path"], root)]
+    rows = [
+        r
+        for r in store.labelled_files()
+        if _under(r["path"], root) and (only is None or r["sha256"] in only)
+    ]
     cached = store.predictions(scorer.id, [r["sha256"] for r in rows])
     todo = [r["path"] for r in rows if r["sha256"] not in cached and r["path"]]
     todo = [p for p in todo if os.path.isfile(p)]
@@ -97,3 +102,17 @@ def calibrated_threshold(data: Labelled, target_recall: float) -> float:
     if t is None:
         raise NsfwTuiError("no NSFW-labelled images: recall cannot be measured, so no threshold")
     return t
+
+
+def summary(data: Labelled, threshold: float) -> dict[str, float | None]:
+    """Recall-first figures at ``threshold``, for side-by-side comparisons."""
+    c = confusion(data.y, data.scores, threshold)
+    return {
+        "recall": c.recall,
+        "precision": c.precision,
+        "accuracy": c.accuracy,
+        "fpr": c.fpr,
+        "auroc": auroc(data.y, data.scores),
+        "threshold": threshold,
+        "n": float(len(data.y)),
+    }

@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from textual import on
+from textual import on, work
 from textual.app import App
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from ..core.home import Home
 from ..core.scan import ScanOptions, inference_threads
 from ..core.scorers import Scorer, ensure_builtin
 from ..core.store import ModelRow, Store
 from .label_writer import LabelWriter
+from .messages import TrainingFinished, TrainingProgressed
 from .screens.review import ReviewScreen
+from .screens.training import TrainingScreen
 
 
 class NsfwTuiApp(App):
@@ -31,8 +33,10 @@ class NsfwTuiApp(App):
         scan_options: ScanOptions | None = None,
         scorer_factory: Callable[[ModelRow], Scorer] | None = None,
         image_class=None,
+        train_overrides: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.train_overrides = list(train_overrides or [])
         self.root = root
         self.home = home
         self.blur = blur
@@ -65,10 +69,85 @@ class NsfwTuiApp(App):
             self.store_readonly = store.readonly_reason
             ensure_builtin(store)
         self.label_writer.start()
+        self.install_screen(TrainingScreen(), name="training")
         self.push_screen(ReviewScreen(self.root))
 
     def on_unmount(self) -> None:
         self.label_writer.stop()
+
+    # -- training: runs on the app, so the review screen stays usable and leaving the
+    # training screen never stops it.
+
+    def training_summary(self, config_name: str) -> dict:
+        from ..core.config import load_config
+
+        with Store.open(self.home.store_path, check=False) as store:
+            labels = store.current_labels()
+        counts = {"nsfw": 0, "sfw": 0}
+        for ev in labels.values():
+            counts[ev.label] += 1
+        cfg = load_config(config_name, self.train_overrides)
+        t = cfg.training
+        counts["config"] = (
+            f"{config_name}: model {cfg.model.name}, {t.max_epochs} epochs, batch {t.batch_size}, "
+            f"lr {cfg.optimizer.learning_rate:g}, input {cfg.data.input_size[0]}x"
+            f"{cfg.data.input_size[1]}, device {cfg.trainer.accelerator}"
+        )
+        return counts
+
+    def start_training(self, config_name: str) -> None:
+        self.run_training(config_name)
+
+    def cancel_training(self) -> None:
+        self.workers.cancel_group(self, "train")
+
+    def _to_training(self, message) -> None:
+        self.get_screen("training").post_message(message)
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False)
+    def run_training(self, config_name: str) -> None:
+        from trainer.run import RunResult, train
+
+        from trainer.registry import resolve_model
+
+        from ..core.config import load_config
+        from ..core.evaluate import labelled_scores, summary
+
+        worker = get_current_worker()
+        try:
+            cfg = load_config(config_name, self.train_overrides)
+            result = train(
+                self.home.store_path,
+                self.home,
+                cfg,
+                on_event=lambda ev: self._to_training(TrainingProgressed(ev)),
+                should_stop=lambda: worker.is_cancelled,
+            )
+        except Exception as exc:  # one clear line on the screen, whatever went wrong
+            result = RunResult("", "failed", None, None, None, {}, [], [], None, {}, str(exc))
+        new: dict = {}
+        active: dict = {}
+        active_id = ""
+        if result.status == "done" and result.model_id:
+            with Store.open(self.home.store_path, check=False) as store:
+                only = set(result.val_hashes)
+                active_row = resolve_model(store, None)
+                active_id = active_row.id
+                new_row = store.model(result.model_id)
+                for row, out in ((new_row, new), (active_row, active)):
+                    scorer = self.make_scorer(row)
+                    data = labelled_scores(store, scorer, only=only, options=self.scan_options)
+                    out.update(summary(data, row.threshold))
+        self._to_training(TrainingFinished(result, active_id, new, active))
+
+    @work(thread=True, exclusive=True, group="activate", exit_on_error=False)
+    def activate_model(self, model_id: str) -> None:
+        with Store.open(self.home.store_path, check=False) as store:
+            store.set_active(model_id)
+        self.call_from_thread(self.notify, f"Active model: {model_id}; rescoring.")
+        for screen in self.screen_stack:
+            if isinstance(screen, ReviewScreen):
+                self.call_from_thread(screen.action_rescan)
 
     @on(Worker.StateChanged)
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -92,6 +171,7 @@ def make_app(
     scan_options: ScanOptions | None = None,
     scorer_factory: Callable[[ModelRow], Scorer] | None = None,
     image_class=None,
+    train_overrides: list[str] | None = None,
 ) -> NsfwTuiApp:
     return NsfwTuiApp(
         Path(root),
@@ -101,4 +181,5 @@ def make_app(
         scan_options=scan_options,
         scorer_factory=scorer_factory,
         image_class=image_class,
+        train_overrides=train_overrides,
     )

@@ -70,3 +70,16 @@ class UndoEmpty(Message):
 @dataclass
 class StoreBusy(Message):
     seconds: float
+
+
+@dataclass
+class TrainingProgressed(Message):
+    event: object  # trainer.fit.TrainEvent; typed loosely so the UI needs no torch import
+
+
+@dataclass
+class TrainingFinished(Message):
+    result: object  # trainer.run.RunResult
+    active_id: str
+    new: dict  # recall, precision, accuracy, auroc, threshold on the run's validation images
+    active: dict  # the same for the model that was active, on the same images

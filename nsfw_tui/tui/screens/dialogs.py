@@ -26,6 +26,7 @@ KEYS = [
     ("m", "pick the active model"),
     ("r", "rescan the folder and score what is new"),
     ("i", "stats: confusion matrix, recall, precision, AUROC"),
+    ("t", "training: fine-tune on your labels (runs in the background)"),
     ("tab", "move between the folder tree and the list"),
     ("?", "this help"),
     ("q", "quit"),

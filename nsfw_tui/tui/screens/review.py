@@ -56,6 +56,7 @@ class ReviewScreen(Screen):
         Binding("m", "pick_model", "Model"),
         Binding("r", "rescan", "Rescan", show=False),
         Binding("i", "stats", "Stats"),
+        Binding("t", "app.push_screen('training')", "Train"),
         Binding("question_mark", "help", "Help"),
         Binding("escape", "end_search", "Clear search", show=False),
         Binding("q", "app.quit", "Quit"),
