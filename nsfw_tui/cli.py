@@ -323,110 +323,6 @@ def labels(
             console.print(Text(f"{by['nsfw']} NSFW and {by['sfw']} SFW labelled images"))
 
 
-# -- evaluation ----------------------------------------------------------------------------
-
-
-def _labelled_scores(store, model: str | None, folder: Path | None):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress
-
-    from trainer.registry import load_scorer, resolve_model
-
-    from .core.config import load_config
-    from .core.evaluate import labelled_scores
-    from .core.scan import ScanOptions, inference_threads
-
-    if folder is not None and not folder.is_dir():
-        raise NsfwTuiError(f"folder not found: {folder}")
-    row = resolve_model(store, model)
-    options = ScanOptions.from_config(load_config(None, []).scan)
-    scorer = load_scorer(row, threads=inference_threads(options.workers))
-    with Progress(
-        "Scoring labelled images", BarColumn(), MofNCompleteColumn(), console=err_console,
-        transient=True,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("", total=None)
-        data = labelled_scores(
-            store,
-            scorer,
-            folder=folder,
-            options=options,
-            on_progress=lambda d, t: progress.update(task, completed=d, total=t),
-        )
-    return row, data
-
-
-def _print_evaluation(ev) -> None:
-    c = ev.confusion
-    table = Table(title=f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images")
-    table.add_column("label \\ call")
-    table.add_column("NSFW", justify="right")
-    table.add_column("SFW", justify="right")
-    table.add_row("NSFW", str(c.tp), str(c.fn))
-    table.add_row("SFW", str(c.fp), str(c.tn))
-    console.print(table)
-
-    def f(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
-
-    console.print(
-        Text(
-            f"recall {f(c.recall)}  precision {f(c.precision)}  accuracy {f(c.accuracy)}  "
-            f"false alarm rate {f(c.fpr)}  AUROC {f(ev.auroc)}"
-        )
-    )
-    if ev.skipped:
-        console.print(Text(f"{ev.skipped} labelled images are no longer on disk or unreadable"))
-
-
-@app.command("eval")
-@handles_errors
-def eval_(
-    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
-    folder: Annotated[
-        Path | None, typer.Option(help="Only labelled images under this folder.")
-    ] = None,
-    home: HomeOption = None,
-) -> None:
-    """Confusion matrix, recall, precision, accuracy and AUROC on the labelled images."""
-    from .core.evaluate import evaluate
-
-    _, store = _open_store(home)
-    with store:
-        row, data = _labelled_scores(store, model, folder)
-        _print_evaluation(evaluate(data, row.id, row.threshold))
-
-
-@app.command()
-@handles_errors
-def calibrate(
-    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
-    target_recall: Annotated[
-        float | None,
-        typer.Option(help="Recall on NSFW to reach (default: metrics.target_recall)."),
-    ] = None,
-    folder: Annotated[
-        Path | None, typer.Option(help="Only labelled images under this folder.")
-    ] = None,
-    home: HomeOption = None,
-) -> None:
-    """Set a model's threshold from the labelled images: the highest that reaches the recall."""
-    from .core.config import load_config
-    from .core.evaluate import calibrated_threshold, evaluate
-
-    if target_recall is None:
-        target_recall = float(load_config(None, []).metrics.target_recall)
-    _, store = _open_store(home)
-    with store:
-        row, data = _labelled_scores(store, model, folder)
-        threshold = calibrated_threshold(data, target_recall)
-        store.set_threshold(row.id, threshold)
-        console.print(
-            Text(f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g} "
-                 f"(target recall {target_recall:g})")
-        )  # fmt: skip
-        _print_evaluation(evaluate(data, row.id, threshold))
-
-
 # -- models --------------------------------------------------------------------------------
 
 
@@ -500,6 +396,10 @@ def restore(
     console.print(Text(f"restored {h.store_path} from {file}"))
     if kept:
         console.print(Text(f"the previous store was kept as {kept}"))
+
+
+# Commands that live in their own modules register themselves on `app` when imported.
+from . import cli_train  # noqa: E402, F401
 
 
 def main() -> None:

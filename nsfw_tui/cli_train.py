@@ -1,0 +1,287 @@
+"""Training and evaluation commands: train, runs, plots, eval, calibrate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from .cli import (
+    HomeOption,
+    Overrides,
+    _is_num,
+    _open_store,
+    app,
+    console,
+    err_console,
+    handles_errors,
+)
+from .core.errors import NsfwTuiError
+
+# -- training ------------------------------------------------------------------------------
+
+ConfigName = Annotated[
+    str | None,
+    typer.Option(
+        "--config-name", help="config (ConvNext, default), baseline or config_baseline, adapt."
+    ),
+]
+
+
+class _StopFlag:
+    """First Ctrl+C asks the loop to stop after its batch; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def __call__(self) -> bool:
+        return self.stop
+
+    def install(self):
+        import signal
+
+        def handler(signum, frame):
+            if self.stop:
+                raise KeyboardInterrupt
+            self.stop = True
+            err_console.print("Stopping after this batch (Ctrl+C again to interrupt)…")
+
+        return signal.signal(signal.SIGINT, handler)
+
+
+@app.command(context_settings={"allow_extra_args": False})
+@handles_errors
+def train(
+    overrides: Overrides = None,
+    config_name: ConfigName = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Only labelled images under this folder.")
+    ] = None,
+    activate: Annotated[
+        bool, typer.Option("--activate", help="Make the new model the active one.")
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Fine-tune on the current labels and register the result as a model."""
+    import signal
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .core.config import load_config
+
+    cfg = load_config(config_name, overrides or [])
+    if folder is not None and not folder.is_dir():
+        raise NsfwTuiError(f"folder not found: {folder}")
+    h, store = _open_store(home)
+    store.close()
+    from trainer.run import train as run_training
+
+    flag = _StopFlag()
+    previous = flag.install()
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        ) as progress:
+            epochs = progress.add_task("epochs", total=int(cfg.training.max_epochs))
+            batches = progress.add_task("batches", total=None)
+
+            def on_event(ev) -> None:
+                if ev.kind == "start":
+                    progress.console.print(Text(ev.message))
+                elif ev.kind == "batch":
+                    progress.update(batches, total=ev.batches, completed=ev.batch)
+                elif ev.kind == "epoch":
+                    progress.update(epochs, total=ev.epochs, completed=ev.epoch)
+                    m = ev.metrics
+                    progress.console.print(
+                        Text(
+                            f"epoch {ev.epoch}/{ev.epochs}  "
+                            + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if _is_num(v))
+                        )
+                    )
+
+            result = run_training(
+                h.store_path,
+                h,
+                cfg,
+                folder=str(folder) if folder else None,
+                activate=activate,
+                on_event=on_event,
+                should_stop=flag,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result.status == "cancelled":
+        err_console.print(Text(f"run {result.run_id} cancelled; no model was registered"))
+        raise typer.Exit(130)
+    if result.status != "done":
+        raise NsfwTuiError(f"run {result.run_id} {result.status}: {result.message}")
+    best = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if _is_num(v))
+    console.print(Text(f"run {result.run_id}: best epoch {result.best_epoch}: {best}"))
+    console.print(
+        Text(
+            f"model {result.model_id} registered with threshold {result.threshold:.4g} "
+            + (
+                "(now active)"
+                if activate
+                else f"(make it active: nsfw-tui models use {result.model_id})"
+            )
+        )
+    )
+
+
+@app.command()
+@handles_errors
+def runs(home: HomeOption = None) -> None:
+    """List training runs with their status and best metrics."""
+    from trainer.run import runs as list_runs
+
+    _, store = _open_store(home)
+    with store:
+        rows = list_runs(store)
+    table = Table("run", "created", "status", "model", "epochs", "best metrics")
+    for r in rows:
+        metrics = r.get("metrics") or {}
+        table.add_row(
+            Text(r["id"]),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("created_at") or 0)),
+            r.get("status") or "",
+            Text(r.get("model_id") or ""),
+            str(len(r.get("epochs") or [])),
+            Text(", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if _is_num(v))),
+        )
+    console.print(table)
+
+
+@app.command()
+@handles_errors
+def plots(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the PNGs.")] = Path(
+        "plots"
+    ),
+    home: HomeOption = None,
+) -> None:
+    """Write loss, AUROC (accuracy for the baseline) and combined curves of a run as PNGs."""
+    from trainer.plots import write_plots
+    from trainer.run import run as get_run
+
+    _, store = _open_store(home)
+    with store:
+        r = get_run(store, run_id)
+    if r is None:
+        raise NsfwTuiError(f"no run {run_id!r}" if run_id else "no training runs yet")
+    for path in write_plots(r, output):
+        console.print(Text(f"wrote {path}"))
+
+
+# -- evaluation ----------------------------------------------------------------------------
+
+
+def _labelled_scores(store, model: str | None, folder: Path | None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from trainer.registry import load_scorer, resolve_model
+
+    from .core.config import load_config
+    from .core.evaluate import labelled_scores
+    from .core.scan import ScanOptions, inference_threads
+
+    if folder is not None and not folder.is_dir():
+        raise NsfwTuiError(f"folder not found: {folder}")
+    row = resolve_model(store, model)
+    options = ScanOptions.from_config(load_config(None, []).scan)
+    scorer = load_scorer(row, threads=inference_threads(options.workers))
+    with Progress(
+        "Scoring labelled images", BarColumn(), MofNCompleteColumn(), console=err_console,
+        transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("", total=None)
+        data = labelled_scores(
+            store,
+            scorer,
+            folder=folder,
+            options=options,
+            on_progress=lambda d, t: progress.update(task, completed=d, total=t),
+        )
+    return row, data
+
+
+def _print_evaluation(ev) -> None:
+    c = ev.confusion
+    table = Table(title=f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images")
+    table.add_column("label \\ call")
+    table.add_column("NSFW", justify="right")
+    table.add_column("SFW", justify="right")
+    table.add_row("NSFW", str(c.tp), str(c.fn))
+    table.add_row("SFW", str(c.fp), str(c.tn))
+    console.print(table)
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    console.print(
+        Text(
+            f"recall {f(c.recall)}  precision {f(c.precision)}  accuracy {f(c.accuracy)}  "
+            f"false alarm rate {f(c.fpr)}  AUROC {f(ev.auroc)}"
+        )
+    )
+    if ev.skipped:
+        console.print(Text(f"{ev.skipped} labelled images are no longer on disk or unreadable"))
+
+
+@app.command("eval")
+@handles_errors
+def eval_(
+    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Only labelled images under this folder.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Confusion matrix, recall, precision, accuracy and AUROC on the labelled images."""
+    from .core.evaluate import evaluate
+
+    _, store = _open_store(home)
+    with store:
+        row, data = _labelled_scores(store, model, folder)
+        _print_evaluation(evaluate(data, row.id, row.threshold))
+
+
+@app.command()
+@handles_errors
+def calibrate(
+    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    target_recall: Annotated[
+        float | None,
+        typer.Option(help="Recall on NSFW to reach (default: metrics.target_recall)."),
+    ] = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Only labelled images under this folder.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Set a model's threshold from the labelled images: the highest that reaches the recall."""
+    from .core.config import load_config
+    from .core.evaluate import calibrated_threshold, evaluate
+
+    if target_recall is None:
+        target_recall = float(load_config(None, []).metrics.target_recall)
+    _, store = _open_store(home)
+    with store:
+        row, data = _labelled_scores(store, model, folder)
+        threshold = calibrated_threshold(data, target_recall)
+        store.set_threshold(row.id, threshold)
+        console.print(
+            Text(f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g} "
+                 f"(target recall {target_recall:g})")
+        )  # fmt: skip
+        _print_evaluation(evaluate(data, row.id, threshold))
