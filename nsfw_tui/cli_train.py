@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -147,16 +146,27 @@ def runs(home: HomeOption = None) -> None:
     _, store = _open_store(home)
     with store:
         rows = list_runs(store)
-    table = Table("run", "created", "status", "model", "epochs", "best metrics")
+    table = Table(title="Training runs (newest last)")
+    table.add_column("run", no_wrap=True)
+    table.add_column("status")
+    table.add_column("model")
+    table.add_column("epochs", justify="right")
+    for key in ("val_auroc", "val_accuracy", "val_recall", "threshold"):
+        table.add_column(key.replace("val_", ""), justify="right")
     for r in rows:
         metrics = r.get("metrics") or {}
+
+        def cell(key: str, m: dict = metrics) -> str:
+            v = m.get(key)
+            return f"{v:.3f}" if _is_num(v) else "–"
+
         table.add_row(
             Text(r["id"]),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("created_at") or 0)),
             r.get("status") or "",
-            Text(r.get("model_id") or ""),
+            # model ids are "<architecture>-<run id>": the run column already has the rest
+            Text((r.get("model_id") or "").removesuffix("-" + r["id"]) or "–"),
             str(len(r.get("epochs") or [])),
-            Text(", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if _is_num(v))),
+            *(cell(k) for k in ("val_auroc", "val_accuracy", "val_recall", "threshold")),
         )
     console.print(table)
 

@@ -46,4 +46,11 @@ def load_scorer(row: ModelRow, *, threads: int | None = None) -> Scorer:
             default_threshold=row.threshold,
             threads=threads,
         )
+    if row.kind == "checkpoint":
+        if not row.path:
+            raise NsfwTuiError(f"model {row.id!r} has no checkpoint path recorded")
+        # torch loads here and only here: every other kind scores without it
+        from trainer.checkpoint import CheckpointScorer
+
+        return CheckpointScorer(row.path, model_id=row.id, threshold=row.threshold)
     raise NsfwTuiError(f"model {row.id!r} is of kind {row.kind!r}, which this version cannot load")

@@ -1,0 +1,82 @@
+"""MLflow experiment tracking for a training run, loaded only when logging.mlflow.enabled."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from nsfw_tui.core.config import flatten
+
+from .errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+_STATUS = {"done": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+
+
+class NullTracker:
+    """What a run logs to when tracking is off: nothing."""
+
+    def start(self, run_id: str, cfg: Any, tags: dict[str, str]) -> None:
+        pass
+
+    def log_epoch(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, status: str, checkpoint_dir: Path | None = None) -> None:
+        pass
+
+
+class MlflowTracker:
+    """Flattened config as params, per-epoch metrics, the git commit tag, the checkpoint."""
+
+    def __init__(self, mlflow_cfg: Any) -> None:
+        try:
+            import mlflow
+        except ImportError:
+            raise TrackingError(
+                "logging.mlflow.enabled=true needs MLflow, which is not installed: "
+                "pip install mlflow, or set logging.mlflow.enabled=false"
+            ) from None
+        self.mlflow = mlflow
+        self.tracking_uri = str(mlflow_cfg.tracking_uri)
+        self.experiment = str(mlflow_cfg.experiment_name)
+        self.active = False
+
+    def start(self, run_id: str, cfg: Any, tags: dict[str, str]) -> None:
+        mlflow = self.mlflow
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+        mlflow.start_run(run_name=run_id)
+        self.active = True
+        # MLflow params are strings of bounded length; lists and nulls go in as text
+        mlflow.log_params({key: str(value)[:500] for key, value in flatten(cfg).items()})
+        mlflow.set_tags({k: v for k, v in tags.items() if v})
+
+    def log_epoch(self, metrics: dict[str, Any]) -> None:
+        values = {
+            key: float(value)
+            for key, value in metrics.items()
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value)
+        }
+        self.mlflow.log_metrics(values, step=int(metrics["epoch"]))
+
+    def finish(self, status: str, checkpoint_dir: Path | None = None) -> None:
+        if not self.active:
+            return
+        try:
+            if checkpoint_dir is not None:
+                self.mlflow.log_artifacts(str(checkpoint_dir), artifact_path="checkpoint")
+        finally:
+            self.mlflow.end_run(status=_STATUS.get(status, "FAILED"))
+            self.active = False
+
+
+def tracker_for(cfg: Any) -> NullTracker | MlflowTracker:
+    """The tracker the config asks for; TrackingError at once if MLflow is wanted but missing."""
+    mlflow_cfg = cfg.get("logging", {}).get("mlflow", {}) if hasattr(cfg, "get") else {}
+    if mlflow_cfg and bool(mlflow_cfg.get("enabled", False)):
+        return MlflowTracker(mlflow_cfg)
+    return NullTracker()
