@@ -106,9 +106,8 @@ class NsfwTuiApp(App):
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def run_training(self, config_name: str) -> None:
-        from trainer.run import RunResult, train
-
         from trainer.registry import resolve_model
+        from trainer.run import RunResult, train
 
         from ..core.config import load_config
         from ..core.evaluate import labelled_scores, summary
@@ -159,6 +158,7 @@ class NsfwTuiApp(App):
                 title=f"{event.worker.name or event.worker.group} failed",
                 severity="error",
                 timeout=10,
+                markup=False,  # error text holds file names: shown literally
             )
 
 

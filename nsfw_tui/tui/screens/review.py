@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Tree
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...core.errors import ImageError
 from ...core.images import load_image
@@ -190,6 +190,8 @@ class ReviewScreen(Screen):
         if current is not None and current.path in pending:
             pending = [current.path] + [p for p in pending if p != current.path]  # selected first
         self.progress = (0, len(pending))
+        if self.review is not None:  # say so now, not after the first batch
+            self.query_one(StatusBar).show(self.review, self.model_name, self.progress)
         self.score(pending)
 
     @on(ScoresReady)
@@ -201,6 +203,13 @@ class ReviewScreen(Screen):
         self.refresh_all(current)
         if current is not None and any(i.path == current.path for i in message.items):
             self.load_preview(current)
+
+    @on(Worker.StateChanged)
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # StateChanged does not bubble: hand this screen's workers to the app's one handler.
+        if event.worker.group == "score" and event.state == WorkerState.ERROR:
+            self.on_scoring_finished(ScoringFinished(0, True))  # the bar stops saying scoring
+        self.app.on_worker_state_changed(event)
 
     @on(ScoringProgressed)
     def on_scoring_progressed(self, message: ScoringProgressed) -> None:
@@ -272,20 +281,25 @@ class ReviewScreen(Screen):
 
     # -- labels --------------------------------------------------------------------------
 
-    def _label_rows(self, rows: list[Row], label: str | None) -> None:
+    def _label_rows(self, rows: list[Row], label: str | None) -> bool:
+        """Queue the change; False (and the person told why) when labels cannot be saved."""
         if self.app.store_readonly:
-            self.notify(self.app.store_readonly, title="Labels not saved", severity="error")
-            return
+            self.notify(
+                self.app.store_readonly, title="Labels not saved", severity="error", markup=False
+            )
+            return False
         for row in rows:
             self.optimistic.setdefault(row.path, row.label)
             row.label = label
         self.app.label_writer.submit(SetLabels([(r.path, r.sha256) for r in rows], label))
+        return True
 
     def action_label(self, label: str | None) -> None:
         row = self.images.current
         if row is None:
             return
-        self._label_rows([row], label)
+        if not self._label_rows([row], label):
+            return  # refused: stay on the image rather than look as if it were done
         self.refresh_all(row)
         if label is None:
             self.draw_preview()
@@ -297,10 +311,12 @@ class ReviewScreen(Screen):
         if self.review is None or not self.review.view:
             return
         rows = list(self.review.view)
+        if self.app.store_readonly:
+            self._label_rows(rows, label)  # says why at once, rather than ask first
+            return
 
         def answer(yes: bool | None) -> None:
-            if yes:
-                self._label_rows(rows, label)
+            if yes and self._label_rows(rows, label):
                 self.refresh_all()
                 self.notify(f"Labelled {len(rows)} images {label.upper()}; z undoes it all.")
 
@@ -343,7 +359,9 @@ class ReviewScreen(Screen):
                 if row is not None and path in self.optimistic:
                     row.label = self.optimistic.pop(path)
             self.refresh_all()
-        self.notify(message.reason, title="Label not saved", severity="error", timeout=10)
+        self.notify(
+            message.reason, title="Label not saved", severity="error", timeout=10, markup=False
+        )
 
     @on(StoreBusy)
     def on_store_busy(self, message: StoreBusy) -> None:

@@ -7,11 +7,12 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from ...core.review import Review
+from .image_list import printable
 
 
 def _label(name: str, counts: tuple[int, int, int]) -> Text:
     images, nsfw, labelled = counts
-    text = Text(name)  # a plain Text: a folder called "[bold]" stays literal
+    text = Text(printable(name))  # plain Text: a folder called "[bold]" stays literal
     text.append(f"  {images}", style="bold")
     text.append(f" · {nsfw} nsfw", style="#e5484d" if nsfw else "dim")
     text.append(f" · {labelled} lab", style="dim")

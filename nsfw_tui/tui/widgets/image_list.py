@@ -15,15 +15,24 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ...core.review import Review, Row
+from ...core.store import path_text
 
 BAR = 10
 # name | bar | probability | call | label | status
 FIXED = BAR + 1 + 6 + 1 + 5 + 1 + 5 + 1 + 8
 
 
+def printable(text: str) -> str:
+    """File names and metadata as drawable text: nothing in them can reach the terminal raw.
+
+    Control characters (ESC, BEL, the RTL override) become visible escapes such as ``\\x1b``;
+    bytes that were not UTF-8 (surrogate escapes) become ``\\xff``, as in the store.
+    """
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in path_text(text))
+
+
 def _fit(text: str, width: int) -> str:
-    # Control characters would reach the terminal raw; show them as visible escapes instead.
-    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    text = printable(text)
     if len(text) > width:
         return text[: max(0, width - 1)] + "…"
     return text.ljust(width)
@@ -61,10 +70,13 @@ class ImageList(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.review: Review | None = None
         self.empty_text = "Loading…"
+        # The view as last drawn: the review re-sorts and re-filters into a new list, and the
+        # row under the cursor must be found in the old one to keep it there.
+        self._rows: list[Row] = []
 
     @property
     def rows(self) -> list[Row]:
-        return self.review.view if self.review else []
+        return self._rows
 
     @property
     def current(self) -> Row | None:
@@ -75,6 +87,7 @@ class ImageList(ScrollView, can_focus=True):
         """Draw the review's view, keeping ``keep`` (or the current row) under the cursor."""
         keep = keep or self.current
         self.review = review
+        self._rows = review.view
         self.virtual_size = Size(self.size.width, len(review.view))
         index = 0
         if keep is not None:

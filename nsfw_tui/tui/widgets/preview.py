@@ -11,6 +11,7 @@ from textual.containers import Container, Vertical
 from textual.widgets import Static
 
 from ...core.store import LabelEvent
+from .image_list import printable
 
 PREVIEW_SIDE = 768  # pixels kept for the preview: plenty for any terminal renderer
 
@@ -56,14 +57,14 @@ class Preview(Vertical):
         widget.image = image
         widget.display = image is not None
         msg = self.query_one("#preview-message", Static)
-        msg.update(Text(message))
+        msg.update(Text("\n".join(printable(line) for line in message.split("\n"))))
         msg.display = bool(message)
 
     def show_details(self, details: list[tuple[str, str]], history: list[LabelEvent]) -> None:
         text = Text()
         for key, value in details:
             text.append(f"{key:<12}", style="bold")
-            text.append(value)  # appended as plain text: names never become markup
+            text.append(printable(value))  # plain text: names never become markup or codes
             text.append("\n")
         if history:
             text.append("history\n", style="bold")

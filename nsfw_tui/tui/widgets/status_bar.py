@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ...core.review import Review
+from .image_list import printable
 
 
 class StatusBar(Static):
@@ -13,7 +14,7 @@ class StatusBar(Static):
         c = review.counts()
         text = Text()
         text.append(" model ", style="dim")
-        text.append(model, style="bold")
+        text.append(printable(model), style="bold")
         text.append("  threshold ", style="dim")
         text.append(f"{review.threshold:.2f}", style="bold")
         text.append("  scored ", style="dim")
@@ -34,5 +35,5 @@ class StatusBar(Static):
         text.append(f"  filter {review.filter} · sort {review.sort}", style="dim")
         if review.search:
             text.append("  search ", style="dim")
-            text.append(review.search)
+            text.append(printable(review.search))
         self.update(text)

@@ -1,0 +1,167 @@
+"""Review-screen speed: first frame and cursor moves over 10,000 cached images, peak memory.
+
+Run alone (nothing else on the cores):  PYTHONUNBUFFERED=1 python benchmarks/tui_speed.py
+Options: --images N (default 10000), --moves N (default 200), --screenshot PATH (default
+docs/screenshot.svg; "" skips it). The app runs headless (App.run_test) at 120 x 40 with the
+half-cell image renderer; the cache is warmed first by a scan with a fast fake scorer, so the
+figures are the screen's own, not the model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+from textual_image.widget import HalfcellImage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from imagegen import photo, save
+from tui_support import RedScorer, make_test_app, prepare_home, review_screen, settle
+
+from nsfw_tui.core.home import resolve_home
+from nsfw_tui.core.scan import ScanOptions, scan_folder
+from nsfw_tui.core.store import Store
+from nsfw_tui.tui.app import make_app
+from nsfw_tui.tui.widgets.image_list import ImageList
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (120, 40)
+
+
+def make_tiny(folder: Path, n: int) -> None:
+    for sub in range(0, n, 1000):  # 1,000 per folder, as a real collection might be
+        d = folder / f"set_{sub // 1000:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(sub, min(n, sub + 1000)):
+            colour = (i % 256, i // 256 % 256, 77)  # every image different
+            Image.new("RGB", (8, 8), colour).save(d / f"img_{i:05d}.png", compress_level=1)
+
+
+def summary(times: list[float]) -> str:
+    ms = [t * 1000 for t in times]
+    return (
+        f"mean {statistics.mean(ms):6.2f} ms  median {statistics.median(ms):6.2f} ms  "
+        f"max {max(ms):6.2f} ms"
+    )
+
+
+async def measure(base: Path, n: int, moves: int) -> None:
+    folder = base / "photos"
+    app = make_test_app(base, folder)
+    t0 = time.perf_counter()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = review_screen(app)
+        while screen.review is None or len(screen.images.rows) < n:
+            await pilot.pause(0.001)
+        t_loaded = time.perf_counter() - t0
+        await pilot.pause()  # the refresh that draws those rows
+        t_frame = time.perf_counter() - t0
+        first = "".join(s.text for s in screen.images.render_line(0))
+        assert first.startswith("set_00/"), first
+        print(
+            f"time to first full frame: {t_frame * 1000:7.1f} ms "
+            f"(rows loaded at {t_loaded * 1000:.1f} ms)"
+        )
+        await settle(pilot)
+        assert app.scorers["fake"].calls == 0, "the cache was warm"
+
+        images = screen.query_one(ImageList)
+        pressed = []
+        for _ in range(moves):
+            t = time.perf_counter()
+            await pilot.press("down")
+            pressed.append(time.perf_counter() - t)
+        paused = []
+        for _ in range(moves):
+            t = time.perf_counter()
+            images.action_cursor(1)
+            await pilot.pause()  # also waits for the CPU to go idle (preview threads)
+            paused.append(time.perf_counter() - t)
+        handled = []
+        for _ in range(moves):
+            t = time.perf_counter()
+            images.action_cursor(1)
+            # Every message queued on the screen's widgets is handled; no idle heuristic.
+            await pilot._wait_for_screen()
+            handled.append(time.perf_counter() - t)
+        assert images.cursor == min(3 * moves, n - 1)
+        print(f"{moves} cursor moves, each timed:")
+        print(f"  Pilot.press('down') (waits for idle, up to 1 s): {summary(pressed)}")
+        print(f"  action + pilot.pause() (waits for idle too):     {summary(paused)}")
+        print(f"  action + every queued message handled:           {summary(handled)}")
+        await pilot.press("end")
+        widgets = len(list(app.screen.walk_children(with_self=True)))
+        print(f"mounted widgets on the review screen: {widgets}")
+
+
+async def screenshot(base: Path, out: Path) -> None:
+    """The README picture: generated photo-like images, the real built-in model."""
+    folder = base / "photos"
+    for i in range(8):
+        save(photo((480, 360), seed=i), folder / f"holiday_{i:02d}.jpg", quality=90)
+    for i in range(3):
+        save(photo((480, 360), seed=20 + i), folder / "garden" / f"garden_{i:02d}.jpg", quality=90)
+    cwd = os.getcwd()
+    os.chdir(base)  # a relative folder: no temporary path on the picture
+    try:
+        home = resolve_home(base / "home")
+        app = make_app(
+            "photos",
+            home=home,
+            scan_options=ScanOptions(workers=0),
+            scorer_factory=None,
+            image_class=HalfcellImage,
+        )
+        t = time.perf_counter()
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, timeout=300)
+            took = time.perf_counter() - t
+            print(f"screenshot folder scored with the built-in model in {took:.1f} s")
+            await pilot.press("down", "down")
+            await settle(pilot)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(app.export_screenshot(title="nsfw-tui"))
+            print(f"screenshot saved to {out}")
+    finally:
+        os.chdir(cwd)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--moves", type=int, default=200)
+    parser.add_argument("--screenshot", default=str(ROOT / "docs" / "screenshot.svg"))
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # figures as they come, even through a pipe
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, terminal {SIZE[0]}x{SIZE[1]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        t = time.perf_counter()
+        make_tiny(base / "photos", args.images)
+        print(f"made {args.images} images in {time.perf_counter() - t:.1f} s")
+        home = resolve_home(base / "home")
+        prepare_home(home)
+        t = time.perf_counter()
+        with Store.open(home.store_path) as store:
+            result = scan_folder(base / "photos", RedScorer(), store, ScanOptions(batch_size=64))
+        took = time.perf_counter() - t
+        print(f"warmed the cache (fake scorer): {result.scored} scored in {took:.1f} s")
+        asyncio.run(measure(base, args.images, args.moves))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak memory (ru_maxrss) after the 10k session: {rss:.0f} MiB")
+    if args.screenshot:
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(screenshot(Path(tmp), Path(args.screenshot)))
+
+
+if __name__ == "__main__":
+    main()
