@@ -17,7 +17,7 @@ from textual.strip import Strip
 from ...core.review import Review, Row
 from ...core.store import path_text
 
-BAR = 10
+BAR = 8
 # name | bar | probability | call | label | status
 FIXED = BAR + 1 + 6 + 1 + 5 + 1 + 5 + 1 + 8
 
