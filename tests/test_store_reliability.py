@@ -24,7 +24,7 @@ from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store, check_backup
 
 REPO = Path(__file__).resolve().parents[1]
 SPAWN = multiprocessing.get_context("spawn")
-TABLES = {"files", "images", "label_events", "predictions", "features", "models", "runs"}
+TABLES = {"files", "images", "label_events", "predictions", "features", "models", "runs", "moves"}
 # Sized for CI on two cores; RELIABILITY.md's nightly figures use 1,000 / 100 / 100.
 S1_TRANSACTIONS = 300
 S4_ROUNDS = 10

@@ -38,6 +38,7 @@ from nsfw_tui.tui.screens.dialogs import ConfirmScreen, HelpScreen, ModelScreen
 from nsfw_tui.tui.screens.review import ReviewScreen
 from nsfw_tui.tui.screens.stats import StatsScreen
 from nsfw_tui.tui.widgets.folder_tree import FolderTree
+from nsfw_tui.tui.widgets.image_list import BAR
 from nsfw_tui.tui.widgets.preview import Preview
 from nsfw_tui.tui.widgets.status_bar import StatusBar
 
@@ -70,7 +71,7 @@ async def test_scores_shown_are_the_fake_scorers_exact_values(tmp_path, scenes):
         assert names(review.view) == NAME_ORDER
         assert {r.name: r.probability for r in review.rows} == scenes
         assert review.model_id == FAKE_ID and review.threshold == 0.5
-        assert row_text(screen, 1).startswith("fire.png ██████████ 0.980 NSFW")
+        assert row_text(screen, 1).split()[:4] == ["fire.png", "█" * BAR, "0.980", "NSFW"]
         assert screen.images.cursor == 0 and screen.query_one(Preview).path.endswith("beach.png")
     with Store.open(app.home.store_path, check=False) as store:
         assert sorted(store.predictions(FAKE_ID).values()) == sorted(scenes.values())

@@ -89,7 +89,21 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # Quarantine moves made by `nsfw-tui watch`, and their releases; `dest` finds a move back.
+    db.executescript(
+        """
+        CREATE TABLE moves (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            sha256 TEXT, src TEXT NOT NULL, dest TEXT NOT NULL, reason TEXT,
+            moved_at REAL NOT NULL, released_at REAL, released_to TEXT
+        );
+        CREATE INDEX moves_dest ON moves(dest);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -405,6 +419,46 @@ class Store:
                 self.conn.execute(
                     f"DELETE FROM files WHERE path IN ({','.join('?' * len(chunk))})", chunk
                 )
+
+    # -- quarantine moves ----------------------------------------------------------------
+
+    def _move_file_row(self, src: str, dest: str) -> None:
+        # The bytes, size and mtime travel with the file: its row follows it to the new path.
+        self.conn.execute("DELETE FROM files WHERE path = ?", (dest,))
+        self.conn.execute("UPDATE files SET path = ? WHERE path = ?", (dest, src))
+
+    def record_move(self, src: str, dest: str, sha256: str | None, reason: str) -> int:
+        """Record that the file at ``src`` now lies at ``dest`` (quarantine); returns its id."""
+        with self.write():
+            cur = self.conn.execute(
+                "INSERT INTO moves (sha256, src, dest, reason, moved_at) VALUES (?,?,?,?,?)",
+                (sha256, src, dest, reason, _now()),
+            )
+            self._move_file_row(src, dest)
+        return int(cur.lastrowid)
+
+    def open_move(self, dest: str) -> dict | None:
+        """The newest move into ``dest`` that has not been released, if any."""
+        rows = self._rows(
+            "SELECT * FROM moves WHERE dest = ? AND released_at IS NULL ORDER BY id DESC LIMIT 1",
+            [dest],
+        )
+        return rows[0] if rows else None
+
+    def record_release(self, move_id: int, to: str) -> None:
+        """Record that a quarantined file went back (to ``to``, its source or a free name)."""
+        with self.write():
+            row = self._rows("SELECT dest FROM moves WHERE id = ?", [move_id])
+            if not row:
+                raise StoreError(f"no quarantine move with id {move_id}")
+            self.conn.execute(
+                "UPDATE moves SET released_at = ?, released_to = ? WHERE id = ?",
+                (_now(), to, move_id),
+            )
+            self._move_file_row(row[0]["dest"], to)
+
+    def moves(self) -> list[dict]:
+        return self._rows("SELECT * FROM moves ORDER BY id")
 
     # -- predictions ---------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class ImageList(ScrollView, can_focus=True):
         keep = keep or self.current
         self.review = review
         self._rows = review.view
-        self.virtual_size = Size(self.size.width, len(review.view))
+        self.virtual_size = Size(0, len(review.view))
         index = 0
         if keep is not None:
             for i, row in enumerate(review.view):
@@ -131,10 +131,11 @@ class ImageList(ScrollView, can_focus=True):
             self.cursor = index
 
     def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(self.size.width, len(self.rows))
+        self.virtual_size = Size(0, len(self.rows))
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        # The content width, without the vertical scrollbar: a row never scrolls sideways.
+        width = self.scrollable_content_region.width
         index = int(self.scroll_offset.y) + y
         base = self.rich_style
         rows = self.rows
@@ -163,6 +164,9 @@ class ImageList(ScrollView, can_focus=True):
                 Segment("·" * (BAR - filled), style + Style(dim=True)),
                 Segment(f" {p:5.3f} ", style),
             ]
+        elif row.error:
+            # No score to draw: the reason takes the bar's place, so the list says why.
+            segs.append(Segment(_fit(row.error, BAR + 6) + " ", style + Style(color="#e5484d")))
         else:
             segs.append(Segment(" " * BAR + "   –   ", style))
         call = review.call(row) if review else None

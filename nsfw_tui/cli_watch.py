@@ -1,0 +1,175 @@
+"""The `nsfw-tui watch` and `nsfw-tui release` commands (registered on the main Typer app)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from .cli import HomeOption, Overrides, _open_store, app, console, err_console, handles_errors
+from .core.errors import NsfwTuiError
+
+
+@app.command()
+@handles_errors
+def watch(
+    path: Annotated[Path, typer.Argument(help="Folder to watch (subfolders included).")],
+    overrides: Overrides = None,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option(help="Move NSFW and unreadable files here, keeping their relative path."),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Decision threshold (default: the model's own).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    log: Annotated[
+        Path | None, typer.Option("--log", help="Append one JSON line per decision to FILE.jsonl.")
+    ] = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="No screen: print JSON lines to stdout.")
+    ] = False,
+    polling: Annotated[
+        bool, typer.Option("--polling", help="Poll the folder (network or bind mounts).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Log the quarantine moves without making them.")
+    ] = False,
+    no_catch_up: Annotated[
+        bool, typer.Option("--no-catch-up", help="Skip the files already in the folder at start.")
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Score new and changed files in PATH as they land; log, and optionally quarantine, them."""
+    from trainer.registry import load_scorer, resolve_model
+
+    from .core.config import load_config
+    from .core.scan import ScanOptions, check_folder, inference_threads
+    from .core.watch import WatchOptions, quarantine_folder
+
+    cfg = load_config(None, overrides or [], section="watch")
+    options = WatchOptions.from_config(cfg.watch, cfg.scan)
+    if quarantine is not None:
+        options.quarantine = str(quarantine)
+    options.dry_run = options.dry_run or dry_run
+    options.polling = options.polling or polling
+    options.catch_up = options.catch_up and not no_catch_up
+    options.check()
+    if threshold is None and cfg.scan.threshold is not None:
+        threshold = float(cfg.scan.threshold)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
+    if log is not None and not (log.parent if str(log.parent) else Path(".")).is_dir():
+        raise NsfwTuiError(f"the folder of --log {log} does not exist")
+    folder = check_folder(path)
+    options.quarantine = quarantine_folder(folder, options.quarantine)
+    h, store = _open_store(home)
+    with store:
+        if store.readonly:
+            raise NsfwTuiError(store.readonly_reason or "the store is read-only")
+        row = resolve_model(store, model)
+    scan_options = ScanOptions.from_config(cfg.scan)
+    scorer = load_scorer(row, threads=inference_threads(scan_options.workers))
+    thr = threshold if threshold is not None else row.threshold
+    if headless:
+        _watch_headless(folder, h.store_path, scorer, thr, options, scan_options, log)
+        return
+    import textual_image.renderable  # noqa: F401  (asks the terminal before Textual starts)
+
+    from .tui.watch_app import make_watch_app
+
+    watch_app = make_watch_app(
+        folder, home=h, scorer=scorer, threshold=thr, options=options,
+        scan_options=scan_options, log_path=log, review_threshold=threshold,
+        handle_signals=True,
+    )  # fmt: skip
+    watch_app.run()
+    if watch_app.watcher is not None:
+        _print_summary(watch_app.watcher.stats(), options.dry_run)
+    if watch_app.return_code:
+        raise typer.Exit(watch_app.return_code)
+
+
+def _watch_headless(folder, store_path, scorer, threshold, options, scan_options, log) -> None:
+    from .core.watch import Watcher
+
+    def print_line(decision: dict) -> None:
+        sys.stdout.write(json.dumps(decision, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    watcher = Watcher(
+        folder, store_path, scorer, threshold=threshold, options=options,
+        scan_options=scan_options, on_decision=print_line, log_path=log,
+        on_notice=lambda text: err_console.print(Text(text, style="dim")),
+    )  # fmt: skip
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watcher.start()
+        err_console.print(
+            Text(f"watching {folder} with {scorer.id} at threshold {threshold:g}; Ctrl+C stops")
+        )
+        while not stop.wait(0.5):
+            pass
+        err_console.print(Text("stopping…"))
+    finally:
+        watcher.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _print_summary(watcher.stats(), options.dry_run)
+
+
+def _print_summary(s, dry_run: bool) -> None:
+    moved = "would have quarantined" if dry_run else "quarantined"
+    err_console.print(
+        Text(
+            f"{s.seen} decisions: {s.nsfw} NSFW, {s.sfw} SFW, {s.errors} errors; {moved} "
+            f"{s.quarantined}; {s.scored} scored by the model; {s.pending} left for the next "
+            "start's catch-up"
+        )
+    )
+
+
+@app.command()
+@handles_errors
+def release(
+    files: Annotated[list[Path], typer.Argument(help="Quarantined files to move back.")],
+    label: Annotated[
+        str,
+        typer.Option(
+            help="Label recorded for the released images (sfw, nsfw or none), so that a "
+            "running watcher does not quarantine them again."
+        ),
+    ] = "sfw",
+    home: HomeOption = None,
+) -> None:
+    """Move quarantined files back to where they came from, and record it."""
+    from .core.watch import release as release_file
+
+    label = label.lower()
+    if label not in ("sfw", "nsfw", "none"):
+        raise NsfwTuiError(f"--label must be sfw, nsfw or none, got {label!r}")
+    _, store = _open_store(home)
+    failed = 0
+    with store:
+        for f in files:
+            try:
+                origin, back = release_file(store, f, label=None if label == "none" else label)
+            except NsfwTuiError as exc:
+                err_console.print(Text(f"error: {exc}", style="red"))
+                failed += 1
+                continue
+            note = "" if back == origin else f" ({origin} was taken)"
+            console.print(Text(f"released {f} -> {back}{note}"))
+    if failed:
+        raise typer.Exit(2)
