@@ -38,6 +38,7 @@ class TrainingScreen(Screen):
         self.val_losses: list[float] = []
         self.aurocs: list[float] = []
         self.result = None
+        self.comparison: TrainingFinished | None = None
         self.running = False
         self.log_lines: list[str] = []
 
@@ -136,6 +137,7 @@ class TrainingScreen(Screen):
     def on_training_finished(self, message: TrainingFinished) -> None:
         self.running = False
         self.result = message.result
+        self.comparison = message
         self.show_summary()
         r = message.result
         out = self.query_one("#train-result", Static)
