@@ -189,7 +189,7 @@ def test_overload_is_answered_with_503_not_a_hang():
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "example.com"])
 def test_run_refuses_other_addresses_without_a_token(host, monkeypatch):
-    import nsfw_tui.serve as serving
+    import nsfw_tui.serve.server as serving
 
     def never(*args, **kwargs):
         raise AssertionError("no server may be built")
@@ -200,7 +200,7 @@ def test_run_refuses_other_addresses_without_a_token(host, monkeypatch):
 
 
 def test_run_names_a_busy_port_in_one_line(monkeypatch):
-    import nsfw_tui.serve as serving
+    import nsfw_tui.serve.server as serving
 
     monkeypatch.setattr(serving, "create_app", lambda *a, **k: pytest.fail("nothing is built"))
     with socket.socket() as taken:
