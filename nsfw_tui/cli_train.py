@@ -70,11 +70,14 @@ def train(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from .core.config import load_config
+    from .core.config import load_config, resolve_config_name
 
     cfg = load_config(config_name, overrides or [])
     if folder is not None and not folder.is_dir():
         raise NsfwTuiError(f"folder not found: {folder}")
+    if resolve_config_name(config_name) == "config_adapt":
+        _adapt(cfg, folder, activate, home)
+        return
     h, store = _open_store(home)
     store.close()
     from trainer.run import train as run_training
@@ -135,6 +138,62 @@ def train(
             )
         )
     )
+
+
+def _adapt(cfg, folder: Path | None, activate: bool, home: Path | None) -> None:
+    """`train --config-name adapt`: a head on the cached features, fitted in seconds."""
+    from .core.adapt import Settings, adapt, labelled_without_features
+    from .core.config import load_config
+    from .core.scan import ScanOptions, inference_threads, scan_files
+    from .core.scorers import load_builtin
+
+    settings = Settings.from_config(cfg)
+    h, store = _open_store(home)
+    with store:
+        only = None
+        if folder is not None:
+            root = folder.resolve()
+            only = {
+                r["sha256"]
+                for r in store.labelled_files()
+                if r["path"] and Path(r["path"]).resolve().is_relative_to(root)
+            }
+        todo = labelled_without_features(store, only)
+        if todo:  # labelled before the built-in network saw them (import, another model)
+            options = ScanOptions.from_config(load_config(None, []).scan)
+            err_console.print(Text(f"scoring {len(todo)} labelled images with open_nsfw first"))
+            scan_files(todo, load_builtin(inference_threads(options.workers)), store, options)
+        result = adapt(
+            store, h.models_dir, settings, only=only, activate=True if activate else None
+        )
+    _print_adaptation(result)
+
+
+def _print_adaptation(r) -> None:
+    def f(v) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    n_nsfw, n_sfw = r.labels["nsfw"], r.labels["sfw"]
+    table = Table(title=f"{r.model_id}: {r.kind} head, C {r.c:g}, {n_nsfw} NSFW + {n_sfw} SFW")
+    keys = ("threshold", "recall", "fpr", "precision", "auroc")
+    table.add_column("model")
+    for key in keys:
+        table.add_column(key.upper() if key in ("fpr", "auroc") else key, justify="right")
+    table.add_row(Text(f"{r.model_id} (cross-validated)"), *(f(r.cv.get(k)) for k in keys))
+    table.add_row(Text("open_nsfw (built-in)"), *(f(r.builtin.get(k)) for k in keys))
+    console.print(table)
+    if r.skipped:
+        console.print(Text(f"{r.skipped} labelled images have no cached features; left out"))
+    fl = r.flips
+    console.print(
+        Text(
+            f"rescored {r.rescored} cached images in {r.rescore_s:.2f} s (fit {r.fit_s:.2f} s); "
+            f"calls changed against {r.previous_id or 'no model'}: {fl['to_nsfw']} to NSFW, "
+            f"{fl['to_sfw']} to SFW of {fl['compared']}"
+        )
+    )
+    hint = "" if r.activated else f" (use it anyway: nsfw-tui models use {r.model_id})"
+    console.print(Text(r.decision + hint))
 
 
 @app.command()

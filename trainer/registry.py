@@ -6,7 +6,14 @@ from pathlib import Path
 
 from nsfw_tui.core.errors import NsfwTuiError
 from nsfw_tui.core.preprocess import Preprocessing
-from nsfw_tui.core.scorers import BUILTIN_ID, OnnxScorer, Scorer, ensure_builtin, load_builtin
+from nsfw_tui.core.scorers import (
+    BUILTIN_ID,
+    AdaptedScorer,
+    OnnxScorer,
+    Scorer,
+    ensure_builtin,
+    load_builtin,
+)
 from nsfw_tui.core.store import ModelRow, Store
 
 _builtin_cache: dict[int | None, OnnxScorer] = {}
@@ -27,12 +34,22 @@ def resolve_model(store: Store, model_id: str | None = None) -> ModelRow:
     return row
 
 
+def _builtin(threads: int | None) -> OnnxScorer:
+    if threads not in _builtin_cache:
+        _builtin_cache[threads] = load_builtin(threads)
+    return _builtin_cache[threads]
+
+
 def load_scorer(row: ModelRow, *, threads: int | None = None) -> Scorer:
     """A scorer for the model row; heavy libraries load only for the kinds that need them."""
     if row.kind == "builtin":
-        if threads not in _builtin_cache:
-            _builtin_cache[threads] = load_builtin(threads)
-        return _builtin_cache[threads]
+        return _builtin(threads)
+    if row.kind == "adapted":
+        from nsfw_tui.core.adapt import load_head
+
+        if not row.path:
+            raise NsfwTuiError(f"model {row.id!r} has no head file recorded")
+        return AdaptedScorer(row.id, load_head(row.path), _builtin(threads), row.threshold)
     if row.kind == "onnx":
         if not row.path or not Path(row.path).is_file():
             raise NsfwTuiError(f"the ONNX file of model {row.id!r} is missing: {row.path}")

@@ -475,6 +475,16 @@ _RULES: dict[str, Rule] = {
     ),
     "logging.level": _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "metrics.target_recall": _number(0, 1),
+    "metrics.monitor": _choice(
+        "val_loss", "val_auroc", "val_accuracy", "val_recall", "val_precision"
+    ),
+    "model.freeze_stages": _number(0, integer=True),
+    "data.num_workers": _number(0, integer=True),
+    "adapt.kind": _choice("logreg", "mlp"),
+    "adapt.hidden": _number(1, integer=True),
+    "adapt.folds": _number(2, integer=True),
+    "adapt.min_labels_per_class": _number(2, integer=True),
+    "adapt.auto_every": _number(0, integer=True),
     "scan.threshold": _number(0, 1, nullable=True),
     "scan.batch_size": _number(1, integer=True),
     "scan.workers": _number(0, integer=True),

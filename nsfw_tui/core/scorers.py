@@ -97,12 +97,27 @@ class OnnxScorer:
         self._input = self._session.get_inputs()[0].name
         first = self._session.get_outputs()[0].name
         self._outputs = [first] + ([feature_output] if feature_output else [])
+        # a file exported with a fixed batch size (export --static-batch) takes only that many
+        dim = self._session.get_inputs()[0].shape[0]
+        self._fixed_batch = dim if isinstance(dim, int) and dim > 0 else None
+
+    def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        b = self._fixed_batch
+        if b is None or len(tensor) == b:
+            return self._session.run(self._outputs, {self._input: tensor})
+        parts = []
+        for i in range(0, len(tensor), b):
+            chunk = tensor[i : i + b]
+            pad = np.zeros((b - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+            out = self._session.run(self._outputs, {self._input: np.concatenate([chunk, pad])})
+            parts.append([np.asarray(o)[: len(chunk)] for o in out])
+        return [np.concatenate(cols) for cols in zip(*parts, strict=True)]
 
     def score(self, pixels: np.ndarray) -> ScoreBatch:
         if len(pixels) == 0:
             return ScoreBatch(np.zeros(0, dtype=np.float32), None)
         tensor = self.preprocessing.tensor(pixels)
-        results = self._session.run(self._outputs, {self._input: tensor})
+        results = self._run(tensor)
         out = np.asarray(results[0], dtype=np.float32)
         if self.output == "softmax2":
             probs = out.reshape(len(pixels), -1)[:, 1]
@@ -116,6 +131,29 @@ class OnnxScorer:
             else None
         )
         return ScoreBatch(np.clip(probs, 0.0, 1.0), feats)
+
+
+class AdaptedScorer:
+    """The built-in network and an adapted head in one pass: ``id`` is the adapted model's.
+
+    Returns the built-in features too, so the scan caches them (under this model's id;
+    adaptation reads the built-in features from the built-in and every adapted id alike).
+    """
+
+    def __init__(self, model_id: str, head, base: OnnxScorer, default_threshold: float) -> None:
+        self.id = model_id
+        self.head = head  # anything with predict((frames, 1024) features) -> (frames,) probs
+        self.base = base
+        self.preprocessing = base.preprocessing
+        self.default_threshold = default_threshold
+
+    def score(self, pixels: np.ndarray) -> ScoreBatch:
+        batch = self.base.score(pixels)
+        if len(pixels) == 0:
+            return batch
+        if batch.features is None:
+            raise NsfwTuiError(f"the base model of {self.id!r} returned no features")
+        return ScoreBatch(self.head.predict(batch.features), batch.features)
 
 
 def builtin_model_path() -> Path:

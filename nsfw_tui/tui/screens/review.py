@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Tree
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -32,11 +34,17 @@ from ..messages import (
 from ..widgets.folder_tree import FolderTree
 from ..widgets.image_list import ImageList
 from ..widgets.preview import Preview, blur, prepare
-from ..widgets.status_bar import StatusBar
+from ..widgets.status_bar import StatusBar, adaptation_line
 from .dialogs import ConfirmScreen, HelpScreen, ModelScreen
 from .stats import StatsScreen
 
 THRESHOLD_STEP = 0.05
+
+
+@dataclass
+class AdaptationFinished(Message):
+    result: object | None  # core.adapt.Adaptation; None when there were too few labels
+    problem: str | None = None  # why there was no adaptation
 
 
 class ReviewScreen(Screen):
@@ -57,6 +65,7 @@ class ReviewScreen(Screen):
         Binding("r", "rescan", "Rescan", show=False),
         Binding("i", "stats", "Stats"),
         Binding("t", "app.push_screen('training')", "Train"),
+        Binding("A", "adapt", "Adapt", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("escape", "end_search", "Clear search", show=False),
         Binding("q", "app.quit", "Quit"),
@@ -72,6 +81,10 @@ class ReviewScreen(Screen):
         self.revealed: str | None = None  # the path the person chose to see unblurred
         self.optimistic: dict[str, str | None] = {}  # path -> label before an unsaved change
         self.preview_cache: PreviewReady | None = None
+        self.adapt_settings = None  # core.adapt.Settings, read from config_adapt on first use
+        self.labels_since_adapt = 0
+        self.adapting = False
+        self.adapt_again = False
 
     # -- layout --------------------------------------------------------------------------
 
@@ -107,6 +120,19 @@ class ReviewScreen(Screen):
 
     def _store(self) -> Store:
         return Store.open(self.app.home.store_path, check=False)
+
+    def _adapt_settings(self):
+        if self.adapt_settings is None:
+            from ...core.adapt import Settings
+            from ...core.config import load_config
+            from ...core.errors import ConfigError
+
+            try:
+                self.adapt_settings = Settings.from_config(load_config("adapt"))
+            except ConfigError as exc:
+                self.notify(str(exc), title="Adaptation off", severity="error", markup=False)
+                self.adapt_settings = False  # said once; no adaptation this session
+        return self.adapt_settings or None
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load(self) -> None:
@@ -209,6 +235,11 @@ class ReviewScreen(Screen):
         # StateChanged does not bubble: hand this screen's workers to the app's one handler.
         if event.worker.group == "score" and event.state == WorkerState.ERROR:
             self.on_scoring_finished(ScoringFinished(0, True))  # the bar stops saying scoring
+        if event.worker.group == "adapt" and event.state in (
+            WorkerState.ERROR, WorkerState.CANCELLED
+        ):  # fmt: skip
+            self.adapting = False
+            self.show_adaptation(" adaptation failed")
         self.app.on_worker_state_changed(event)
 
     @on(ScoringProgressed)
@@ -338,6 +369,11 @@ class ReviewScreen(Screen):
                 row.sha256 = sha
             self.optimistic.pop(path, None)
         self.review.apply_labels(message.labels)
+        if not message.undo and message.batch is not None:
+            self.labels_since_adapt += sum(1 for v in message.labels.values() if v is not None)
+            settings = self._adapt_settings()
+            if settings is not None and 0 < settings.auto_every <= self.labels_since_adapt:
+                self.start_adaptation()
         if message.undo:
             n = len(message.labels)
             self.notify(f"Undid the last label change ({n} image{'s' * (n != 1)}).")
@@ -452,3 +488,86 @@ class ReviewScreen(Screen):
     def action_rescan(self) -> None:
         self.workers.cancel_group(self, "score")
         self.load()
+
+    # -- adaptation: a head on the cached features, every few labels and on A ---------------
+
+    def action_adapt(self) -> None:
+        self.start_adaptation()
+
+    def start_adaptation(self) -> None:
+        if self.app.store_readonly:
+            self.notify(
+                self.app.store_readonly, title="Cannot adapt", severity="error", markup=False
+            )
+            return
+        settings = self._adapt_settings()
+        if settings is None:
+            return
+        self.labels_since_adapt = 0
+        if self.adapting:  # one at a time; labels saved meanwhile get the next one
+            self.adapt_again = True
+            return
+        self.adapting = True
+        self.show_adaptation(" adapting…")
+        self.run_adaptation(settings)
+
+    def show_adaptation(self, line) -> None:
+        bar = self.query_one(StatusBar)
+        bar.set_adaptation(line)
+        if self.review is not None:
+            bar.show(self.review, self.model_name, self.progress)
+
+    @work(thread=True, exclusive=True, group="adapt", exit_on_error=False)
+    def run_adaptation(self, settings) -> None:
+        from ...core.adapt import NotEnoughLabels, adapt
+
+        with self._store() as store:
+            try:
+                result = adapt(store, self.app.home.models_dir, settings)
+            except NotEnoughLabels as exc:
+                need = " and ".join(f"{n} more {c.upper()}" for c, n in exc.needed.items() if n)
+                self.post_message(AdaptationFinished(None, f" adapt: {need} labels needed"))
+                return
+        self.post_message(AdaptationFinished(result))
+
+    @on(AdaptationFinished)
+    def on_adaptation_finished(self, message: AdaptationFinished) -> None:
+        self.adapting = False
+        result = message.result
+        if result is None or self.review is None:
+            self.show_adaptation(message.problem)
+        else:
+            self.show_adaptation(adaptation_line(result, self.apply_adaptation(result)))
+            self.notify(result.decision, title=f"Adapted: {result.model_id}", markup=False)
+        if self.adapt_again:
+            self.adapt_again = False
+            self.start_adaptation()
+
+    def apply_adaptation(self, result) -> int:
+        """Rescored rows in place (when the new model is active); returns the calls flipped."""
+        review = self.review
+        assert review is not None
+        threshold = result.threshold if self.app.threshold is None else self.app.threshold
+        preds = result.predictions
+        flips = 0
+        for row in review.rows:
+            new = preds.get(row.sha256) if row.sha256 else None
+            old = review.call(row)
+            if new is not None and old is not None:
+                flips += old != ("nsfw" if new >= threshold else "sfw")
+        if not result.activated:
+            return flips
+        if result.model_id not in (m for m, _ in self.models):
+            self.models.append((result.model_id, f"adapted, threshold {result.threshold:g}"))
+        review.model_id = self.model_name = result.model_id
+        review.threshold = threshold
+        unscored = []
+        for row in review.rows:
+            row.probability = preds.get(row.sha256) if row.sha256 else None
+            if row.probability is None and row.error is None:
+                unscored.append(row.path)  # no cached features: the adapted scorer decodes it
+        self.refresh_all(self.images.current)
+        self.draw_preview()
+        self.workers.cancel_group(self, "score")
+        self.start_scoring(unscored)
+        return flips

@@ -1,4 +1,4 @@
-"""The status bar: model, threshold, scoring progress, label counts, disagreements."""
+"""The status bar: model, threshold, scoring progress, label counts, disagreements, adaptation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,41 @@ from ...core.review import Review
 from .image_list import printable
 
 
+def _f(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def adaptation_line(result, flips: int) -> Text:
+    """What an adaptation did: its out-of-fold figures beside the built-in's, calls flipped."""
+    cv, builtin = result.cv, result.builtin
+    text = Text(" adapted ", style="dim")
+    text.append("(active)" if result.activated else "(not active)", style="bold")
+    text.append("  recall ", style="dim")
+    text.append(_f(cv["recall"]), style="bold")
+    text.append("  FPR ", style="dim")
+    text.append(_f(cv["fpr"]), style="bold")
+    text.append("  AUROC ", style="dim")
+    text.append(_f(cv["auroc"], 3), style="bold")
+    text.append("  vs built-in ", style="dim")
+    text.append(f"{_f(builtin['recall'])} · {_f(builtin['fpr'])} · {_f(builtin['auroc'], 3)}")
+    text.append(f"  {flips} call{'s' * (flips != 1)} ", style="dim")
+    text.append("flipped" if result.activated else "would flip", style="dim")
+    return text
+
+
 class StatusBar(Static):
+    """One line; two once there is an adaptation to report (``adaptation`` holds its text)."""
+
+    adaptation: Text | None = None
+
+    def set_adaptation(self, line: Text | str | None) -> None:
+        self.adaptation = Text(line) if isinstance(line, str) else line
+        if self.adaptation is not None:
+            # over the stylesheet's one line; each line cut, not wrapped onto the next
+            self.styles.height = 2
+            self.styles.text_wrap = "nowrap"
+            self.styles.text_overflow = "ellipsis"
+
     def show(self, review: Review, model: str, progress: tuple[int, int] | None = None) -> None:
         c = review.counts()
         text = Text()
@@ -36,4 +70,7 @@ class StatusBar(Static):
         if review.search:
             text.append("  search ", style="dim")
             text.append(printable(review.search))
+        if self.adaptation is not None:
+            text.append("\n")
+            text.append_text(self.adaptation)
         self.update(text)
