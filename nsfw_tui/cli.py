@@ -399,7 +399,7 @@ def restore(
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
-from . import cli_serve, cli_train, cli_watch  # noqa: E402, F401
+from . import cli_export, cli_serve, cli_train, cli_watch  # noqa: E402, F401
 
 
 def main() -> None:
