@@ -13,199 +13,47 @@ import contextlib
 import fnmatch
 import heapq
 import itertools
-import json
 import logging
 import os
-import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
-from watchdog.events import (
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileAttribEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
 
 from .errors import NsfwTuiError
 from .images import is_image_name
 from .quarantine import move_no_overwrite, quarantine_folder, release
 from .report import decide
-from .scan import CONTENT_ERRORS, ScanItem, ScanOptions, scan_files, walk_images
+from .scan import CONTENT_ERRORS, ScanOptions, walk_images
 from .scorers import Scorer
 from .store import Store, path_text
+from .watch_events import (
+    _EVENTS,
+    RETRYABLE,
+    TEMPORARY_SUFFIXES,
+    Key,
+    _Candidate,
+    _Handler,
+    _key,
+    _Logged,
+    _OverflowHook,
+    _Settled,
+    is_temporary,
+)
+from .watch_options import WatchOptions, WatchStats
+from .watch_scoring import _Scoring
 
 log = logging.getLogger(__name__)
 
-# Names that a downloader or uploader writes before its final rename.
-TEMPORARY_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~")
-# Decode failures a file still being written also shows: retried while the file is young.
-RETRYABLE = frozenset({"empty", "truncated", "unidentified"})
-_EVENTS = [
-    FileCreatedEvent, FileModifiedEvent, FileAttribEvent, FileClosedEvent, FileMovedEvent,
-    FileDeletedEvent, DirCreatedEvent, DirMovedEvent,
-]  # fmt: skip
-_DECISIONS = {1: "nsfw", 0: "sfw", None: "error"}
 
-Key = tuple[int, int]  # (size, mtime_ns)
-
-
-@dataclass
-class WatchOptions:
-    settle_s: float = 2.0
-    """Seconds a file's size and mtime must stay unchanged before it is scored."""
-    rescan_interval_s: float = 300.0
-    """Full rescan period, to catch events the file system never delivered."""
-    quarantine: str | None = None
-    """Folder NSFW and unreadable files are moved to (None: only log)."""
-    dry_run: bool = False
-    """Log the quarantine action without moving anything."""
-    polling: bool = False
-    """Poll the file system (network and bind mounts) instead of inotify."""
-    catch_up: bool = True
-    """Score the files already in the folder that the store has not scored."""
-    never_settles_timeout_s: float = 120.0
-    """A file still changing, or still failing to decode, after this long is an error."""
-    poll_interval_s: float = 1.0
-    """Seconds between snapshots of the polling observer."""
-    supervise_interval_s: float = 1.0
-    """How often the observer's threads are checked (and restarted when dead)."""
-    max_batch: int = 256
-    """Most settled files handed to one `scan_files` call."""
-    pattern: str | None = None
-    """Glob the file names must match; None: every image type."""
-
-    @classmethod
-    def from_config(cls, watch, scan=None) -> WatchOptions:
-        return cls(
-            settle_s=float(watch.settle_s),
-            rescan_interval_s=float(watch.rescan_interval_s),
-            quarantine=str(watch.quarantine) if watch.quarantine else None,
-            dry_run=bool(watch.dry_run),
-            polling=bool(watch.polling),
-            catch_up=bool(watch.catch_up),
-            never_settles_timeout_s=float(watch.never_settles_timeout_s),
-            pattern=(scan.pattern or None) if scan is not None else None,
-        )
-
-    def check(self) -> None:
-        for name in ("settle_s", "rescan_interval_s", "never_settles_timeout_s", "poll_interval_s"):
-            if not getattr(self, name) > 0:
-                raise NsfwTuiError(f"watch.{name} must be above 0, got {getattr(self, name)}")
-        if self.never_settles_timeout_s < self.settle_s:
-            raise NsfwTuiError("watch.never_settles_timeout_s must be at least watch.settle_s")
-
-
-@dataclass
-class WatchStats:
-    seen: int = 0  # decisions logged
-    nsfw: int = 0
-    sfw: int = 0
-    errors: int = 0
-    quarantined: int = 0  # moved, or (dry run) would have been
-    scored: int = 0  # model inferences
-    pending: int = 0  # candidates settling plus settled files waiting for the model
-    rescans: int = 0
-    restarts: int = 0
-    overflows: int = 0
-    paused: bool = False
-    rate: float = 0.0  # decisions per second over the last few seconds
-
-
-@dataclass
-class _Candidate:
-    key: Key | None
-    since: float  # monotonic time this key was first seen
-    first_seen: float
-    check_at: float
-    final_at: float | None = None  # retry mode: when a decode failure becomes final
-
-
-@dataclass(frozen=True)
-class _Settled:
-    path: str
-    key: Key
-    final: bool = False  # a retryable decode failure now counts
-    error: tuple[str, str] | None = None  # decided without decoding (never settled)
-
-
-@dataclass
-class _Logged:
-    key: Key
-    sha256: str | None
-    decision: str
-
-
-def is_temporary(name: str) -> bool:
-    """Dot-files and partial-download names: they wait for their final rename."""
-    return name.startswith(".") or name.lower().endswith(TEMPORARY_SUFFIXES)
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _key(path: str) -> Key | None:
-    """(size, mtime_ns) of a regular file; None when it is gone or not a file."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
-
-
-class _Handler(FileSystemEventHandler):
-    """Turns events into candidates; never decides anything."""
-
-    def __init__(self, watcher: Watcher) -> None:
-        self.watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        w = self.watcher
-        src = os.fsdecode(event.src_path)
-        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        if isinstance(event, DirMovedEvent | DirCreatedEvent):
-            # A folder moved in brings files that produce no events of their own.
-            w._add_tree(dest or src)
-        elif isinstance(event, FileMovedEvent):
-            w._discard(src, gone=True)
-            w._hint(dest)
-        elif isinstance(event, FileDeletedEvent):
-            w._discard(src, gone=True)
-        else:
-            w._hint(src)
-
-
-class _OverflowHook(logging.Handler):
-    """watchdog only logs an inotify overflow; this turns the warning into a rescan."""
-
-    def __init__(self, watcher: Watcher) -> None:
-        super().__init__(logging.WARNING)
-        self.watcher = watcher
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage().lower()
-        if "overflow" in message and "reconcil" not in message:
-            self.watcher._on_overflow()
-
-
-class Watcher:
+class Watcher(_Scoring):
     """Watches ``root`` and logs one decision per settled file (and per new content).
 
     Threads: the watchdog observer (events -> candidates), a settle thread (promotes
     candidates, rescans, supervises the observer) and a scoring thread (``scan_files`` on
     its own store connection, then the decision, the quarantine move and the log line).
-    ``on_decision`` and ``on_notice`` are called from those threads.
+    ``on_decision`` and ``on_notice`` are called from those threads. The scoring thread's
+    methods are in :class:`~nsfw_tui.core.watch_scoring._Scoring`.
     """
 
     def __init__(
@@ -611,208 +459,6 @@ class Watcher:
         return decide(prob, self.threshold, label) == 0  # NSFW and errors still need moving
 
     # -- scoring thread ------------------------------------------------------------------
-
-    def _score_loop(self) -> None:
-        store = None
-        while not self._stop.is_set():
-            if not self._running.is_set():
-                self._running.wait(0.25)
-                continue
-            self._work.wait(0.25)
-            if self._stop.is_set():
-                break
-            with self._lock:
-                batch = [
-                    self._settled.popleft()
-                    for _ in range(min(len(self._settled), self.options.max_batch))
-                ]
-                if not self._settled:
-                    self._work.clear()
-                gone, self._gone = self._gone, set()
-            try:
-                if store is None:
-                    store = Store.open(self.store_path, check=False)
-                if gone:
-                    self._forget(store, gone)
-                if batch:
-                    self._score(store, batch)
-            except Exception as exc:
-                log.exception("watch: scoring")
-                self._notice(f"watch: scoring failed ({type(exc).__name__}: {exc}); "
-                             "the next rescan retries")  # fmt: skip
-                self._stop.wait(1.0)
-        if store is not None:
-            store.close()
-
-    def _forget(self, store: Store, paths: set[str]) -> None:
-        """Deleted files leave no row behind (their images and labels stay)."""
-        missing = [p for p in paths if not os.path.lexists(p)]
-        with self._lock:
-            for p in missing:  # a new file at this path later gets its own line
-                self._logged.pop(p, None)
-        if missing:
-            store.forget_missing([path_text(p) for p in missing])
-
-    def _score(self, store: Store, batch: list[_Settled]) -> None:
-        by_path: dict[str, _Settled] = {}
-        for s in batch:
-            by_path[s.path] = s  # the newest promotion of a path wins
-        paths: list[str] = []
-        try:
-            for path, s in by_path.items():
-                key = _key(path)
-                if key is None:
-                    self._drop(path, gone=True)
-                elif key != s.key:
-                    self._drop(path)
-                    self._hint(path)  # changed after it settled: settle again
-                elif self._already(path, key):
-                    self._drop(path)
-                elif s.error is not None:
-                    self._decide(store, path, key, None, None, s.error, None, cached=False)
-                else:
-                    paths.append(path)
-            if not paths:
-                return
-            try:
-                result = scan_files(
-                    paths,
-                    self.scorer,
-                    store,
-                    self.scan_options,
-                    on_items=lambda items: self._handle(store, items, by_path),
-                    should_stop=self._stop.is_set,
-                )
-            except Exception:
-                with self._lock:
-                    undecided = [p for p in paths if p in self._inflight]
-                    for path in undecided:
-                        self._inflight.discard(path)
-                for path in undecided:  # settle again and retry, after the loop's pause
-                    self._hint(path)
-                raise
-            with self._lock:
-                self._stats.scored += result.scored
-        finally:
-            with self._lock:
-                for path in paths:
-                    self._inflight.discard(path)
-
-    def _already(self, path: str, key: Key) -> bool:
-        """Logged in this session, or present at start with catch-up off, and unchanged."""
-        with self._lock:
-            logged = self._logged.get(path)
-            return (logged is not None and logged.key == key) or self._baseline.get(path) == key
-
-    def _drop(self, path: str, *, gone: bool = False) -> None:
-        with self._lock:
-            self._inflight.discard(path)
-            if gone:
-                self._gone.add(path)
-
-    def _handle(self, store: Store, items: list[ScanItem], by_path: dict[str, _Settled]) -> None:
-        shas = list({i.sha256 for i in items if i.sha256})
-        labels = store.current_labels(shas) if shas else {}
-        for item in items:
-            s = by_path[item.path]
-            key = _key(item.path)
-            if key is None or item.error_kind == "missing":
-                self._drop(item.path, gone=True)
-                continue
-            if key != s.key:  # rewritten while it was being read: never log a partial file
-                self._drop(item.path)
-                self._hint(item.path)
-                continue
-            if item.error_kind in RETRYABLE and not s.final and self._young(key):
-                self._retry(item.path, key, key[1])
-                continue
-            label = labels[item.sha256].label if item.sha256 in labels else None
-            error = (item.error_kind, item.error or "") if item.error_kind else None
-            self._decide(
-                store, item.path, key, item.sha256, item.probability, error, label, item.cached
-            )
-
-    def _decide(
-        self,
-        store: Store,
-        path: str,
-        key: Key,
-        sha256: str | None,
-        probability: float | None,
-        error: tuple[str, str] | None,
-        label: str | None,
-        cached: bool,
-    ) -> None:
-        decision = _DECISIONS[decide(probability, self.threshold, label)]
-        with self._lock:
-            self._inflight.discard(path)
-            before = self._logged.get(path)
-            self._logged[path] = _Logged(key, sha256, decision)
-        if before and sha256 and (before.sha256, before.decision) == (sha256, decision):
-            return  # touched, not changed: the same content already has its line
-        if label is not None:
-            source, reason = "human", f"labelled {label} by a person"
-        elif error is not None:
-            source = "watcher" if error[0] == "unsettled" else "decoder"
-            reason = f"{error[0]}: {error[1]}"
-        else:
-            source = "model"
-            op = ">=" if decision == "nsfw" else "<"
-            reason = f"probability {probability:.4f} {op} threshold {self.threshold:g}"
-        action, dest = "none", None
-        if self.quarantine and decision != "sfw":
-            action, dest = self._quarantine(store, path, sha256, reason)
-        line = {
-            "time": _now_iso(),
-            "path": path_text(path),
-            "sha256": sha256,
-            "size": key[0],
-            "probability": None if probability is None else round(float(probability), 6),
-            "decision": decision,
-            "action": action,
-            "dest": dest,
-            "reason": reason,
-            "source": source,
-            "model": self.scorer.id,
-            "threshold": self.threshold,
-            "cached": bool(cached),
-        }
-        with self._lock:
-            st = self._stats
-            st.seen += 1
-            st.nsfw += decision == "nsfw"
-            st.sfw += decision == "sfw"
-            st.errors += decision == "error"
-            st.quarantined += action in ("quarantined", "would-quarantine")
-            self._times.append(time.monotonic())
-        if self._log_file is not None:
-            self._log_file.write(json.dumps(line, ensure_ascii=False) + "\n")
-            self._log_file.flush()
-        if self.on_decision is not None:
-            try:
-                self.on_decision(line)
-            except Exception:  # a broken display must not stop the log
-                log.exception("watch: on_decision callback")
-
-    def _quarantine(
-        self, store: Store, path: str, sha256: str | None, reason: str
-    ) -> tuple[str, str | None]:
-        assert self.quarantine is not None
-        target = os.path.join(self.quarantine, os.path.relpath(path, self.root))
-        if self.options.dry_run:
-            base, ext = os.path.splitext(target)
-            n = 0
-            while os.path.lexists(target):
-                n += 1
-                target = f"{base}-{n}{ext}"
-            return "would-quarantine", path_text(target)
-        try:
-            moved = move_no_overwrite(path, target)
-        except OSError as exc:
-            self._notice(f"cannot quarantine {path_text(path)}: {exc.strerror or exc}")
-            return "quarantine-failed", None
-        store.record_move(path_text(path), path_text(moved), sha256, reason)
-        return "quarantined", path_text(moved)
 
     def _notice(self, text: str) -> None:
         if self.on_notice is not None:

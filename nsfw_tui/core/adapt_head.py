@@ -1,0 +1,204 @@
+"""The adapted head and its file, its settings, and the built-in network's last layer."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, NsfwTuiError
+from .scorers import BUILTIN_SHA256
+
+KIND = "adapted"
+FORMAT = "nsfw-tui-adapted"
+FORMAT_VERSION = 1
+KINDS = ("logreg", "mlp")
+DIM = 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `configs/config_adapt.yaml` says under ``adapt`` (and ``metrics.target_recall``)."""
+
+    kind: str = "logreg"
+    c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
+    hidden: int = 32
+    folds: int = 5
+    min_labels_per_class: int = 5
+    auto_every: int = 20
+    target_recall: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.kind in KINDS, "adapt.kind", f"one of {', '.join(KINDS)}", self.kind),
+            (bool(self.c_grid) and min(self.c_grid) > 0, "adapt.c_grid",
+             "a list of positive numbers", list(self.c_grid)),
+            (self.hidden >= 1, "adapt.hidden", "an integer >= 1", self.hidden),
+            (self.folds >= 2, "adapt.folds", "an integer >= 2", self.folds),
+            (self.min_labels_per_class >= 2, "adapt.min_labels_per_class", "an integer >= 2",
+             self.min_labels_per_class),
+            (self.auto_every >= 0, "adapt.auto_every", "an integer >= 0", self.auto_every),
+            (0 < self.target_recall <= 1, "metrics.target_recall", "a number in (0, 1]",
+             self.target_recall),
+        )  # fmt: skip
+        for ok, key, what, value in checks:
+            if not ok:
+                raise ConfigError(f"{key}: expected {what}, got {value!r}")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Settings:
+        a = cfg.adapt
+        try:
+            return cls(
+                kind=str(a.kind),
+                c_grid=tuple(float(c) for c in a.c_grid),
+                hidden=int(a.hidden),
+                folds=int(a.folds),
+                min_labels_per_class=int(a.min_labels_per_class),
+                auto_every=int(a.auto_every),
+                target_recall=float(cfg.metrics.target_recall),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"adapt: {exc}") from None
+
+
+# -- the built-in network's last layer --------------------------------------------------------
+
+_FC: tuple[np.ndarray, float] | None = None
+
+
+def builtin_logit_weights() -> tuple[np.ndarray, float]:
+    """(w, b) with ``features @ w + b`` = open_nsfw's NSFW logit (softmax2 as a sigmoid)."""
+    global _FC
+    if _FC is None:
+        import onnx
+        from onnx import numpy_helper
+
+        from .scorers import builtin_model_path
+
+        path = builtin_model_path()
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != BUILTIN_SHA256:
+            raise NsfwTuiError(f"the built-in model file {path} is damaged (checksum mismatch)")
+        inits = {i.name: i for i in onnx.load_from_string(data).graph.initializer}
+        w = numpy_helper.to_array(inits["fc_nsfw/MatMul/ReadVariableOp:0"]).astype(np.float64)
+        b = numpy_helper.to_array(inits["fc_nsfw/BiasAdd/ReadVariableOp:0"]).astype(np.float64)
+        _FC = (w[:, 1] - w[:, 0], float(b[1] - b[0]))
+    return _FC
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread, where threadpoolctl is installed.
+
+    The head's matrices are small: on 2 cores shared with the scan's inference threads, a
+    second BLAS thread made a 1,000-label fit 5-10x slower (0.7-1.8 s against 0.1-0.2 s).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # not a base dependency: BLAS keeps its own thread count
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+# -- the head and its file --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    """The fitted head on raw features: ``layers`` is [(W, b), ...], ReLU between, sigmoid last.
+
+    Standardisation, the principal directions and the built-in logit are folded into the
+    first layer, so applying the head is one or two matrix products on the features.
+    """
+
+    kind: str
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        # Rounded to float16 first, as the store caches them: a freshly decoded image and a
+        # cached one get the same score.
+        h = np.asarray(features, dtype=np.float16).astype(np.float32).reshape(-1, DIM)
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        return h[:, 0]
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """P(nsfw) per frame, float32, from (frames, 1024) features."""
+        return _sigmoid(self.logits(features).astype(np.float64)).astype(np.float32)
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256(self.kind.encode())
+        for w, b in self.layers:
+            h.update(np.ascontiguousarray(w, dtype="<f4").tobytes())
+            h.update(np.ascontiguousarray(b, dtype="<f4").tobytes())
+        return h.hexdigest()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the head as one .npz (no pickle), atomically."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        for i, (w, b) in enumerate(self.layers):
+            arrays[f"w{i}"] = np.asarray(w, dtype="<f4")
+            arrays[f"b{i}"] = np.asarray(b, dtype="<f4")
+        meta = {**self.meta, "format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind}
+        arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise NsfwTuiError(f"cannot write the adapted model {path}: {exc}") from exc
+        return path
+
+
+def load_head(path: str | os.PathLike) -> Head:
+    """Read a head written by :meth:`Head.save`; one clear error for anything else."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            n = sum(1 for k in z.files if k.startswith("w"))
+            layers = tuple(
+                (z[f"w{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32)) for i in range(n)
+            )
+    except FileNotFoundError:
+        raise NsfwTuiError(f"the adapted model file {path} is missing") from None
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise NsfwTuiError(f"{path} is not an adapted-model file: {exc}") from None
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise NsfwTuiError(f"{path} is not an adapted-model file (format {meta.get('format')!r})")
+    shapes_ok = (
+        n in (1, 2)
+        and layers[0][0].shape[0] == DIM
+        and all(w.shape[1] == b.shape[0] for w, b in layers)
+        and (n == 1 or layers[0][0].shape[1] == layers[1][0].shape[0])
+        and layers[-1][0].shape[1] == 1
+    )
+    if not shapes_ok or meta.get("kind") not in KINDS:
+        raise NsfwTuiError(f"{path} is not an adapted-model file (unexpected weights)")
+    return Head(meta["kind"], layers, meta)

@@ -1,0 +1,269 @@
+"""The watcher's scoring thread: settled files through `scan_files`, then decision and action."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING
+
+from .quarantine import move_no_overwrite
+from .report import decide
+from .scan import ScanItem, ScanOptions, scan_files
+from .scorers import Scorer
+from .store import Store, path_text
+from .watch_events import RETRYABLE, Key, _key, _Logged, _Settled
+from .watch_options import WatchOptions, WatchStats
+
+# The Watcher's logger, whichever of its modules logs.
+log = logging.getLogger("nsfw_tui.core.watch")
+
+_DECISIONS = {1: "nsfw", 0: "sfw", None: "error"}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Scoring:
+    """The scoring half of :class:`~nsfw_tui.core.watch.Watcher`, a base class of it.
+
+    Kept apart only for the size of one file: it shares the Watcher's state, under the
+    Watcher's one lock, and calls back into its candidate bookkeeping.
+    """
+
+    # Set by Watcher.__init__.
+    options: WatchOptions
+    root: str
+    store_path: str
+    scorer: Scorer
+    threshold: float
+    scan_options: ScanOptions
+    on_decision: Callable[[dict], None] | None
+    quarantine: str | None
+    _lock: threading.Lock
+    _settled: deque[_Settled]
+    _inflight: set[str]
+    _logged: dict[str, _Logged]
+    _baseline: dict[str, Key]
+    _gone: set[str]
+    _times: deque[float]
+    _stats: WatchStats
+    _stop: threading.Event
+    _work: threading.Event
+    _running: threading.Event
+    _log_file: IO[str] | None
+
+    if TYPE_CHECKING:  # defined by Watcher
+
+        def _hint(self, path: str, key: Key | None = None) -> None: ...
+        def _retry(self, path: str, key: Key, mtime_ns: int) -> None: ...
+        def _young(self, key: Key) -> bool: ...
+        def _notice(self, text: str) -> None: ...
+
+    def _score_loop(self) -> None:
+        store = None
+        while not self._stop.is_set():
+            if not self._running.is_set():
+                self._running.wait(0.25)
+                continue
+            self._work.wait(0.25)
+            if self._stop.is_set():
+                break
+            with self._lock:
+                batch = [
+                    self._settled.popleft()
+                    for _ in range(min(len(self._settled), self.options.max_batch))
+                ]
+                if not self._settled:
+                    self._work.clear()
+                gone, self._gone = self._gone, set()
+            try:
+                if store is None:
+                    store = Store.open(self.store_path, check=False)
+                if gone:
+                    self._forget(store, gone)
+                if batch:
+                    self._score(store, batch)
+            except Exception as exc:
+                log.exception("watch: scoring")
+                self._notice(f"watch: scoring failed ({type(exc).__name__}: {exc}); "
+                             "the next rescan retries")  # fmt: skip
+                self._stop.wait(1.0)
+        if store is not None:
+            store.close()
+
+    def _forget(self, store: Store, paths: set[str]) -> None:
+        """Deleted files leave no row behind (their images and labels stay)."""
+        missing = [p for p in paths if not os.path.lexists(p)]
+        with self._lock:
+            for p in missing:  # a new file at this path later gets its own line
+                self._logged.pop(p, None)
+        if missing:
+            store.forget_missing([path_text(p) for p in missing])
+
+    def _score(self, store: Store, batch: list[_Settled]) -> None:
+        by_path: dict[str, _Settled] = {}
+        for s in batch:
+            by_path[s.path] = s  # the newest promotion of a path wins
+        paths: list[str] = []
+        try:
+            for path, s in by_path.items():
+                key = _key(path)
+                if key is None:
+                    self._drop(path, gone=True)
+                elif key != s.key:
+                    self._drop(path)
+                    self._hint(path)  # changed after it settled: settle again
+                elif self._already(path, key):
+                    self._drop(path)
+                elif s.error is not None:
+                    self._decide(store, path, key, None, None, s.error, None, cached=False)
+                else:
+                    paths.append(path)
+            if not paths:
+                return
+            try:
+                result = scan_files(
+                    paths,
+                    self.scorer,
+                    store,
+                    self.scan_options,
+                    on_items=lambda items: self._handle(store, items, by_path),
+                    should_stop=self._stop.is_set,
+                )
+            except Exception:
+                with self._lock:
+                    undecided = [p for p in paths if p in self._inflight]
+                    for path in undecided:
+                        self._inflight.discard(path)
+                for path in undecided:  # settle again and retry, after the loop's pause
+                    self._hint(path)
+                raise
+            with self._lock:
+                self._stats.scored += result.scored
+        finally:
+            with self._lock:
+                for path in paths:
+                    self._inflight.discard(path)
+
+    def _already(self, path: str, key: Key) -> bool:
+        """Logged in this session, or present at start with catch-up off, and unchanged."""
+        with self._lock:
+            logged = self._logged.get(path)
+            return (logged is not None and logged.key == key) or self._baseline.get(path) == key
+
+    def _drop(self, path: str, *, gone: bool = False) -> None:
+        with self._lock:
+            self._inflight.discard(path)
+            if gone:
+                self._gone.add(path)
+
+    def _handle(self, store: Store, items: list[ScanItem], by_path: dict[str, _Settled]) -> None:
+        shas = list({i.sha256 for i in items if i.sha256})
+        labels = store.current_labels(shas) if shas else {}
+        for item in items:
+            s = by_path[item.path]
+            key = _key(item.path)
+            if key is None or item.error_kind == "missing":
+                self._drop(item.path, gone=True)
+                continue
+            if key != s.key:  # rewritten while it was being read: never log a partial file
+                self._drop(item.path)
+                self._hint(item.path)
+                continue
+            if item.error_kind in RETRYABLE and not s.final and self._young(key):
+                self._retry(item.path, key, key[1])
+                continue
+            label = labels[item.sha256].label if item.sha256 in labels else None
+            error = (item.error_kind, item.error or "") if item.error_kind else None
+            self._decide(
+                store, item.path, key, item.sha256, item.probability, error, label, item.cached
+            )
+
+    def _decide(
+        self,
+        store: Store,
+        path: str,
+        key: Key,
+        sha256: str | None,
+        probability: float | None,
+        error: tuple[str, str] | None,
+        label: str | None,
+        cached: bool,
+    ) -> None:
+        decision = _DECISIONS[decide(probability, self.threshold, label)]
+        with self._lock:
+            self._inflight.discard(path)
+            before = self._logged.get(path)
+            self._logged[path] = _Logged(key, sha256, decision)
+        if before and sha256 and (before.sha256, before.decision) == (sha256, decision):
+            return  # touched, not changed: the same content already has its line
+        if label is not None:
+            source, reason = "human", f"labelled {label} by a person"
+        elif error is not None:
+            source = "watcher" if error[0] == "unsettled" else "decoder"
+            reason = f"{error[0]}: {error[1]}"
+        else:
+            source = "model"
+            op = ">=" if decision == "nsfw" else "<"
+            reason = f"probability {probability:.4f} {op} threshold {self.threshold:g}"
+        action, dest = "none", None
+        if self.quarantine and decision != "sfw":
+            action, dest = self._quarantine(store, path, sha256, reason)
+        line = {
+            "time": _now_iso(),
+            "path": path_text(path),
+            "sha256": sha256,
+            "size": key[0],
+            "probability": None if probability is None else round(float(probability), 6),
+            "decision": decision,
+            "action": action,
+            "dest": dest,
+            "reason": reason,
+            "source": source,
+            "model": self.scorer.id,
+            "threshold": self.threshold,
+            "cached": bool(cached),
+        }
+        with self._lock:
+            st = self._stats
+            st.seen += 1
+            st.nsfw += decision == "nsfw"
+            st.sfw += decision == "sfw"
+            st.errors += decision == "error"
+            st.quarantined += action in ("quarantined", "would-quarantine")
+            self._times.append(time.monotonic())
+        if self._log_file is not None:
+            self._log_file.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self._log_file.flush()
+        if self.on_decision is not None:
+            try:
+                self.on_decision(line)
+            except Exception:  # a broken display must not stop the log
+                log.exception("watch: on_decision callback")
+
+    def _quarantine(
+        self, store: Store, path: str, sha256: str | None, reason: str
+    ) -> tuple[str, str | None]:
+        assert self.quarantine is not None
+        target = os.path.join(self.quarantine, os.path.relpath(path, self.root))
+        if self.options.dry_run:
+            base, ext = os.path.splitext(target)
+            n = 0
+            while os.path.lexists(target):
+                n += 1
+                target = f"{base}-{n}{ext}"
+            return "would-quarantine", path_text(target)
+        try:
+            moved = move_no_overwrite(path, target)
+        except OSError as exc:
+            self._notice(f"cannot quarantine {path_text(path)}: {exc.strerror or exc}")
+            return "quarantine-failed", None
+        store.record_move(path_text(path), path_text(moved), sha256, reason)
+        return "quarantined", path_text(moved)
