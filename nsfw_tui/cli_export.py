@@ -183,7 +183,7 @@ def models_add(
     home: HomeOption = None,
 ) -> None:
     """Register an ONNX file as a model; preprocessing from its metadata, else from flags."""
-    from trainer.export import add_onnx_file
+    from trainer.onnx_models import add_onnx_file
 
     given = {
         key: value
