@@ -24,10 +24,9 @@ from nsfw_tui.core.scorers import (
 )
 from nsfw_tui.core.store import ModelRow
 
+from .onnx_meta import INPUT_NAME, OUTPUT_NAME, describe
+
 # The same self-description as trainer/export.py writes for a trained model.
-FORMAT = "nsfw-tui-onnx"
-INPUT_NAME, OUTPUT_NAME = "image", "probability"
-LABELS = {"0": "sfw", "1": "nsfw"}
 SOFTMAX_OUTPUT = "outputs"  # the built-in graph's own two-class output, dropped
 # The cache holds float16 features and the in-app scores come from them; the graph rounds
 # its features the same way, so the file and the app agree to float32 rounding.
@@ -83,30 +82,19 @@ def joined_graph(head: Head) -> Any:
 def metadata_props(row: ModelRow, head: Head, opset: int) -> dict[str, str]:
     import onnx
 
-    pre = OPEN_NSFW
-    return {
-        "format": FORMAT,
-        "model_id": row.id,
-        "output": OUTPUT_NAME,
-        "input_name": INPUT_NAME,
-        "input_size": json.dumps(list(pre.input_size)),
-        "layout": pre.layout,
-        "channel_order": pre.channel_order,
-        "scale": repr(pre.scale),
-        "mean": json.dumps(list(pre.mean)),
-        "std": json.dumps(list(pre.std)),
-        "preprocessing": json.dumps(pre.to_dict(), sort_keys=True),
-        "threshold": repr(float(row.threshold)),
-        "labels": json.dumps(LABELS),
-        "metrics": json.dumps(row.metrics, sort_keys=True, default=str),
-        "architecture": f"open_nsfw + {head.kind} head",
-        "run_id": "",
-        "source_checkpoint": os.path.abspath(row.path or ""),
-        "exporter": "adapt",
-        "opset": str(opset),
-        "onnx": onnx.__version__,
-        "head": json.dumps({k: head.meta.get(k) for k in ("head", "c", "hidden", "labels")}),
-    }
+    return describe(
+        row.id,
+        OPEN_NSFW,
+        row.threshold,
+        row.metrics,
+        architecture=f"open_nsfw + {head.kind} head",
+        run_id="",
+        source_checkpoint=os.path.abspath(row.path or ""),
+        exporter="adapt",
+        opset=str(opset),
+        onnx=onnx.__version__,
+        head=json.dumps({k: head.meta.get(k) for k in ("head", "c", "hidden", "labels")}),
+    )
 
 
 def export_adapted(model_row: ModelRow, out_path: str | os.PathLike) -> Path:

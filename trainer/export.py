@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -25,13 +24,11 @@ from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.store import Store
 
 from .checkpoint import load_checkpoint, read_meta
+from .onnx_meta import INPUT_NAME, OUTPUT_NAME, describe
 from .records import run as get_run
 
-FORMAT = "nsfw-tui-onnx"
 DYNAMO_OPSET = 18  # onnxscript's native opset: no version conversion in the way
 LEGACY_OPSET = 17  # the TorchScript exporter's best-tested opset (LayerNormalization is 17)
-INPUT_NAME, OUTPUT_NAME = "image", "probability"
-LABELS = {"0": "sfw", "1": "nsfw"}
 EXPORTABLE = ("checkpoint",)
 # Gates. fp32 parity is measured at about 1e-6 (RELIABILITY.md 5.2); 1e-4 leaves room for
 # other CPUs and kernels while still catching a wrong op or a missing sigmoid.
@@ -333,28 +330,18 @@ def metadata_props(
     """The file's own description (ONNX metadata_props): enough to score with it anywhere."""
     import torch
 
-    return {
-        "format": FORMAT,
-        "model_id": src.model_id,
-        "output": OUTPUT_NAME,
-        "input_name": INPUT_NAME,
-        "input_size": json.dumps(list(pre.input_size)),
-        "layout": pre.layout,
-        "channel_order": pre.channel_order,
-        "scale": repr(pre.scale),
-        "mean": json.dumps(list(pre.mean)),
-        "std": json.dumps(list(pre.std)),
-        "preprocessing": json.dumps(pre.to_dict(), sort_keys=True),
-        "threshold": repr(float(src.threshold)),
-        "labels": json.dumps(LABELS),
-        "metrics": json.dumps(src.metrics, sort_keys=True, default=str),
-        "architecture": str(meta.get("architecture", "")),
-        "run_id": str(meta.get("run_id", "")),
-        "source_checkpoint": os.path.abspath(src.checkpoint),
-        "exporter": exporter,
-        "opset": str(opset),
-        "torch": torch.__version__,
-    }
+    return describe(
+        src.model_id,
+        pre,
+        src.threshold,
+        src.metrics,
+        architecture=str(meta.get("architecture", "")),
+        run_id=str(meta.get("run_id", "")),
+        source_checkpoint=os.path.abspath(src.checkpoint),
+        exporter=exporter,
+        opset=str(opset),
+        torch=torch.__version__,
+    )
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
