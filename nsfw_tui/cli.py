@@ -97,6 +97,10 @@ def _run_app(folder: Path, home: Path | None, blur: bool, threshold: float | Non
     # textual-image asks the terminal what it can draw; it must do so before Textual starts.
     import textual_image.renderable  # noqa: F401
 
+    from .core.decode_pool import start_resource_tracker
+
+    start_resource_tracker()  # before Textual swaps stderr for a capture object
+
     from .tui.app import make_app
 
     make_app(folder, home=h, blur=blur, threshold=threshold).run()

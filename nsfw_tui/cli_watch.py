@@ -82,7 +82,10 @@ def watch(
         return
     import textual_image.renderable  # noqa: F401  (asks the terminal before Textual starts)
 
+    from .core.decode_pool import start_resource_tracker
     from .tui.watch_app import make_watch_app
+
+    start_resource_tracker()  # before Textual swaps stderr for a capture object
 
     watch_app = make_watch_app(
         folder, home=h, scorer=scorer, threshold=thr, options=options,

@@ -255,3 +255,30 @@ def test_scan_files_reports_vanished_paths(tmp_path, store):
     res = scan_files([str(a), str(tmp_path / "p" / "gone.jpg")], RednessScorer(), store, INLINE)
     assert by_name(res)["gone.jpg"].error_kind == "unreadable"
     assert Path(a).exists()
+
+
+def test_worker_processes_start_when_stderr_has_no_descriptor(tmp_path):
+    # Under Textual, sys.stderr is a capture object whose fileno() is -1; multiprocessing's
+    # resource tracker passed it to its child and every scan in the app failed to start.
+    import subprocess
+    import sys
+
+    photo_folder(tmp_path / "p", 2)
+    code = f"""
+import sys
+class Capture:
+    def write(self, text): return len(text)
+    def flush(self): pass
+    def fileno(self): return -1
+sys.stderr = Capture()
+from nsfw_tui.core.decode_pool import DecodePool
+from nsfw_tui.core.preprocess import IMAGENET
+from pathlib import Path
+paths = sorted(str(p) for p in Path({str(tmp_path / "p")!r}).iterdir())
+pool = DecodePool(IMAGENET(16), workers=1)
+results = list(pool.map(paths))
+print(sum(1 for r in results if hasattr(r, "sha256") and r.pixels))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +65,30 @@ def _worker_main(
         if task is None:
             return
         conn.send(decoder(task, spec, use_draft, max_frames))
+
+
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with a real stderr.
+
+    The tracker hands ``sys.stderr``'s descriptor to its child; under Textual, stderr is a
+    capture object whose ``fileno()`` is -1, and spawning then fails with "bad value(s) in
+    fds_to_keep". The CLI calls this before an app starts; the pool calls it as a fallback.
+    """
+    from multiprocessing import resource_tracker
+
+    try:
+        fd = sys.stderr.fileno() if sys.stderr is not None else -1
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd >= 0 or sys.__stderr__ is None:
+        resource_tracker.ensure_running()
+        return
+    captured = sys.stderr
+    sys.stderr = sys.__stderr__
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = captured
 
 
 class _Worker:
@@ -183,6 +208,7 @@ class DecodePool:
         ctx = mp.get_context("spawn")
         pool: list[_Worker] = []
         try:
+            start_resource_tracker()
             pool = [_Worker(ctx, self) for _ in range(self.workers)]
             exhausted = False
             while not self._stop.is_set():
