@@ -216,3 +216,22 @@ def test_home_from_environment(tmp_path, monkeypatch):
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     assert (tmp_path / "envhome" / "store.db").exists()
+
+
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    result = run("train", home=tmp_path / "home")
+    assert result.exit_code == 2
+    assert error_lines(result) == [
+        "error: this command needs the train extra (torch is not installed): "
+        "pip install 'nsfw-tui[train]'"
+    ]
