@@ -53,6 +53,20 @@ Overrides = Annotated[
 ]
 
 
+def progress_bar(*, transient: bool = False):
+    """The one Rich progress layout of the CLI, on stderr so stdout stays parseable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=transient,
+    )
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(Text(f"error: {message}", style="red"))
     return typer.Exit(code)
@@ -186,7 +200,6 @@ def scan(
     home: HomeOption = None,
 ) -> None:
     """Score every image under PATH with the active model (cached results are reused)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from trainer.registry import load_scorer, resolve_model
 
@@ -220,14 +233,7 @@ def scan(
                         cfg.recursive, errors=walk_errors)
         )  # fmt: skip
         started = time.perf_counter()
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        ) as progress:
+        with progress_bar(transient=True) as progress:
             task = progress.add_task("Scoring", total=len(paths))
             result = scan_files(
                 paths,

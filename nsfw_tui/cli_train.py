@@ -18,6 +18,7 @@ from .cli import (
     console,
     err_console,
     handles_errors,
+    progress_bar,
 )
 from .core.errors import NsfwTuiError
 
@@ -68,8 +69,6 @@ def train(
     """Fine-tune on the current labels and register the result as a model."""
     import signal
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from .core.config import load_config, resolve_config_name
 
     cfg = load_config(config_name, overrides or [])
@@ -85,13 +84,7 @@ def train(
     flag = _StopFlag()
     previous = flag.install()
     try:
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-        ) as progress:
+        with progress_bar() as progress:
             epochs = progress.add_task("epochs", total=int(cfg.training.max_epochs))
             batches = progress.add_task("batches", total=None)
 
