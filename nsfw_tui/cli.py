@@ -220,6 +220,9 @@ def scan(
         raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
     if output is not None and output.suffix.lower() not in (".csv", ".json"):
         raise NsfwTuiError(f"--output must end in .csv or .json, got {output.name}")
+    if output is not None and not output.resolve().parent.is_dir():
+        # Say so before the scan, not after minutes of scoring.
+        raise NsfwTuiError(f"the output folder {output.parent} does not exist")
     folder = check_folder(path)
     _, store = _open_store(home)
     with store:

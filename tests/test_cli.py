@@ -235,3 +235,12 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch):
         "error: this command needs the train extra (torch is not installed): "
         "pip install 'nsfw-tui[train]'"
     ]
+
+
+def test_missing_output_folder_is_refused_before_scoring(tmp_path, home):
+    photo_folder(tmp_path / "p", 1)
+    result = run("scan", str(tmp_path / "p"), "-o", str(tmp_path / "nodir" / "x.csv"), home=home)
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: the output folder {tmp_path / 'nodir'} does not exist"]
+    with Store.open(home / "store.db") as store:
+        assert store.counts()["predictions"] == 0  # nothing was scored
