@@ -244,3 +244,14 @@ def test_missing_output_folder_is_refused_before_scoring(tmp_path, home):
     assert error_lines(result) == [f"error: the output folder {tmp_path / 'nodir'} does not exist"]
     with Store.open(home / "store.db") as store:
         assert store.counts()["predictions"] == 0  # nothing was scored
+
+
+def test_imagefolder_onto_a_file_is_one_line(tmp_path, home):
+    photo_folder(tmp_path / "data" / "sfw", 1)
+    run("import", str(tmp_path / "data"), home=home)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    result = run("labels", "--imagefolder", str(blocker), home=home)
+    assert result.exit_code == 2
+    [line] = error_lines(result)
+    assert "cannot write the image folder" in line and blocker.read_text() == "x"

@@ -106,6 +106,16 @@ def export_csv(rows: list[dict], output: str | os.PathLike) -> None:
 def export_imagefolder(rows: list[dict], dest: str | os.PathLike) -> dict[str, int]:
     """DIR/nsfw and DIR/sfw, hard-linked where the file system allows, else copied."""
     dest = Path(dest)
+    try:
+        return _export_imagefolder(rows, dest)
+    except OSError as exc:
+        where = exc.filename or dest
+        raise NsfwTuiError(
+            f"cannot write the image folder at {where}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _export_imagefolder(rows: list[dict], dest: Path) -> dict[str, int]:
     out = {"nsfw": 0, "sfw": 0, "linked": 0, "copied": 0, "missing": 0}
     for label in ("nsfw", "sfw"):
         (dest / label).mkdir(parents=True, exist_ok=True)
