@@ -24,6 +24,7 @@ from nsfw_tui.core.scorers import ScoreBatch, ensure_builtin
 from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store, path_text
 from nsfw_tui.tui.app import NsfwTuiApp, make_app
 from nsfw_tui.tui.screens.review import ReviewScreen
+from nsfw_tui.tui.widgets.image_list import HEADER
 
 FAKE_ID = "fake"
 FAKE_THRESHOLD = 0.5
@@ -254,6 +255,6 @@ def screen_text(app: NsfwTuiApp) -> str:
 
 
 def row_text(screen: ReviewScreen, index: int) -> str:
-    """The text the image list draws for visible line ``index``."""
-    strip = screen.images.render_line(index)
+    """The text the image list draws for visible row ``index`` (under its header line)."""
+    strip = screen.images.render_line(index + HEADER)
     return "".join(seg.text for seg in strip)

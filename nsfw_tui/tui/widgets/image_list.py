@@ -18,6 +18,7 @@ from ...core.review import Review, Row
 from ...core.store import path_text
 
 BAR = 8
+HEADER = 1  # the column titles stay on the first line while the rows scroll under them
 # name | bar | probability | call | label | status
 FIXED = BAR + 1 + 6 + 1 + 5 + 1 + 5 + 1 + 8
 
@@ -88,7 +89,7 @@ class ImageList(ScrollView, can_focus=True):
         keep = keep or self.current
         self.review = review
         self._rows = review.view
-        self.virtual_size = Size(0, len(review.view))
+        self.virtual_size = Size(0, len(review.view) + HEADER)
         index = 0
         if keep is not None:
             for i, row in enumerate(review.view):
@@ -110,7 +111,7 @@ class ImageList(ScrollView, can_focus=True):
 
     def _scroll_to_cursor(self) -> None:
         top = int(self.scroll_offset.y)
-        height = max(1, self.size.height)
+        height = max(1, self.size.height - HEADER)
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False)
         elif self.cursor >= top + height:
@@ -120,29 +121,31 @@ class ImageList(ScrollView, can_focus=True):
         self.cursor += delta
 
     def action_page(self, direction: int) -> None:
-        self.cursor += direction * max(1, self.size.height - 1)
+        self.cursor += direction * max(1, self.size.height - HEADER - 1)
 
     def action_jump(self, where: int) -> None:
         self.cursor = len(self.rows) - 1 if where < 0 else 0
 
     def on_click(self, event: events.Click) -> None:
-        index = int(self.scroll_offset.y) + event.y
-        if 0 <= index < len(self.rows):
+        index = int(self.scroll_offset.y) + event.y - HEADER
+        if event.y >= HEADER and 0 <= index < len(self.rows):
             self.cursor = index
 
     def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(0, len(self.rows))
+        self.virtual_size = Size(0, len(self.rows) + HEADER)
 
     def render_line(self, y: int) -> Strip:
         # The content width, without the vertical scrollbar: a row never scrolls sideways.
         width = self.scrollable_content_region.width
-        index = int(self.scroll_offset.y) + y
         base = self.rich_style
         rows = self.rows
+        if y < HEADER:
+            return self._header(width, base)
         if not rows:
-            if y == 0:
+            if y == HEADER:
                 return Strip([Segment(_fit(self.empty_text, width), base)], width)
             return Strip.blank(width, base)
+        index = int(self.scroll_offset.y) + y - HEADER
         if index >= len(rows):
             return Strip.blank(width, base)
         row = rows[index]
@@ -150,6 +153,18 @@ class ImageList(ScrollView, can_focus=True):
         if index == self.cursor:
             style = base + self.get_component_rich_style("image-list--cursor")
         return Strip(self._segments(row, width, style), width).crop_extend(0, width, style)
+
+    def _header(self, width: int, base: Style) -> Strip:
+        name_w = max(8, width - FIXED)
+        text = (
+            "image".ljust(name_w + 1)
+            + "P(nsfw)".ljust(BAR + 7)
+            + "call".ljust(6)
+            + "label".ljust(6)
+            + "status"
+        )
+        style = base + self.get_component_rich_style("image-list--header")
+        return Strip([Segment(_fit(text, width), style)], width).crop_extend(0, width, style)
 
     def _segments(self, row: Row, width: int, style: Style) -> list[Segment]:
         review = self.review
