@@ -47,6 +47,10 @@ HomeOption = Annotated[
         file_okay=False,
     ),
 ]
+ThresholdOption = Annotated[
+    float | None, typer.Option(help="Decision threshold (default: the model's own).")
+]
+ModelOption = Annotated[str | None, typer.Option(help="Model id (default: the active one).")]
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(help="Config overrides as key=value, e.g. batch_size=32 scan.workers=1."),
@@ -65,6 +69,12 @@ def progress_bar(*, transient: bool = False):
         console=err_console,
         transient=transient,
     )
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
+    return threshold
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -149,16 +159,13 @@ def open_(
     blur: Annotated[
         bool, typer.Option("--blur/--no-blur", help="Safe mode: blur likely-NSFW previews.")
     ] = True,
-    threshold: Annotated[
-        float | None, typer.Option(help="Decision threshold (default: the model's own).")
-    ] = None,
+    threshold: ThresholdOption = None,
     home: HomeOption = None,
 ) -> None:
     """Review a folder: `nsfw-tui PATH` opens the full-screen review screen."""
     from .core.scan import check_folder
 
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
+    check_threshold(threshold)
     _run_app(check_folder(path), home, blur, threshold)
 
 
@@ -189,10 +196,8 @@ def scan(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write FILE.csv or FILE.json.")
     ] = None,
-    threshold: Annotated[
-        float | None, typer.Option(help="Decision threshold (default: the model's own).")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    threshold: ThresholdOption = None,
+    model: ModelOption = None,
     pattern: Annotated[
         str | None, typer.Option(help="Only files whose name matches this glob, e.g. '*.jpg'.")
     ] = None,
@@ -216,8 +221,7 @@ def scan(
     cfg = load_config(None, overrides or [], section="scan").scan
     if threshold is None and cfg.threshold is not None:
         threshold = float(cfg.threshold)
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
+    check_threshold(threshold)
     if output is not None and output.suffix.lower() not in (".csv", ".json"):
         raise NsfwTuiError(f"--output must end in .csv or .json, got {output.name}")
     if output is not None and not output.resolve().parent.is_dir():

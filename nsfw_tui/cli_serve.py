@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from .cli import HomeOption, Overrides, _open_store, app, console, handles_errors
+from .cli import HomeOption, ModelOption, Overrides, _open_store, app, console, handles_errors
 from .core.errors import NsfwTuiError
 
 
@@ -20,7 +20,7 @@ def serve(
         str | None, typer.Option(help="Address to bind (default 127.0.0.1; others need --token).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default 5000).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    model: ModelOption = None,
     root: Annotated[
         Path | None,
         typer.Option(help="Folder that path requests may read from; without it paths are refused."),

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from .cli import (
     HomeOption,
+    ModelOption,
     Overrides,
     _is_num,
     _open_store,
@@ -303,7 +304,7 @@ def _print_evaluation(ev) -> None:
 @app.command("eval")
 @handles_errors
 def eval_(
-    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    model: ModelOption = None,
     folder: Annotated[
         Path | None, typer.Option(help="Only labelled images under this folder.")
     ] = None,
@@ -321,7 +322,7 @@ def eval_(
 @app.command()
 @handles_errors
 def calibrate(
-    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    model: ModelOption = None,
     target_recall: Annotated[
         float | None,
         typer.Option(help="Recall on NSFW to reach (default: metrics.target_recall)."),

@@ -12,7 +12,18 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from .cli import HomeOption, Overrides, _open_store, app, console, err_console, handles_errors
+from .cli import (
+    HomeOption,
+    ModelOption,
+    Overrides,
+    ThresholdOption,
+    _open_store,
+    app,
+    check_threshold,
+    console,
+    err_console,
+    handles_errors,
+)
 from .core.errors import NsfwTuiError
 
 
@@ -25,10 +36,8 @@ def watch(
         Path | None,
         typer.Option(help="Move NSFW and unreadable files here, keeping their relative path."),
     ] = None,
-    threshold: Annotated[
-        float | None, typer.Option(help="Decision threshold (default: the model's own).")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Model id (default: the active one).")] = None,
+    threshold: ThresholdOption = None,
+    model: ModelOption = None,
     log: Annotated[
         Path | None, typer.Option("--log", help="Append one JSON line per decision to FILE.jsonl.")
     ] = None,
@@ -63,8 +72,7 @@ def watch(
     options.check()
     if threshold is None and cfg.scan.threshold is not None:
         threshold = float(cfg.scan.threshold)
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
+    check_threshold(threshold)
     if log is not None and not (log.parent if str(log.parent) else Path(".")).is_dir():
         raise NsfwTuiError(f"the folder of --log {log} does not exist")
     folder = check_folder(path)
