@@ -21,10 +21,14 @@ import pytest
 import nsfw_tui.core.store as store_module
 from nsfw_tui.core.errors import StoreError, StoreReadOnlyError
 from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store, check_backup, restore
+from nsfw_tui.core.store_schema import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 SPAWN = multiprocessing.get_context("spawn")
-TABLES = {"files", "images", "label_events", "predictions", "features", "models", "runs", "moves"}
+TABLES = {
+    "files", "images", "label_events", "predictions", "features", "models", "runs", "moves",
+    "store_info",
+}  # fmt: skip
 # Sized for CI on two cores; RELIABILITY.md's nightly figures use 1,000 / 100 / 100.
 S1_TRANSACTIONS = 300
 S4_ROUNDS = 10
@@ -389,7 +393,10 @@ def test_s6_open_waits_while_another_process_holds_the_write_lock(tmp_path, exis
     path = tmp_path / "store.db"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     if existing == "rollback-journal":
-        other.execute("CREATE TABLE unrelated (x)")
+        # A store of schema 2 as the first releases wrote it, before WAL was switched on.
+        for migration in MIGRATIONS[:2]:
+            migration(other)
+        other.execute("PRAGMA user_version=2")
     other.execute("BEGIN IMMEDIATE")
     release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
     release.start()

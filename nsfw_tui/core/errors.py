@@ -19,6 +19,10 @@ class StoreBusyError(StoreError):
     """Another process held the write lock for longer than the busy timeout."""
 
 
+class StoreMissingError(StoreError):
+    """The home held a store, but store.db is now missing or empty: nothing is recreated."""
+
+
 class StoreReadOnlyError(StoreError):
     """The store is open read-only (newer schema, or no write permission)."""
 

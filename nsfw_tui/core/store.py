@@ -7,21 +7,26 @@ import json
 import os
 import random
 import sqlite3
+import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
-from .errors import StoreBusyError, StoreError, StoreReadOnlyError
+from .errors import StoreBusyError, StoreError, StoreMissingError, StoreReadOnlyError
+from .store_schema import (
+    APP_ID,
+    LABELS,
+    SCHEMA_VERSION,
+    is_known_schema,
+    migrate,
+)
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30.0
-LABELS = ("nsfw", "sfw")
 # SQLite caps bound parameters per statement; batch IN (...) queries below it.
 _CHUNK = 900
 
@@ -38,73 +43,6 @@ def path_text(path: str | os.PathLike) -> str:
         return p
     except UnicodeEncodeError:
         return p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-# Each migration runs inside BEGIN IMMEDIATE together with its user_version bump, so a
-# kill mid-migration leaves the previous version intact and the next start re-applies it.
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db.executescript(
-        """
-        CREATE TABLE files (
-            path TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime_ns INTEGER,
-            error_kind TEXT, error TEXT, seen_at REAL
-        );
-        CREATE INDEX files_sha256 ON files(sha256);
-        CREATE TABLE images (
-            sha256 TEXT PRIMARY KEY, size INTEGER, width INTEGER, height INTEGER,
-            format TEXT, n_frames INTEGER, error_kind TEXT, error TEXT,
-            first_seen REAL, last_seen REAL
-        );
-        CREATE TABLE label_events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            sha256 TEXT NOT NULL,
-            label TEXT CHECK (label IN ('nsfw', 'sfw') OR label IS NULL),
-            source TEXT NOT NULL,
-            batch TEXT,
-            created_at REAL NOT NULL
-        );
-        CREATE INDEX label_events_sha256 ON label_events(sha256, id);
-        CREATE INDEX label_events_batch ON label_events(batch);
-        CREATE TABLE predictions (
-            sha256 TEXT NOT NULL, model_id TEXT NOT NULL, probability REAL NOT NULL,
-            n_frames INTEGER, created_at REAL,
-            PRIMARY KEY (sha256, model_id)
-        );
-        CREATE TABLE features (
-            sha256 TEXT NOT NULL, model_id TEXT NOT NULL, frame INTEGER NOT NULL,
-            vector BLOB NOT NULL,
-            PRIMARY KEY (sha256, model_id, frame)
-        );
-        CREATE TABLE models (
-            id TEXT PRIMARY KEY, kind TEXT NOT NULL, path TEXT, threshold REAL NOT NULL,
-            metrics TEXT, preprocessing TEXT, meta TEXT, created_at REAL,
-            active INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE TABLE runs (
-            id TEXT PRIMARY KEY, created_at REAL, finished_at REAL, status TEXT,
-            config TEXT, epochs TEXT, metrics TEXT, checkpoint TEXT, model_id TEXT,
-            val_hashes TEXT
-        );
-        """
-    )
-
-
-def _migration_2(db: sqlite_utils.Database) -> None:
-    # Quarantine moves made by `nsfw-tui watch`, and their releases; `dest` finds a move back.
-    db.executescript(
-        """
-        CREATE TABLE moves (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            sha256 TEXT, src TEXT NOT NULL, dest TEXT NOT NULL, reason TEXT,
-            moved_at REAL NOT NULL, released_at REAL, released_to TEXT
-        );
-        CREATE INDEX moves_dest ON moves(dest);
-        """
-    )
-
-
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -165,16 +103,59 @@ def _restore_hint(path: Path) -> str:
     )
 
 
-def _check_header(path: Path) -> None:
+def marker_path(store_path: Path) -> Path:
+    """The small file beside a store that remembers which store this home holds (S15)."""
+    return store_path.with_name(store_path.name + ".id")
+
+
+def read_marker(store_path: Path) -> str | None:
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
+        return marker_path(store_path).read_text(encoding="utf-8").strip() or "unknown"
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        raise StoreError(f"cannot read the store {path}: {exc.strerror or exc}") from exc
-    if head and head != SQLITE_MAGIC:
-        raise StoreError(
-            f"{path} is not an nsfw-tui store (not an SQLite file); {_restore_hint(path)}"
-        )
+        raise StoreError(f"cannot read {marker_path(store_path)}: {exc.strerror or exc}") from exc
+
+
+def _write_marker(store_path: Path, store_id: str) -> None:
+    marker = marker_path(store_path)
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(store_id + "\n", encoding="utf-8")
+        os.replace(tmp, marker)
+    except OSError:
+        # The marker only guards against a lost store; failing to write it loses nothing now.
+        tmp.unlink(missing_ok=True)
+
+
+def missing_store_message(store_path: Path, what: str) -> str:
+    """One message for a home whose store was lost: how to restore, and how to start anew."""
+    backups = visible_backups(store_path)
+    seen = (
+        "backups here: " + ", ".join(str(b) for b in backups)
+        if backups
+        else f"no backups were found in {store_path.parent}"
+    )
+    return (
+        f"the store {store_path} {what}, but this home held one (marker "
+        f"{marker_path(store_path)}); nothing was created. Restore a backup with "
+        f"`nsfw-tui restore BACKUP_FILE` ({seen}), or start a new, empty store on purpose "
+        "with `nsfw-tui restore --empty`"
+    )
+
+
+def _identity(conn: sqlite3.Connection) -> tuple[int, int, bool]:
+    """(application_id, user_version, empty) read through SQLite; empty means no schema yet.
+
+    An empty file, or one with an SQLite header and nothing in it, counts as empty: both are
+    what a store looks like before its first migration commits.
+    """
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    empty = pages == 0 or (app_id == 0 and version == 0 and objects == 0)
+    return app_id, version, empty
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
@@ -201,7 +182,6 @@ class Store:
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly_reason: str | None = None):
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self.path = path
         self.readonly_reason = readonly_reason
 
@@ -211,17 +191,27 @@ class Store:
     def open(
         cls, path: str | os.PathLike, *, timeout: float = BUSY_TIMEOUT_S, check: bool = True
     ) -> Store:
-        """Open (creating if needed) and migrate the store at ``path``; refuse a corrupt one.
+        """Open (creating if needed) and migrate the store at ``path``; refuse anything else.
 
+        The file is identified through SQLite alone (application_id, schema), never read with
+        plain file I/O (S14). A home that held a store never gets a new one silently (S15).
         ``check=False`` skips the integrity check, for the extra connections that worker
         threads open on a store the app has already checked.
         """
         path = Path(path)
-        if path.exists():
-            if path.is_dir():
-                raise StoreError(f"the store path {path} is a folder, not a file")
-            _check_header(path)
-        else:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise StoreError(f"cannot read the store {path}: {exc.strerror or exc}") from exc
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"the store path {path} is a folder, not a file")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"the store path {path} is not a regular file")
+        if st is None:
+            if read_marker(path) is not None:
+                raise StoreMissingError(missing_store_message(path, "is missing"))
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -239,6 +229,10 @@ class Store:
                     f"the store {path} stayed busy for {timeout:.0f} s (another nsfw-tui "
                     "process is writing)"
                 ) from exc
+            if getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_NOTADB:
+                raise StoreError(
+                    f"{path} is not an nsfw-tui store (not an SQLite file); {_restore_hint(path)}"
+                ) from exc
             raise StoreError(f"the store {path} is damaged ({exc}); {_restore_hint(path)}") from exc
         except BaseException:
             conn.close()
@@ -247,7 +241,25 @@ class Store:
 
     @classmethod
     def _prepare(cls, conn: sqlite3.Connection, path: Path, check: bool) -> Store:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id, version, empty = _identity(conn)
+        if empty and read_marker(path) is not None:
+            # The marker is written after a new store's schema commits: look once more.
+            app_id, version, empty = _identity(conn)
+            if empty:
+                raise StoreMissingError(missing_store_message(path, "is empty"))
+        if not empty and app_id != APP_ID:
+            if app_id != 0:
+                raise StoreError(
+                    f"{path} belongs to another application (SQLite application_id "
+                    f"{app_id:#x}), not nsfw-tui; {_restore_hint(path)}"
+                )
+            # Stores written before application_id was set: adopted only when their schema
+            # is exactly one this code wrote.
+            if not is_known_schema(conn, version):
+                raise StoreError(
+                    f"{path} is an SQLite file but not an nsfw-tui store (its tables are not "
+                    f"those of any nsfw-tui schema); {_restore_hint(path)}"
+                )
         if version > SCHEMA_VERSION:
             conn.close()
             ro = sqlite3.connect(
@@ -258,7 +270,7 @@ class Store:
                 f"version knows {SCHEMA_VERSION}); it is open read-only, upgrade nsfw-tui to write"
             )
             return cls(ro, path, readonly_reason=reason)
-        if check:
+        if check and not empty:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {result}")
@@ -267,17 +279,32 @@ class Store:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         store = cls(conn, path)
-        if version < SCHEMA_VERSION:
+        if empty or version < SCHEMA_VERSION or app_id != APP_ID:
             store._migrate()
+        store._remember()
         return store
 
     def _migrate(self) -> None:
-        # Re-read the version under the write lock: another process may have migrated meanwhile.
+        # Re-read everything under the write lock: another process may have created or
+        # migrated the store meanwhile, or a marker may say this home held a store.
         with self.write():
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            for index in range(version, SCHEMA_VERSION):
-                MIGRATIONS[index](self.db)
-                self.conn.execute(f"PRAGMA user_version={index + 1}")
+            app_id, version, empty = _identity(self.conn)
+            if empty and read_marker(self.path) is not None:
+                raise StoreMissingError(missing_store_message(self.path, "is empty"))
+            if app_id == APP_ID and version == SCHEMA_VERSION:
+                return
+            migrate(self.conn, version)
+
+    def _remember(self) -> None:
+        """Write the home's marker naming this store, so losing the store is noticed later."""
+        store_id = self.store_id
+        if store_id and read_marker(self.path) != store_id:
+            _write_marker(self.path, store_id)
+
+    @property
+    def store_id(self) -> str | None:
+        row = self.conn.execute("SELECT value FROM store_info WHERE key = 'store_id'").fetchone()
+        return row[0] if row else None
 
     @property
     def schema_version(self) -> int:
@@ -672,12 +699,25 @@ class Store:
         return dest
 
 
+def visible_backups(store_path: Path) -> list[Path]:
+    """Backups a person may want after losing the store: kept stores and `*.backup*` files."""
+    folder = store_path.parent
+    found = [
+        p
+        for p in folder.glob(f"{store_path.name}.before-restore-*")
+        if not p.name.endswith(("-wal", "-shm"))
+    ]
+    found += [p for p in folder.glob("*.backup*") if p.is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def check_backup(path: str | os.PathLike) -> int:
     """Verify that ``path`` is a sound nsfw-tui store; returns its schema version."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise StoreError(f"backup file {path} does not exist")
-    _check_header(path)
+    if not path.is_file():
+        raise StoreError(f"backup file {path} is not a regular file")
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -687,7 +727,9 @@ def check_backup(path: str | os.PathLike) -> int:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not a readable SQLite store: {exc}") from exc
+        raise StoreError(
+            f"{path} is not an nsfw-tui store (not a readable SQLite file: {exc})"
+        ) from exc
     if check != "ok":
         raise StoreError(f"{path} fails SQLite's integrity check: {check}")
     if not {"label_events", "models"} <= tables:
