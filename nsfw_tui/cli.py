@@ -423,18 +423,35 @@ def backup(
 @app.command()
 @handles_errors
 def restore(
-    file: Annotated[Path, typer.Argument(help="A backup written by `nsfw-tui backup`.")],
+    file: Annotated[
+        Path | None, typer.Argument(help="A backup written by `nsfw-tui backup`.")
+    ] = None,
+    empty: Annotated[
+        bool, typer.Option("--empty", help="Start a new, empty store on purpose.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --empty.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Replace the store with a checked backup; the old store is kept beside it."""
+    """Put a checked backup into the store (safe while other commands run); the current
+    content is kept beside it first."""
     from .core.home import resolve_home
-    from .core.store import restore as restore_store
+    from .core.store_backup import restore as restore_store
 
+    if (file is None) == (not empty):
+        raise NsfwTuiError("give a backup file to restore, or --empty for a new, empty store")
     h = resolve_home(home)
-    kept = restore_store(file, h.store_path)
-    console.print(Text(f"restored {h.store_path} from {file}"))
+    if empty and not yes:
+        question = (
+            f"Start a new, empty store at {h.store_path}? Its current content, if any, is kept "
+            "beside it"
+        )
+        if not typer.confirm(question, default=False, err=True):
+            raise fail("nothing was changed", code=1)
+    kept, store_id = restore_store(file, h.store_path, empty=empty)
+    what = "a new, empty store" if empty else str(file)
+    console.print(Text(f"restored {h.store_path} from {what} (store {store_id})"))
     if kept:
-        console.print(Text(f"the previous store was kept as {kept}"))
+        console.print(Text(f"the previous content was kept as {kept}"))
 
 
 # Commands that live in their own modules register themselves on `app` when imported.

@@ -208,7 +208,7 @@ def test_backup_and_restore(tmp_path, home):
     junk = tmp_path / "junk.db"
     junk.write_text("nope")
     bad = run("restore", str(junk), home=home)
-    assert bad.exit_code == 2 and "not an nsfw-tui store" in error_lines(bad)[0]
+    assert bad.exit_code == 2 and "not an nsfw-tui backup" in error_lines(bad)[0]
 
 
 def test_home_from_environment(tmp_path, monkeypatch):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import nsfw_tui.core.store as store_module
 from nsfw_tui.core.errors import StoreError, StoreReadOnlyError
-from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store, check_backup, restore
+from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store
+from nsfw_tui.core.store_backup import check_backup, restore
 from nsfw_tui.core.store_schema import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -522,11 +522,11 @@ def test_s13_c_backup_check_and_restore(tmp_path):
         restore(junk, path)
     plain = backups / "plain.db"
     sqlite3.connect(plain).execute("CREATE TABLE t (x)").connection.close()
-    with pytest.raises(StoreError, match="not an nsfw-tui store"):
+    with pytest.raises(StoreError, match="not an nsfw-tui backup"):
         restore(plain, path)
     assert digest(path) == store_digest  # refused restores leave the store alone
 
-    kept = restore(good, path)
+    kept, _ = restore(good, path)
     assert kept is not None and kept.exists() and kept.parent == path.parent
     assert digest(good) == backup_digest  # the backup is never written
     with Store.open(path) as store:
@@ -539,15 +539,17 @@ def test_s13_c_backup_check_and_restore(tmp_path):
 
 
 def test_s13_c_two_restores_in_one_second_keep_both_old_stores(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "_now", lambda: 1_700_000_000.0)
+    import nsfw_tui.core.store_backup as backup_module
+
+    monkeypatch.setattr(backup_module.time, "strftime", lambda fmt: "20231114-221320")
     path = tmp_path / "store.db"
     with Store.open(path) as store:
         good = store.backup(tmp_path / "good.db")
         store.set_labels(["first"], "nsfw")
-    first_kept = restore(good, path)
+    first_kept, _ = restore(good, path)
     with Store.open(path) as store:
         store.set_labels(["second"], "sfw")
-    second_kept = restore(good, path)
+    second_kept, _ = restore(good, path)
     assert first_kept != second_kept
     with Store.open(first_kept) as one, Store.open(second_kept) as two:
         assert labels_of(one) == {"first": "nsfw"}

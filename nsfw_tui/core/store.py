@@ -130,6 +130,8 @@ def _write_marker(store_path: Path, store_id: str) -> None:
 
 def missing_store_message(store_path: Path, what: str) -> str:
     """One message for a home whose store was lost: how to restore, and how to start anew."""
+    from .store_backup import visible_backups
+
     backups = visible_backups(store_path)
     seen = (
         "backups here: " + ", ".join(str(b) for b in backups)
@@ -457,17 +459,45 @@ class Store:
     def record_move(self, src: str, dest: str, sha256: str | None, reason: str) -> int:
         """Record that the file at ``src`` now lies at ``dest`` (quarantine); returns its id."""
         with self.write():
+            move_id = self.intend_move(src, dest, sha256, reason)
+            self.complete_move(move_id)
+        return move_id
+
+    def intend_move(self, src: str, dest: str, sha256: str | None, reason: str) -> int:
+        """Record, before the rename, that ``src`` is about to move to ``dest`` (W12)."""
+        with self.write():
             cur = self.conn.execute(
-                "INSERT INTO moves (sha256, src, dest, reason, moved_at) VALUES (?,?,?,?,?)",
+                "INSERT INTO moves (sha256, src, dest, reason, moved_at, state) "
+                "VALUES (?,?,?,?,?,'intended')",
                 (sha256, src, dest, reason, _now()),
             )
-            self._move_file_row(src, dest)
         return int(cur.lastrowid)
+
+    def complete_move(self, move_id: int) -> None:
+        """The intended move happened: the file row follows the file."""
+        with self.write():
+            row = self._rows("SELECT src, dest FROM moves WHERE id = ?", [move_id])
+            if not row:
+                raise StoreError(f"no quarantine move with id {move_id}")
+            self.conn.execute(
+                "UPDATE moves SET state = 'done', moved_at = ? WHERE id = ?", (_now(), move_id)
+            )
+            self._move_file_row(row[0]["src"], row[0]["dest"])
+
+    def abandon_move(self, move_id: int) -> None:
+        """The intended move did not happen: it leaves no record."""
+        with self.write():
+            self.conn.execute("DELETE FROM moves WHERE id = ? AND state = 'intended'", (move_id,))
+
+    def intended_moves(self) -> list[dict]:
+        """Moves recorded as intended and never completed or abandoned (a kill in between)."""
+        return self._rows("SELECT * FROM moves WHERE state = 'intended' ORDER BY id")
 
     def open_move(self, dest: str) -> dict | None:
         """The newest move into ``dest`` that has not been released, if any."""
         rows = self._rows(
-            "SELECT * FROM moves WHERE dest = ? AND released_at IS NULL ORDER BY id DESC LIMIT 1",
+            "SELECT * FROM moves WHERE dest = ? AND released_at IS NULL AND state = 'done' "
+            "ORDER BY id DESC LIMIT 1",
             [dest],
         )
         return rows[0] if rows else None
@@ -485,7 +515,16 @@ class Store:
             self._move_file_row(row[0]["dest"], to)
 
     def moves(self) -> list[dict]:
-        return self._rows("SELECT * FROM moves ORDER BY id")
+        return self._rows("SELECT * FROM moves WHERE state = 'done' ORDER BY id")
+
+    def files_seen_since(self, folder: str, since: float) -> list[dict]:
+        """File rows under ``folder`` recorded at or after ``since``, oldest first."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        return self._rows(
+            "SELECT path, sha256, size, mtime_ns, error_kind, error, seen_at FROM files "
+            "WHERE seen_at >= ? AND substr(path, 1, ?) = ? ORDER BY seen_at, path",
+            [since, len(prefix), prefix],
+        )
 
     # -- predictions ---------------------------------------------------------------------
 
@@ -682,6 +721,8 @@ class Store:
 
     def backup(self, dest: str | os.PathLike) -> Path:
         """Copy the live store with SQLite's online backup API (never a file copy)."""
+        from .store_backup import note_backup
+
         dest = Path(dest)
         if dest.exists():
             raise StoreError(f"{dest} already exists; choose a new file name for the backup")
@@ -696,81 +737,8 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"backup to {dest} failed: {exc}") from exc
+        note_backup(self.path, dest)
         return dest
-
-
-def visible_backups(store_path: Path) -> list[Path]:
-    """Backups a person may want after losing the store: kept stores and `*.backup*` files."""
-    folder = store_path.parent
-    found = [
-        p
-        for p in folder.glob(f"{store_path.name}.before-restore-*")
-        if not p.name.endswith(("-wal", "-shm"))
-    ]
-    found += [p for p in folder.glob("*.backup*") if p.is_file()]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def check_backup(path: str | os.PathLike) -> int:
-    """Verify that ``path`` is a sound nsfw-tui store; returns its schema version."""
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"backup file {path} does not exist")
-    if not path.is_file():
-        raise StoreError(f"backup file {path} is not a regular file")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(
-            f"{path} is not an nsfw-tui store (not a readable SQLite file: {exc})"
-        ) from exc
-    if check != "ok":
-        raise StoreError(f"{path} fails SQLite's integrity check: {check}")
-    if not {"label_events", "models"} <= tables:
-        raise StoreError(f"{path} is an SQLite file but not an nsfw-tui store")
-    return version
-
-
-def restore(backup: str | os.PathLike, store_path: str | os.PathLike) -> Path | None:
-    """Replace the store with a checked backup; the old store is kept beside it, renamed."""
-    check_backup(backup)
-    store_path = Path(store_path)
-    kept: Path | None = None
-    src = sqlite3.connect(f"{Path(backup).resolve().as_uri()}?mode=ro", uri=True)
-    tmp = store_path.with_name(store_path.name + ".restoring")
-    try:
-        store_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.unlink(missing_ok=True)
-        dst = sqlite3.connect(tmp)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-        if store_path.exists():
-            kept = store_path.with_name(f"{store_path.name}.before-restore-{int(_now())}")
-            # os.replace overwrites: a second restore in the same second must not lose the first.
-            n = 1
-            while kept.exists():
-                kept = kept.with_name(f"{store_path.name}.before-restore-{int(_now())}-{n}")
-                n += 1
-            os.replace(store_path, kept)
-            for suffix in ("-wal", "-shm"):
-                side = store_path.with_name(store_path.name + suffix)
-                if side.exists():
-                    os.replace(side, kept.with_name(kept.name + suffix))
-        os.replace(tmp, store_path)
-    except (OSError, sqlite3.Error) as exc:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"restore into {store_path} failed: {exc}") from exc
-    finally:
-        src.close()
-    return kept
 
 
 def _model_row(r: dict) -> ModelRow:

@@ -96,10 +96,17 @@ def _migration_3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_4(conn: sqlite3.Connection) -> None:
+    # A quarantine move is recorded as intended before the file is renamed, then marked done;
+    # a kill in between is completed or rolled back on the next start (W12).
+    conn.execute("ALTER TABLE moves ADD COLUMN state TEXT NOT NULL DEFAULT 'done'")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
+    _migration_4,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
