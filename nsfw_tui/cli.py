@@ -177,12 +177,12 @@ def demo(
     ] = True,
     home: HomeOption = None,
 ) -> None:
-    """Make a small folder of generated sample images under the home folder and open it."""
-    from .core.demo import make_demo
+    """Open generated sample images in a home of its own (HOME/demo); your store stays as it is."""
+    from .core.demo import prepare_demo
     from .core.home import resolve_home
 
-    folder = make_demo(resolve_home(home).demo_dir)
-    _run_app(folder, home, blur, None)
+    demo_home, folder = prepare_demo(resolve_home(home))
+    _run_app(folder, demo_home.root, blur, None)
 
 
 # -- scan ----------------------------------------------------------------------------------
@@ -398,10 +398,13 @@ def models_use(
     home: HomeOption = None,
 ) -> None:
     """Make MODEL_ID the active model."""
+    from .core.active_model import change_line
+
     _, store = _open_store(home)
     with store:
+        before = store.active_model()
         store.set_active(model_id)
-    console.print(Text(f"active model: {model_id}"))
+        console.print(Text(change_line(before, store.active_model())))
 
 
 # -- backups -------------------------------------------------------------------------------

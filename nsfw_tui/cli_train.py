@@ -70,7 +70,9 @@ def train(
     """Fine-tune on the current labels and register the result as a model."""
     import signal
 
+    from .core.active_model import change_line
     from .core.config import load_config, resolve_config_name
+    from .core.store import Store
 
     cfg = load_config(config_name, overrides or [])
     if folder is not None and not folder.is_dir():
@@ -79,6 +81,7 @@ def train(
         _adapt(cfg, folder, activate, home)
         return
     h, store = _open_store(home)
+    before = store.active_model()
     store.close()
     from trainer.run import train as run_training
 
@@ -132,10 +135,13 @@ def train(
             )
         )
     )
+    with Store.open(h.store_path, check=False) as store:
+        console.print(Text(change_line(before, store.active_model())))
 
 
 def _adapt(cfg, folder: Path | None, activate: bool, home: Path | None) -> None:
     """`train --config-name adapt`: a head on the cached features, fitted in seconds."""
+    from .core.active_model import change_line
     from .core.adapt import Settings, adapt, labelled_without_features
     from .core.config import load_config
     from .core.scan import ScanOptions, inference_threads, scan_files
@@ -157,10 +163,13 @@ def _adapt(cfg, folder: Path | None, activate: bool, home: Path | None) -> None:
             options = ScanOptions.from_config(load_config(None, []).scan)
             err_console.print(Text(f"scoring {len(todo)} labelled images with open_nsfw first"))
             scan_files(todo, load_builtin(inference_threads(options.workers)), store, options)
+        before = store.active_model()
         result = adapt(
             store, h.models_dir, settings, only=only, activate=True if activate else None
         )
+        after = store.active_model()
     _print_adaptation(result)
+    console.print(Text(change_line(before, after)))  # a better head activates unasked
 
 
 def _print_adaptation(r) -> None:
@@ -333,6 +342,7 @@ def calibrate(
     home: HomeOption = None,
 ) -> None:
     """Set a model's threshold from the labelled images: the highest that reaches the recall."""
+    from .core.active_model import change_line
     from .core.config import load_config
     from .core.evaluate import calibrated_threshold, evaluate
 
@@ -342,9 +352,12 @@ def calibrate(
     with store:
         row, data = _labelled_scores(store, model, folder)
         threshold = calibrated_threshold(data, target_recall)
+        before = store.active_model()
         store.set_threshold(row.id, threshold)
+        after = store.active_model()
         console.print(
             Text(f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g} "
                  f"(target recall {target_recall:g})")
         )  # fmt: skip
         _print_evaluation(evaluate(data, row.id, threshold))
+    console.print(Text(change_line(before, after)))

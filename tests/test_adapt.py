@@ -306,5 +306,9 @@ def test_train_adapt_command(home):
     done = runner.invoke(cli_app, [*args, "adapt.kind=logreg"])
     assert done.exit_code == 0, done.output
     assert "now active" in done.output and "cross-validated" in done.output
+    with Store.open(home / "store.db") as store:
+        head = store.active_model()
+    n = sum(head.meta["labels"].values())
+    assert f"active model: open_nsfw -> {head.id}, fitted on {n} labels" in done.output
     bad = runner.invoke(cli_app, [*args, "adapt.kind=svm"])
     assert bad.exit_code == 2 and "adapt.kind" in bad.output

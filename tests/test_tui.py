@@ -502,6 +502,46 @@ async def test_busy_store_tells_the_person_and_saves_the_label_later(tmp_path, s
         assert screen.review.rows[0].label == "nsfw"
 
 
+async def test_labels_wait_out_a_long_busy_store_counted_and_quit_asks_first(tmp_path, scenes):
+    """S3: a label queued behind a busy store is never dropped, however long the wait."""
+    import nsfw_tui.tui.label_writer as writer_module
+
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await settle(pilot)
+        status = screen.query_one(StatusBar)
+        other = sqlite3.connect(app.home.store_path, isolation_level=None)
+        released = False
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            await pilot.press("n", "s")
+            await wait_for(pilot, lambda: status.waiting == 2, 5)
+            assert "2 labels waiting: store busy" in str(status.content)
+            # Many attempts (each waits ATTEMPT_TIMEOUT_S) fail in a row: none gives up.
+            await pilot.pause(3 * writer_module.ATTEMPT_TIMEOUT_S + 0.5)
+            assert labels_by_sha(app.home) == {} and app.label_writer.waiting == 2
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), 5)
+            assert "2 labels are not saved yet" in screen_text(app)
+            await pilot.press("n")  # stay
+            await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen), 5)
+            assert app.is_running
+            other.execute("ROLLBACK")
+            released, released_at = True, time.monotonic()
+            await wait_for(
+                pilot, lambda: labels_by_name(app.home) == {"beach.png": "nsfw", "fire.png": "sfw"}
+            )
+            print(f"\nS3: queued labels saved {time.monotonic() - released_at:.2f} s after release")
+            await wait_for(pilot, lambda: status.waiting == 0, 5)
+            assert "waiting" not in str(status.content)
+        finally:
+            if not released:
+                other.execute("ROLLBACK")
+            other.close()
+        await pilot.press("q")  # nothing waits now: quits without asking
+        await wait_for(pilot, lambda: not app.is_running, 5)
+
+
 async def test_read_only_store_refuses_labels_out_loud(tmp_path, scenes):
     app = make_test_app(tmp_path, tmp_path / "photos")
     prefill(app.home, sorted((tmp_path / "photos").iterdir()), lambda p: scenes[p.name])

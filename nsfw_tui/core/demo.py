@@ -1,4 +1,4 @@
-"""A small folder of generated sample images for `nsfw-tui demo` (no real photos, no network)."""
+"""`nsfw-tui demo`: generated sample images in a home of its own (no real photos, no network)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from .home import Home, resolve_home
 
 
 def _scene(rng: np.random.Generator, size: tuple[int, int], palette: str) -> Image.Image:
@@ -54,3 +56,14 @@ def make_demo(folder: Path, n: int = 24, seed: int = 7) -> Path:
         (folder / "city" / "city_01.jpg").read_bytes()[:2000]
     )
     return folder
+
+
+def prepare_demo(home: Home) -> tuple[Home, Path]:
+    """The demo's own home inside ``home`` and its sample folder, both made on first use.
+
+    A home of its own (store, models, active model): labelling the samples adapts a head on
+    them, and that head must never become the model that scores a person's real folders.
+    The samples sit in a subfolder so the demo's store and models are not walked as images.
+    """
+    demo = resolve_home(home.demo_dir)
+    return demo, make_demo(demo.root / "images")

@@ -29,6 +29,7 @@ class Home:
 
     @property
     def demo_dir(self) -> Path:
+        """The demo's own home: its labels, heads and active model never touch this one's."""
         return self.root / "demo"
 
 

@@ -25,8 +25,8 @@ class ImportReport:
 
 
 def plan_import(path: str | os.PathLike, label: str | None) -> list[tuple[Path, str]]:
-    """Which folders get which label: PATH itself, or ROOT/nsfw and ROOT/sfw."""
-    root = Path(path)
+    """Which folders get which label: PATH itself, or ROOT/nsfw and ROOT/sfw (absolute)."""
+    root = Path(os.path.abspath(path))
     if not root.is_dir():
         raise NsfwTuiError(f"folder not found: {path_text(root)}")
     if label is not None:

@@ -192,7 +192,7 @@ def load_review(
     root: str | os.PathLike, store: Store, model_id: str, threshold: float
 ) -> tuple[Review, list[str]]:
     """Walk the folder, fill rows from the store's cache; returns the review and what to score."""
-    root = Path(root)
+    root = Path(os.path.abspath(root))
     walk_errors: list[tuple[str, str]] = []
     rows: list[Row] = []
     for path in walk_images(root, errors=walk_errors):

@@ -89,7 +89,9 @@ def walk_images(
     Folders that cannot be listed are reported in ``errors`` and skipped.
     """
     errors = errors if errors is not None else []
-    root = os.fspath(root)
+    # Absolute and normalised, symlinks kept as given: stored paths never depend on the
+    # directory a command ran from (S16).
+    root = os.path.abspath(os.fspath(root))
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -322,10 +324,10 @@ def scan_folder(
 
 
 def check_folder(path: str | os.PathLike) -> Path:
-    """The folder to scan, or one clear error."""
+    """The folder to scan, absolute (S16), or one clear error."""
     p = Path(path)
     if not p.exists():
         raise NsfwTuiError(f"folder not found: {path_text(p)}")
     if not p.is_dir():
         raise NsfwTuiError(f"not a folder: {path_text(p)}")
-    return p
+    return Path(os.path.abspath(p))

@@ -405,6 +405,15 @@ class Store:
                     "seen_at=excluded.seen_at",
                     (r.path, r.sha256, r.size, r.mtime_ns, r.error_kind, r.error, now),
                 )
+                if r.path.startswith("/"):
+                    # Rows that early versions stored relative to the working directory: the
+                    # same content or the same file seen again at an absolute path replaces
+                    # them; they are never resolved against the current directory (S16).
+                    self.conn.execute(
+                        "DELETE FROM files WHERE substr(path, 1, 1) != '/' AND "
+                        "(sha256 = ? OR substr(?, -length(path) - 1) = '/' || path)",
+                        (r.sha256, r.path),
+                    )
                 if r.sha256 is None:
                     continue
                 self.conn.execute(
@@ -627,13 +636,18 @@ class Store:
         return [LabelEvent(**r) for r in rows]
 
     def labelled_files(self) -> list[dict]:
-        """Current labels joined with a last-seen path (path may be None)."""
+        """Current labels joined with a last-seen absolute path (path may be None).
+
+        A path stored relative by an early version is not used: it would be resolved
+        against whatever directory this command runs in (S16).
+        """
         labels = self.current_labels()
         if not labels:
             return []
         paths: dict[str, str] = {}
         for r in self._in_chunks(
-            "SELECT sha256, path FROM files WHERE sha256 IN ({marks}) ORDER BY seen_at",
+            "SELECT sha256, path FROM files WHERE sha256 IN ({marks}) "
+            "AND substr(path, 1, 1) = '/' ORDER BY seen_at",
             list(labels),
         ):
             paths[r["sha256"]] = r["path"]  # the newest sighting wins

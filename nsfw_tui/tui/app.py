@@ -73,7 +73,33 @@ class NsfwTuiApp(App):
         self.push_screen(ReviewScreen(self.root))
 
     def on_unmount(self) -> None:
-        self.label_writer.stop()
+        self.label_writer.stop(abandon=self._abandon_labels)
+
+    _abandon_labels = False
+
+    async def action_quit(self) -> None:
+        """Quit; with labels still waiting for a busy store, ask first (they would be lost)."""
+        writer = self.label_writer
+        n = writer.waiting
+        if not (n and writer.busy):
+            self.exit()
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._abandon_labels = True
+                self.exit()
+
+        from .screens.dialogs import ConfirmScreen
+
+        self.push_screen(
+            ConfirmScreen(
+                f"{n} label{'s are' if n != 1 else ' is'} not saved yet: the store is busy "
+                "(another nsfw-tui is writing). Quit anyway and lose "
+                f"{'them' if n != 1 else 'it'}?"
+            ),
+            answer,
+        )
 
     # -- training: runs on the app, so the review screen stays usable and leaving the
     # training screen never stops it.

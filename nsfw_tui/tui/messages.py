@@ -16,6 +16,7 @@ class ReviewLoaded(Message):
     review: Review
     pending: list[str]
     model_name: str
+    fitted: dict[str, int] | None = None  # NSFW / SFW labels of an adapted active model
 
 
 @dataclass
@@ -70,6 +71,7 @@ class UndoEmpty(Message):
 @dataclass
 class StoreBusy(Message):
     seconds: float
+    waiting: int = 0  # labels queued behind the busy store
 
 
 @dataclass

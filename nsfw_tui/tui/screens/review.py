@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Tree
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from ...core.active_model import fitted_labels, labels_note, switch_line
 from ...core.errors import ImageError
 from ...core.images import load_image
 from ...core.review import Review, Row, load_review
@@ -143,7 +145,7 @@ class ReviewScreen(Screen):
             threshold = self.app.threshold if self.app.threshold is not None else row.threshold
             review, pending = load_review(self.root, store, row.id, threshold)
             self.models = [(m.id, f"{m.kind}, threshold {m.threshold:g}") for m in store.models()]
-        self.post_message(ReviewLoaded(review, pending, row.id))
+        self.post_message(ReviewLoaded(review, pending, row.id, fitted_labels(row)))
 
     @work(thread=True, exclusive=True, group="score", exit_on_error=False)
     def score(self, paths: list[str]) -> None:
@@ -197,6 +199,10 @@ class ReviewScreen(Screen):
                 review.threshold = old.threshold
         self.review = review
         self.model_name = message.model_name
+        self.query_one(StatusBar).fitted = message.fitted
+        if old is None and message.fitted:  # a head fitted on other images must not go unseen
+            note = f"{message.model_name}, {labels_note(message.fitted)}; m picks another."
+            self.notify(note, title="Active model", markup=False)
         self.query_one(FolderTree).build(review)
         self.images.empty_text = (
             f"No images in {self.root}" if not review.rows else "Nothing matches this filter"
@@ -297,7 +303,8 @@ class ReviewScreen(Screen):
         prob = "–" if row.probability is None else f"{row.probability:.4f}"
         call = review.call(row) if review else None
         out = [
-            ("path", row.path if isinstance(row.path, str) else str(row.path)),
+            # shown from the opened folder down (the title bar holds the full folder path)
+            ("path", os.path.join(os.path.basename(os.path.abspath(self.root)), row.rel)),
             ("size", f"{row.size / 1024:.1f} KiB"),
         ]
         if "dimensions" in message.details:
@@ -323,6 +330,8 @@ class ReviewScreen(Screen):
             self.optimistic.setdefault(row.path, row.label)
             row.label = label
         self.app.label_writer.submit(SetLabels([(r.path, r.sha256) for r in rows], label))
+        if self.app.label_writer.busy:
+            self.query_one(StatusBar).waiting = self.app.label_writer.waiting
         return True
 
     def action_label(self, label: str | None) -> None:
@@ -361,6 +370,8 @@ class ReviewScreen(Screen):
 
     @on(LabelsSaved)
     def on_labels_saved(self, message: LabelsSaved) -> None:
+        writer = self.app.label_writer
+        self.query_one(StatusBar).waiting = writer.waiting if writer.busy else 0
         if self.review is None:
             return
         for path, sha in (message.hashed or {}).items():
@@ -401,12 +412,20 @@ class ReviewScreen(Screen):
 
     @on(StoreBusy)
     def on_store_busy(self, message: StoreBusy) -> None:
-        self.notify(
-            "The store is busy (another nsfw-tui is writing); your label is queued and will "
-            "be saved as soon as it is free.",
-            title="Store busy – retrying",
-            severity="warning",
-        )
+        if message.seconds == 0 or not self.query_one(StatusBar).waiting:
+            self.notify(
+                "The store is busy (another nsfw-tui is writing); your labels are queued and "
+                "will be saved as soon as it is free.",
+                title="Store busy – waiting",
+                severity="warning",
+            )
+        self._show_waiting()
+
+    def _show_waiting(self) -> None:
+        """The status bar's count of labels waiting for a busy store (none once it is free)."""
+        writer = self.app.label_writer
+        self.query_one(StatusBar).waiting = writer.waiting if writer.busy else 0
+        self.refresh_all(tree=False)
 
     # -- view ----------------------------------------------------------------------------
 
@@ -482,7 +501,7 @@ class ReviewScreen(Screen):
     def switch_model(self, model_id: str) -> None:
         with self._store() as store:
             store.set_active(model_id)
-        self.app.call_from_thread(self.notify, f"active model: {model_id}")
+        self.app.call_from_thread(self.notify, switch_line(self.model_name, model_id))
         self.app.call_from_thread(self.action_rescan)
 
     def action_rescan(self) -> None:
@@ -537,8 +556,13 @@ class ReviewScreen(Screen):
         if result is None or self.review is None:
             self.show_adaptation(message.problem)
         else:
+            if result.activated:  # the calls change under the person: the bar and a notice say so
+                self.query_one(StatusBar).fitted = result.labels
+                line = switch_line(result.previous_id, result.model_id, result.labels)
+                self.notify(f"{line}. {result.decision}", title="Active model", markup=False)
+            else:
+                self.notify(result.decision, title=f"Adapted: {result.model_id}", markup=False)
             self.show_adaptation(adaptation_line(result, self.apply_adaptation(result)))
-            self.notify(result.decision, title=f"Adapted: {result.model_id}", markup=False)
         if self.adapt_again:
             self.adapt_again = False
             self.start_adaptation()

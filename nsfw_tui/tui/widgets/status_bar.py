@@ -35,6 +35,8 @@ class StatusBar(Static):
     """One line; two once there is an adaptation to report (``adaptation`` holds its text)."""
 
     adaptation: Text | None = None
+    waiting: int = 0  # labels queued behind a busy store, not saved yet
+    fitted: dict[str, int] | None = None  # NSFW / SFW labels an adapted active model learnt
 
     def set_adaptation(self, line: Text | str | None) -> None:
         self.adaptation = Text(line) if isinstance(line, str) else line
@@ -49,6 +51,9 @@ class StatusBar(Static):
         text = Text()
         text.append(" model ", style="dim")
         text.append(printable(model), style="bold")
+        if self.fitted:  # a head fitted elsewhere (the demo, say) shows on its label count
+            n = sum(self.fitted.values())
+            text.append(f" (fitted on {n} label{'s' * (n != 1)})", style="dim")
         text.append("  threshold ", style="dim")
         text.append(f"{review.threshold:.2f}", style="bold")
         text.append("  scored ", style="dim")
@@ -70,6 +75,9 @@ class StatusBar(Static):
         if review.search:
             text.append("  search ", style="dim")
             text.append(printable(review.search))
+        if self.waiting:
+            n = self.waiting
+            text.append(f"  {n} label{'s' * (n != 1)} waiting: store busy", style="bold #f5a524")
         if self.adaptation is not None:
             text.append("\n")
             text.append_text(self.adaptation)
