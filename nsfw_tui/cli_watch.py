@@ -82,6 +82,12 @@ def watch(
         if store.readonly:
             raise NsfwTuiError(store.readonly_reason or "the store is read-only")
         row = resolve_model(store, model)
+    if log is None:  # journalled anyway, so a kill never drops a decision from stdout
+        log = h.watch_journal(folder)
+        try:
+            log.parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise NsfwTuiError(f"cannot create {log.parent}: {exc.strerror or exc}") from exc
     scan_options = ScanOptions.from_config(cfg.scan)
     scorer = load_scorer(row, threads=inference_threads(scan_options.workers))
     thr = threshold if threshold is not None else row.threshold

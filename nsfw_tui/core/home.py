@@ -27,6 +27,17 @@ class Home:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
+    def watch_journal(self, folder: str | os.PathLike) -> Path:
+        """The decision log `watch` keeps for ``folder`` when no --log is given (W13).
+
+        It is what makes stdout at-least-once: at start the watcher prints again what the
+        store decided and this journal lacks.
+        """
+        import hashlib
+
+        key = hashlib.sha256(os.fsencode(os.path.abspath(folder))).hexdigest()[:16]
+        return self.root / "watch" / f"{key}.jsonl"
+
     @property
     def demo_dir(self) -> Path:
         """The demo's own home: its labels, heads and active model never touch this one's."""

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import itertools
 import os
 import shutil
+import uuid
 
-from .errors import NsfwTuiError
+from .errors import NsfwTuiError, StoreError
 from .store import Store, path_text
+
+# link() failures that mean "no hard link from here to there", not "the move failed".
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK)
 
 
 def quarantine_folder(root: str | os.PathLike, quarantine: str | os.PathLike | None) -> str | None:
@@ -25,34 +31,163 @@ def quarantine_folder(root: str | os.PathLike, quarantine: str | os.PathLike | N
     return q
 
 
+def _free_names(dest: str):
+    base, ext = os.path.splitext(dest)
+    for n in itertools.count():
+        yield dest if n == 0 else f"{base}-{n}{ext}"
+
+
+def _copy_to(src: str, target: str, tmp: str) -> None:
+    """Copy across file systems: the bytes go to ``tmp`` and are fsynced before the final
+    name exists, so a kill never leaves a partial file under ``target``. FileExistsError
+    when ``target`` is taken."""
+    try:
+        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+            shutil.copyfileobj(fin, fout, 1024 * 1024)
+            fout.flush()
+            os.fsync(fout.fileno())
+        shutil.copystat(src, tmp)
+        try:
+            os.link(tmp, target)
+        except OSError as exc:
+            if exc.errno not in _NO_LINK or isinstance(exc, FileExistsError):
+                raise
+            # No hard links at all there (FAT, some network mounts): claim the name with
+            # O_EXCL, then rename the complete copy over our own empty claim.
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                os.unlink(target)
+                raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _place(src: str, target: str, tmp: str) -> None:
+    """Move ``src`` to ``target``, never over another file; on failure ``src`` stays put."""
+    try:
+        os.link(src, target, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in _NO_LINK or isinstance(exc, FileExistsError):
+            raise
+        _copy_to(src, target, tmp)
+    try:
+        os.unlink(src)
+    except FileNotFoundError:
+        pass  # a recovery (W12) in `release` saw both names and finished the move for us
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(target)  # we made it an instant ago: the file stays where it was
+        raise
+
+
 def move_no_overwrite(src: str, dest: str) -> str:
     """Move ``src`` to ``dest``, or to ``dest-1``, ``dest-2``... : never over another file.
 
     A hard link fails on an existing name, so no check-then-rename race can overwrite;
-    across file systems the copy opens its target with O_EXCL for the same reason.
+    across file systems the copy is linked to its name only once complete.
     """
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    base, ext = os.path.splitext(dest)
-    for n in itertools.count():
-        target = dest if n == 0 else f"{base}-{n}{ext}"
+    for target in _free_names(dest):
+        tmp = os.path.join(os.path.dirname(target), f".nsfw-tui-move-{uuid.uuid4().hex}.tmp")
         try:
-            os.link(src, target, follow_symlinks=False)
+            _place(src, target, tmp)
         except FileExistsError:
             continue
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
-                raise
-            try:
-                with open(src, "rb") as fin, open(target, "xb") as fout:
-                    shutil.copyfileobj(fin, fout, 1024 * 1024)
-                    fout.flush()
-                    os.fsync(fout.fileno())
-            except FileExistsError:
-                continue
-            shutil.copystat(src, target)
-        os.unlink(src)
         return target
     raise AssertionError("unreachable")
+
+
+def temp_path(dest: str, move_id: int) -> str:
+    """Where a cross-device copy for move ``move_id`` is written before it gets its name."""
+    return os.path.join(os.path.dirname(dest), f".nsfw-tui-move-{move_id}.tmp")
+
+
+def quarantine_move(store: Store, src: str, dest: str, sha256: str | None, reason: str) -> str:
+    """Move ``src`` to ``dest`` (or the next free name), recording the move before it (W12).
+
+    The exact target is recorded as intended first, then the file is moved, then the move
+    is marked done: a kill anywhere in between leaves an intent that `recover_moves`
+    completes or rolls back, so `release` always finds the file.
+    """
+    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    src_text = path_text(src)
+    for target in _free_names(dest):
+        if os.path.lexists(target):
+            continue  # no intent for a name that is certainly taken
+        move_id = store.intend_move(src_text, path_text(target), sha256, reason)
+        try:
+            _place(src, target, temp_path(target, move_id))
+        except FileExistsError:
+            store.abandon_move(move_id)  # taken since the check: the next name
+            continue
+        except BaseException:
+            store.abandon_move(move_id)  # src is where it was
+            raise
+        _complete(store, move_id, src_text, path_text(target), sha256, reason)
+        return target
+    raise AssertionError("unreachable")
+
+
+def _complete(
+    store: Store, move_id: int, src: str, dest: str, sha256: str | None, reason: str
+) -> None:
+    try:
+        store.complete_move(move_id)
+    except StoreError:
+        if any(m["id"] == move_id for m in store.intended_moves()):
+            raise  # a store failure: the next start's recovery completes it
+        # A recovery in `release` rolled the intent back while the file was on its way
+        # (src still there, dest not yet): the move did happen, so it gets its record.
+        store.record_move(src, dest, sha256, reason)
+
+
+def _digest(path: str) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _same_file(src: str, dest: str) -> bool:
+    try:
+        if os.path.samefile(src, dest):
+            return True
+    except OSError:
+        return False
+    a = _digest(src)
+    return a is not None and a == _digest(dest)
+
+
+def recover_moves(store: Store) -> tuple[int, int]:
+    """Complete or roll back the quarantine moves a kill interrupted (W12).
+
+    Returns (completed, rolled back). Only a file that is certainly a copy of ours (the
+    same inode, or the same bytes at the recorded target) is ever deleted.
+    """
+    completed = abandoned = 0
+    for move in store.intended_moves():
+        src, dest = move["src"], move["dest"]
+        has_src, has_dest = os.path.lexists(src), os.path.lexists(dest)
+        done = has_dest and not has_src
+        if has_src and has_dest and _same_file(src, dest):
+            # Killed between the link (or the linked copy) and the unlink of src.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(src)
+            done = True
+        with contextlib.suppress(OSError):  # before the intent goes: it is what names it
+            os.unlink(temp_path(dest, move["id"]))
+        if done:
+            store.complete_move(move["id"])
+            completed += 1
+        else:
+            # src still there (never moved), dest not ours, or both gone: no move to record.
+            store.abandon_move(move["id"])
+            abandoned += 1
+    return completed, abandoned
 
 
 def release(store: Store, path: str | os.PathLike, *, label: str | None = None) -> tuple[str, str]:
@@ -63,6 +198,7 @@ def release(store: Store, path: str | os.PathLike, *, label: str | None = None) 
     sees the file come back decides by it instead of quarantining it again.
     """
     p = os.path.abspath(os.fspath(path))
+    recover_moves(store)  # a watcher killed mid-move left an intent: this file may be it
     move = store.open_move(path_text(p))
     if move is None:
         raise NsfwTuiError(f"{path_text(p)} is not a quarantined file (no move recorded)")

@@ -483,11 +483,13 @@ class Store:
         return int(cur.lastrowid)
 
     def complete_move(self, move_id: int) -> None:
-        """The intended move happened: the file row follows the file."""
+        """The intended move happened: the file row follows the file. Done twice is a no-op."""
         with self.write():
-            row = self._rows("SELECT src, dest FROM moves WHERE id = ?", [move_id])
+            row = self._rows("SELECT src, dest, state FROM moves WHERE id = ?", [move_id])
             if not row:
                 raise StoreError(f"no quarantine move with id {move_id}")
+            if row[0]["state"] == "done":
+                return  # a recovery (W12) finished it first; moving the row again would drop it
             self.conn.execute(
                 "UPDATE moves SET state = 'done', moved_at = ? WHERE id = ?", (_now(), move_id)
             )

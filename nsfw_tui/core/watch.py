@@ -40,6 +40,7 @@ from .watch_events import (
     _Settled,
     is_temporary,
 )
+from .watch_log import DecisionLog
 from .watch_options import WatchOptions, WatchStats
 from .watch_scoring import _Scoring
 
@@ -101,11 +102,12 @@ class Watcher(_Scoring):
         self._work = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._recovered = threading.Event()  # interrupted moves and missing lines dealt with
         self._handler = _Handler(self)
         self._hook = _OverflowHook(self)
         self._observer = None
         self._threads: list[threading.Thread] = []
-        self._log_file = None
+        self._log: DecisionLog | None = None
         self._tick = max(0.02, min(0.1, self.options.settle_s / 5))
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -115,10 +117,8 @@ class Watcher(_Scoring):
         if not os.path.isdir(self.root):
             raise NsfwTuiError(f"folder not found: {path_text(self.root)}")
         if self.log_path:
-            try:
-                self._log_file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
-            except OSError as exc:
-                raise NsfwTuiError(f"cannot write the log {self.log_path}: {exc}") from exc
+            # Its tail is read now; the scoring thread logs what it lacks before anything new.
+            self._log = DecisionLog(self.log_path)
         wd_log = logging.getLogger("watchdog")
         if wd_log.getEffectiveLevel() > logging.WARNING:
             wd_log.setLevel(logging.WARNING)
@@ -132,8 +132,8 @@ class Watcher(_Scoring):
             self._start_observer()
         except BaseException:
             wd_log.removeHandler(self._hook)
-            if self._log_file is not None:
-                self._log_file.close()
+            if self._log is not None:
+                self._log.close()
             raise
         self._threads = [
             threading.Thread(target=self._settle_loop, name="watch-settle", daemon=True),
@@ -154,9 +154,9 @@ class Watcher(_Scoring):
         # after the settle thread: it may have restarted the observer meanwhile
         self._stop_observer(self._observer)
         logging.getLogger("watchdog").removeHandler(self._hook)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def pause(self) -> None:
         """Stop handing files to the model; candidates keep settling meanwhile."""
@@ -189,6 +189,8 @@ class Watcher(_Scoring):
 
     def idle(self) -> bool:
         """Nothing settling, waiting or being scored (tests and benchmarks wait on this)."""
+        if not self._recovered.is_set():
+            return False
         with self._lock:
             return not (self._candidates or self._settled or self._inflight or self._trees)
 

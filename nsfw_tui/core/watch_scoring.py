@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -10,20 +9,24 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
-from .quarantine import move_no_overwrite
+from .quarantine import quarantine_move, recover_moves
 from .report import decide
 from .scan import ScanItem, ScanOptions, scan_files
 from .scorers import Scorer
-from .store import Store, path_text
+from .store import LabelEvent, Store, path_text
 from .watch_events import RETRYABLE, Key, _key, _Logged, _Settled
+from .watch_log import DecisionLog, Unlogged, unlogged
 from .watch_options import WatchOptions, WatchStats
 
 # The Watcher's logger, whichever of its modules logs.
 log = logging.getLogger("nsfw_tui.core.watch")
 
 _DECISIONS = {1: "nsfw", 0: "sfw", None: "error"}
+# A line's "source" for a decision a label made: undo is only ever done by a person.
+_LABEL_SOURCES = {"human": "human", "undo": "human", "import": "import"}
+_LABELLED_BY = {"human": "a person", "import": "`nsfw-tui import`"}
 
 
 def _now_iso() -> str:
@@ -57,10 +60,12 @@ class _Scoring:
     _stop: threading.Event
     _work: threading.Event
     _running: threading.Event
-    _log_file: IO[str] | None
+    _recovered: threading.Event
+    _log: DecisionLog | None
 
     if TYPE_CHECKING:  # defined by Watcher
 
+        def _wanted(self, path: str) -> bool: ...
         def _hint(self, path: str, key: Key | None = None) -> None: ...
         def _retry(self, path: str, key: Key, mtime_ns: int) -> None: ...
         def _young(self, key: Key) -> bool: ...
@@ -69,6 +74,17 @@ class _Scoring:
     def _score_loop(self) -> None:
         store = None
         while not self._stop.is_set():
+            if not self._recovered.is_set():  # before anything new: moves, then missing lines
+                try:
+                    if store is None:
+                        store = Store.open(self.store_path, check=False)
+                    self._recover(store)
+                    self._recovered.set()
+                except Exception as exc:
+                    log.exception("watch: recovery at start")
+                    self._notice(f"watch: recovery failed ({type(exc).__name__}: {exc}); retrying")
+                    self._stop.wait(1.0)
+                continue
             if not self._running.is_set():
                 self._running.wait(0.25)
                 continue
@@ -97,6 +113,30 @@ class _Scoring:
                 self._stop.wait(1.0)
         if store is not None:
             store.close()
+
+    def _recover(self, store: Store) -> None:
+        """Finish interrupted quarantine moves (W12), then log what the log lacks (W13)."""
+        completed, abandoned = recover_moves(store)
+        if completed or abandoned:
+            self._notice(
+                f"quarantine: completed {completed} and rolled back {abandoned} interrupted moves"
+            )
+        if self._log is None:
+            return  # without a log nothing records what was printed: nothing to compare
+        missing = unlogged(
+            store, self._log.tail, self.root, self.scorer.id, self._wanted, self._young
+        )
+        for u in missing:
+            if u.move is not None:
+                self._tell_moved(u)
+            elif u.key is not None:
+                self._decide(
+                    store, u.path, u.key, u.sha256, u.probability, u.error, u.label, cached=True
+                )
+            self._log.tail.logged.add((path_text(u.path), u.sha256))  # a retry skips it
+        if missing:
+            self._notice(f"log: logged {len(missing)} decisions the log lacked")
+        self._log.tail.logged.clear()  # only needed at start
 
     def _forget(self, store: Store, paths: set[str]) -> None:
         """Deleted files leave no row behind (their images and labels stay)."""
@@ -180,11 +220,25 @@ class _Scoring:
             if item.error_kind in RETRYABLE and not s.final and self._young(key):
                 self._retry(item.path, key, key[1])
                 continue
-            label = labels[item.sha256].label if item.sha256 in labels else None
+            label = labels.get(item.sha256) if item.sha256 else None
             error = (item.error_kind, item.error or "") if item.error_kind else None
             self._decide(
                 store, item.path, key, item.sha256, item.probability, error, label, item.cached
             )
+
+    def _verdict(
+        self, probability: float | None, error: tuple[str, str] | None, label: LabelEvent | None
+    ) -> tuple[str, str, str]:
+        """(decision, source, reason): a label outranks the model; no probability is an error."""
+        decision = _DECISIONS[decide(probability, self.threshold, label and label.label)]
+        if label is not None:
+            source = _LABEL_SOURCES.get(label.source, label.source)
+            return decision, source, f"labelled {label.label} by {_LABELLED_BY.get(source, source)}"
+        if error is not None or probability is None:
+            kind, why = error or ("error", "no probability")
+            return decision, "watcher" if kind == "unsettled" else "decoder", f"{kind}: {why}"
+        op = ">=" if decision == "nsfw" else "<"
+        return decision, "model", f"probability {probability:.4f} {op} threshold {self.threshold:g}"
 
     def _decide(
         self,
@@ -194,33 +248,61 @@ class _Scoring:
         sha256: str | None,
         probability: float | None,
         error: tuple[str, str] | None,
-        label: str | None,
+        label: LabelEvent | None,
         cached: bool,
     ) -> None:
-        decision = _DECISIONS[decide(probability, self.threshold, label)]
-        with self._lock:
-            self._inflight.discard(path)
-            before = self._logged.get(path)
-            self._logged[path] = _Logged(key, sha256, decision)
-        if before and sha256 and (before.sha256, before.decision) == (sha256, decision):
-            return  # touched, not changed: the same content already has its line
-        if label is not None:
-            source, reason = "human", f"labelled {label} by a person"
-        elif error is not None:
-            source = "watcher" if error[0] == "unsettled" else "decoder"
-            reason = f"{error[0]}: {error[1]}"
-        else:
-            source = "model"
-            op = ">=" if decision == "nsfw" else "<"
-            reason = f"probability {probability:.4f} {op} threshold {self.threshold:g}"
-        action, dest = "none", None
-        if self.quarantine and decision != "sfw":
-            action, dest = self._quarantine(store, path, sha256, reason)
+        decision, source, reason = self._verdict(probability, error, label)
+        logged = _Logged(key, sha256, decision)
+        told = False
+        try:
+            with self._lock:
+                before = self._logged.get(path)
+            if before and sha256 and (before.sha256, before.decision) == (sha256, decision):
+                told = True
+                return  # touched, not changed: the same content already has its line
+            action, dest = "none", None
+            if self.quarantine and decision != "sfw":
+                action, dest = self._quarantine(store, path, sha256, reason)
+            self._emit(
+                path, key[0], sha256, probability, decision, action, dest, reason, source, cached
+            )
+            told = True
+        finally:
+            # Done only once told: a failure leaves the file to the next rescan.
+            with self._lock:
+                self._inflight.discard(path)
+                if told:
+                    self._logged[path] = logged
+
+    def _tell_moved(self, u: Unlogged) -> None:
+        """The line of a file whose quarantine move finished before its line was written."""
+        assert u.move is not None
+        decision, source, _ = self._verdict(u.probability, u.error, u.label)
+        size = u.key[0] if u.key else None
+        dest = u.move["dest"]
+        self._emit(
+            u.path, size, u.sha256, u.probability, decision, "quarantined", dest,
+            u.move["reason"] or "", source, cached=True,
+        )  # fmt: skip
+
+    def _emit(
+        self,
+        path: str,
+        size: int | None,
+        sha256: str | None,
+        probability: float | None,
+        decision: str,
+        action: str,
+        dest: str | None,
+        reason: str,
+        source: str,
+        cached: bool,
+    ) -> None:
         line = {
             "time": _now_iso(),
             "path": path_text(path),
             "sha256": sha256,
-            "size": key[0],
+            "size": size,
             "probability": None if probability is None else round(float(probability), 6),
             "decision": decision,
             "action": action,
@@ -239,14 +321,15 @@ class _Scoring:
             st.errors += decision == "error"
             st.quarantined += action in ("quarantined", "would-quarantine")
             self._times.append(time.monotonic())
-        if self._log_file is not None:
-            self._log_file.write(json.dumps(line, ensure_ascii=False) + "\n")
-            self._log_file.flush()
+        # stdout (or the screen) first, the log last: a kill in between repeats the line on
+        # stdout at the next start (at-least-once) and never loses it from the log (W13).
         if self.on_decision is not None:
             try:
                 self.on_decision(line)
             except Exception:  # a broken display must not stop the log
                 log.exception("watch: on_decision callback")
+        if self._log is not None:
+            self._log.write(line)
 
     def _quarantine(
         self, store: Store, path: str, sha256: str | None, reason: str
@@ -261,9 +344,8 @@ class _Scoring:
                 target = f"{base}-{n}{ext}"
             return "would-quarantine", path_text(target)
         try:
-            moved = move_no_overwrite(path, target)
+            moved = quarantine_move(store, path, target, sha256, reason)
         except OSError as exc:
             self._notice(f"cannot quarantine {path_text(path)}: {exc.strerror or exc}")
             return "quarantine-failed", None
-        store.record_move(path_text(path), path_text(moved), sha256, reason)
         return "quarantined", path_text(moved)
