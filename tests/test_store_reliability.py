@@ -297,9 +297,12 @@ def test_s4_kill_9_during_label_writes_loses_no_acknowledged_label(tmp_path):
         try:
             ready, _, _ = select.select([child.stdout], [], [], 30)
             assert ready and child.stdout.readline() == b"ready\n", child.stderr.read()
+            # The kill lands at a random moment after the first commit, however loaded the
+            # machine is (a kill before any commit would test nothing).
+            first = child.stdout.readline()
             time.sleep(rng.uniform(0.05, 0.4))
             child.kill()
-            out = child.stdout.read().decode()
+            out = (first + child.stdout.read()).decode()
         finally:
             child.kill()
             child.wait()
@@ -327,7 +330,7 @@ def test_s4_kill_9_during_label_writes_loses_no_acknowledged_label(tmp_path):
             assert sorted(batches.get(batch, [])) == expected, f"lost acknowledged batch {i}"
         torn = [b for b, events in batches.items() if len(events) != 2]
         assert torn == [], f"round {round_no}: torn label batches {torn}"
-        assert len(acked) > 0, "the child was killed before its first commit; raise the delay"
+        assert len(acked) > 0
         acked_total += len(acked)
         unacked_total += len(batches) - len(acked)
         assert len(batches) - len(acked) in (0, 1)  # at most the commit in flight at the kill
