@@ -203,11 +203,9 @@ def _print_adaptation(r) -> None:
 @handles_errors
 def runs(home: HomeOption = None) -> None:
     """List training runs with their status and best metrics."""
-    from trainer.run import runs as list_runs
-
     _, store = _open_store(home)
     with store:
-        rows = list_runs(store)
+        rows = store.runs()
     table = Table(title="Training runs (newest last)")
     table.add_column("run", no_wrap=True)
     table.add_column("status")
@@ -216,18 +214,18 @@ def runs(home: HomeOption = None) -> None:
     for key in ("val_auroc", "val_accuracy", "val_recall", "threshold"):
         table.add_column(key.replace("val_", ""), justify="right")
     for r in rows:
-        metrics = r.get("metrics") or {}
+        metrics = r.metrics or {}
 
         def cell(key: str, m: dict = metrics) -> str:
             v = m.get(key)
             return f"{v:.3f}" if _is_num(v) else "–"
 
         table.add_row(
-            Text(r["id"]),
-            r.get("status") or "",
+            Text(r.id),
+            r.status or "",
             # model ids are "<architecture>-<run id>": the run column already has the rest
-            Text((r.get("model_id") or "").removesuffix("-" + r["id"]) or "–"),
-            str(len(r.get("epochs") or [])),
+            Text((r.model_id or "").removesuffix("-" + r.id) or "–"),
+            str(len(r.epochs or [])),
             *(cell(k) for k in ("val_auroc", "val_accuracy", "val_recall", "threshold")),
         )
     console.print(table)
@@ -244,11 +242,10 @@ def plots(
 ) -> None:
     """Write loss, AUROC (accuracy for the baseline) and combined curves of a run as PNGs."""
     from trainer.plots import write_plots
-    from trainer.run import run as get_run
 
     _, store = _open_store(home)
     with store:
-        r = get_run(store, run_id)
+        r = store.run(run_id)
     if r is None:
         raise NsfwTuiError(f"no run {run_id!r}" if run_id else "no training runs yet")
     for path in write_plots(r, output):

@@ -40,7 +40,7 @@ def test_import_here_then_export_eval_and_adapt_from_elsewhere_agree(tmp_path, m
     run("import", "data", home=home)  # a relative argument
     run("scan", "data", "-o", str(tmp_path / "scan.csv"), home=home)
     with Store.open(home / "store.db") as store:
-        stored = [r[0] for r in store.conn.execute("SELECT path FROM files")]
+        stored = [r[0] for r in store._conn.execute("SELECT path FROM files")]
     assert len(stored) == 12 and all(p.startswith(str(here / "data")) for p in stored)
     assert str(here / "data" / "nsfw" / "n0.jpg") in (tmp_path / "scan.csv").read_text()
     answers = {}
@@ -88,7 +88,7 @@ def test_relative_rows_from_early_versions_are_merged_never_guessed(tmp_path, mo
     assert "1 labelled images no longer on disk" in out
     run("scan", str(here / "data"), "-o", str(tmp_path / "s.csv"), home=home)
     with Store.open(path) as store:
-        paths = [r[0] for r in store.conn.execute("SELECT path FROM files ORDER BY path")]
+        paths = [r[0] for r in store._conn.execute("SELECT path FROM files ORDER BY path")]
         [row] = store.labelled_files()
     assert "data/nsfw/n0.jpg" not in paths
     assert row["path"] == str(here / "data" / "nsfw" / "n0.jpg")
@@ -99,5 +99,5 @@ def test_the_twin_of_a_relative_row_replaces_it_even_when_the_content_changed(tm
         store.record_files([ScoreRecord("photos/a.jpg", 1, 1, "old")])
         store.record_files([ScoreRecord("/home/u/photos/a.jpg", 2, 2, "new")])
         store.record_files([ScoreRecord("/home/u/other/b.jpg", 2, 2, "other")])
-        paths = sorted(r[0] for r in store.conn.execute("SELECT path FROM files"))
+        paths = sorted(r[0] for r in store._conn.execute("SELECT path FROM files"))
     assert paths == ["/home/u/other/b.jpg", "/home/u/photos/a.jpg"]

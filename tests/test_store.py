@@ -27,11 +27,11 @@ def labels_of(store: Store) -> dict[str, str]:
 
 
 def pragma(store: Store, name: str):
-    return store.conn.execute(f"PRAGMA {name}").fetchone()[0]
+    return store._conn.execute(f"PRAGMA {name}").fetchone()[0]
 
 
 def event_count(store: Store) -> int:
-    return store.conn.execute("SELECT count(*) FROM label_events").fetchone()[0]
+    return store._conn.execute("SELECT count(*) FROM label_events").fetchone()[0]
 
 
 def record(path: str, sha: str | None, **kw) -> ScoreRecord:
@@ -55,7 +55,9 @@ def test_open_creates_folder_and_file_with_pragmas(tmp_path):
         assert pragma(s, "user_version") == SCHEMA_VERSION
         assert s.schema_version == SCHEMA_VERSION
         assert not s.readonly
-        tables = {r[0] for r in s.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            r[0] for r in s._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
         assert tables >= TABLES
         s.set_labels(["a"], "nsfw")
     # Reopening keeps the data and sets the per-connection pragmas again.
@@ -78,7 +80,7 @@ def test_failed_write_rolls_back_everything(store):
         raise RuntimeError("boom")
     assert labels_of(store) == {"kept": "sfw"}
     assert event_count(store) == 1
-    assert not store.conn.in_transaction
+    assert not store._conn.in_transaction
 
 
 # -- files, images, predictions, features --------------------------------------------------
@@ -127,7 +129,7 @@ def test_record_files_round_trip(store):
     np.testing.assert_array_equal(got, feats_a.astype(np.float16))
     np.testing.assert_array_equal(store.features("m1", "sha-b"), feats_b.astype(np.float16))
     assert store.features("m1", "sha-c").shape == (0, 0)
-    stored = store.conn.execute("SELECT count(*) FROM features WHERE sha256='sha-a'").fetchone()[0]
+    stored = store._conn.execute("SELECT count(*) FROM features WHERE sha256='sha-a'").fetchone()[0]
     assert stored == 3  # one row per frame
     assert store.counts() == {
         "files": 4, "images": 3, "predictions": 2, "label_events": 0, "models": 0,
@@ -204,7 +206,7 @@ def test_set_labels_skips_unchanged_images_and_returns_none_for_no_change(store)
 
     batch = store.set_labels(["a", "b", "c"], "nsfw")
     assert batch is not None and batch != first
-    rows = store.conn.execute("SELECT sha256 FROM label_events WHERE batch = ?", [batch])
+    rows = store._conn.execute("SELECT sha256 FROM label_events WHERE batch = ?", [batch])
     assert [r[0] for r in rows] == ["c"]
     assert len(store.label_history("a")) == 1
 
@@ -327,6 +329,6 @@ def test_set_threshold_bounds(store):
 def test_label_constraint_holds_in_sql(store):
     """The CHECK constraint backs up the Python validation for any other writer."""
     with pytest.raises(sqlite3.IntegrityError):
-        store.conn.execute(
+        store._conn.execute(
             "INSERT INTO label_events (sha256, label, source, created_at) VALUES ('a', 'x', 'h', 0)"
         )

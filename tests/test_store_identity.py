@@ -35,7 +35,7 @@ def legacy_store(path, version: int = 2, extra_sql: str | None = None) -> None:
 def test_a_new_store_carries_the_application_id_and_a_marker(tmp_path):
     path = tmp_path / "store.db"
     with Store.open(path) as store:
-        assert store.conn.execute("PRAGMA application_id").fetchone()[0] == APP_ID
+        assert store._conn.execute("PRAGMA application_id").fetchone()[0] == APP_ID
         assert store.schema_version == SCHEMA_VERSION
         store_id = store.store_id
     assert store_id and marker_path(path).read_text().strip() == store_id
@@ -45,7 +45,7 @@ def test_a_store_of_a_known_older_schema_is_adopted_and_keeps_its_labels(tmp_pat
     path = tmp_path / "store.db"
     legacy_store(path)
     with Store.open(path) as store:
-        assert store.conn.execute("PRAGMA application_id").fetchone()[0] == APP_ID
+        assert store._conn.execute("PRAGMA application_id").fetchone()[0] == APP_ID
         assert store.schema_version == SCHEMA_VERSION
         assert store.current_labels()["a"].label == "nsfw"
 

@@ -7,7 +7,6 @@ import itertools
 import multiprocessing
 import os
 import random
-import re
 import select
 import sqlite3
 import subprocess
@@ -199,14 +198,14 @@ def test_s2_store_write_waits_and_succeeds(tmp_path):
     thread = threading.Thread(target=writer_b)
     with Store.open(path) as a:
         with a.write():
-            seen = a.conn.execute("SELECT count(*) FROM label_events").fetchone()[0]
+            seen = a._conn.execute("SELECT count(*) FROM label_events").fetchone()[0]
             thread.start()
             assert b_ready.wait(10)
             time.sleep(0.3)
             b_blocked = thread.is_alive()
             a.set_labels(["written-by-a"], "sfw")
         thread.join(30)
-        events = a.conn.execute("SELECT count(*) FROM label_events").fetchone()[0]
+        events = a._conn.execute("SELECT count(*) FROM label_events").fetchone()[0]
         labels = labels_of(a)
     print(f"\nS2 store: B waited {b_result.get('waited', -1):.3f} s for A's write lock, then wrote")
     assert b_blocked, "B wrote while A held a write transaction"
@@ -216,52 +215,12 @@ def test_s2_store_write_waits_and_succeeds(tmp_path):
     assert labels == {"written-by-a": "sfw", "written-by-b": "nsfw"}
 
 
-DEFERRED_PATTERNS = [
-    re.compile(r"\.atomic\("),  # sqlite-utils: plain BEGIN, SAVEPOINT when nested
-    re.compile(r"\.begin\(\s*\)"),
-    # execute("BEGIN"), execute("BEGIN TRANSACTION"), executescript('begin deferred; ...')
-    re.compile(
-        r"""execute(?:script)?\(\s*[rbRB]?(?:"|')+\s*BEGIN\b(?!\s+(?:IMMEDIATE|EXCLUSIVE))""",
-        re.IGNORECASE,
-    ),
-    re.compile(r"""["']\s*BEGIN\s+DEFERRED""", re.IGNORECASE),
-    re.compile(r"""isolation_level\s*=\s*["'](?:DEFERRED)?["']""", re.IGNORECASE),
-]
-
-
-def deferred_transactions(text: str) -> list[str]:
-    return [m.group(0) for pattern in DEFERRED_PATTERNS for m in pattern.finditer(text)]
-
-
-def test_s2_lint_catches_deferred_transactions():
-    """The scanner below must be able to fail: it flags each deferred form, not IMMEDIATE."""
-    flagged = [
-        "with db.atomic():",
-        "db.begin()",
-        'conn.execute("BEGIN")',
-        "conn.execute('begin transaction')",
-        'self.conn.execute("BEGIN DEFERRED")',
-        'conn.executescript("""BEGIN;\nINSERT INTO t VALUES (1);""")',
-        'sqlite3.connect(path, isolation_level="DEFERRED")',
-    ]
-    for line in flagged:
-        assert deferred_transactions(line), line
-    for line in ['self.conn.execute("BEGIN IMMEDIATE")', "conn.execute('BEGIN EXCLUSIVE')"]:
-        assert deferred_transactions(line) == [], line
-
-
-def test_s2_no_write_path_uses_deferred_transactions():
-    sources = [p for folder in ("nsfw_tui", "trainer") for p in (REPO / folder).rglob("*.py")]
-    assert any(p.name == "store.py" for p in sources)
-    found = [
-        f"{p.relative_to(REPO)}:{n}: {line.strip()}"
-        for p in sources
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-        if deferred_transactions(line)
-    ]
-    assert found == [], (
-        "deferred transactions fail with SQLITE_BUSY; use Store.write():\n" + "\n".join(found)
-    )
+def test_s2_the_store_lends_no_connection_so_every_write_takes_the_lock_up_front(tmp_path):
+    """Only `Store.write()` (BEGIN IMMEDIATE) writes: no caller can start its own transaction."""
+    with Store.open(tmp_path / "store.db") as store:
+        assert not hasattr(store, "conn") and not hasattr(store, "db")
+        public = [n for n in dir(store) if not n.startswith("_")]
+        assert not [n for n in public if isinstance(getattr(store, n), sqlite3.Connection)]
 
 
 # -- S4: kill -9 during label writes ---------------------------------------------------------
@@ -319,7 +278,7 @@ def test_s4_kill_9_during_label_writes_loses_no_acknowledged_label(tmp_path):
         intact_rounds += check == "ok"
         assert check == "ok", f"round {round_no}: {check}"
         with Store.open(path) as store:
-            rows = store.conn.execute(
+            rows = store._conn.execute(
                 "SELECT batch, sha256, label FROM label_events WHERE sha256 LIKE ?", [f"{prefix}-%"]
             ).fetchall()
         batches: dict[str, list[tuple[str, str]]] = {}
@@ -407,7 +366,7 @@ def test_s6_open_waits_while_another_process_holds_the_write_lock(tmp_path, exis
         start = time.perf_counter()
         with Store.open(path) as store:
             waited = time.perf_counter() - start
-            mode = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
+            mode = store._conn.execute("PRAGMA journal_mode").fetchone()[0]
             version = store.schema_version
     finally:
         release.join()
@@ -446,7 +405,7 @@ def test_s8_newer_schema_opens_read_only_and_writes_nothing(tmp_path):
             with pytest.raises(StoreReadOnlyError, match="newer"):
                 attempt()
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            store.conn.execute("DELETE FROM label_events")  # the connection itself is read-only
+            store._conn.execute("DELETE FROM label_events")  # the connection itself is read-only
     unchanged = digest(path) == before
     print(
         f"\nS8: schema {SCHEMA_VERSION + 1} opened read-only, {len(attempts)}/{len(attempts)} "
@@ -476,7 +435,7 @@ def test_s13_b_flipped_bytes_in_page_2_are_refused_untouched(tmp_path):
             ScoreRecord(f"/photos/{i:04d}.jpg", 1000, i, f"sha-{i:04d}") for i in range(300)
         )
         store.set_labels([f"sha-{i:04d}" for i in range(300)], "sfw")
-        root = store.conn.execute(
+        root = store._conn.execute(
             "SELECT rootpage FROM sqlite_master WHERE name='files'"
         ).fetchone()
     assert root == (2,)  # page 2 is the files table's root
@@ -565,14 +524,14 @@ def test_s13_c_two_restores_in_one_second_keep_both_old_stores(tmp_path, monkeyp
 def test_s12_full_database_refuses_the_batch_and_keeps_earlier_labels(tmp_path):
     with Store.open(tmp_path / "store.db") as store:
         store.set_labels(["a", "b"], "nsfw")
-        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
-        store.conn.execute(f"PRAGMA max_page_count = {pages}")  # no room to grow
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages}")  # no room to grow
         big = [f"bulk-{i:05d}" for i in range(3000)]
         with pytest.raises(StoreError, match="full") as info:
             store.set_labels(big, "sfw")
         assert labels_of(store) == {"a": "nsfw", "b": "nsfw"}  # no partial batch
-        assert not store.conn.in_transaction
-        store.conn.execute("PRAGMA max_page_count = 1073741823")  # space freed
+        assert not store._conn.in_transaction
+        store._conn.execute("PRAGMA max_page_count = 1073741823")  # space freed
         assert store.set_labels(big, "sfw") is not None
         assert len(labels_of(store)) == 3002
     print(f"\nS12: full database: {info.value}")

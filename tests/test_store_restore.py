@@ -258,7 +258,7 @@ def test_a_good_restore_while_a_watcher_has_the_store_open_leaves_both_working(t
         proc.wait(timeout=30)
     assert proc.returncode == 0, proc.stderr.read()
     with Store.open(home.store_path) as store:
-        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         labels = {sha: ev.label for sha, ev in store.current_labels().items()}
         assert labels == {"restored-label": "nsfw"}
         scored = store.predictions(FAKE_ID)

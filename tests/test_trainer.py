@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ from trainer.fit import EPOCH_METRICS
 from trainer.models import BASELINE, BaselineCNN, ConvNextClassifier, build_model
 from trainer.plots import plot_series, quality_metric, write_plots
 from trainer.registry import load_scorer
-from trainer.run import check_config, choose_device, run, runs, threshold_metrics, train
+from trainer.run import check_config, choose_device, threshold_metrics, train
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 8
@@ -81,17 +82,17 @@ def test_baseline_learns_stripes_from_blobs(trained):
 def test_run_is_recorded_with_model_and_val_hashes(trained):
     _, store_path, result, _ = trained
     with Store.open(store_path) as store:
-        latest = run(store)
-        assert latest is not None and latest["id"] == result.run_id
-        assert [r["id"] for r in runs(store)] == [result.run_id]
-        assert latest["status"] == "done"
-        assert latest["model_id"] == result.model_id
-        assert latest["checkpoint"] == result.checkpoint
-        assert latest["epochs"] == result.epochs
-        assert latest["threshold"] == result.threshold
-        assert latest["config"]["model"]["name"] == BASELINE
-        assert latest["config"]["data"]["input_size"] == [64, 64]
-        assert latest["val_hashes"] == result.val_hashes
+        latest = store.run()
+        assert latest is not None and latest.id == result.run_id
+        assert [r.id for r in store.runs()] == [result.run_id]
+        assert latest.status == "done"
+        assert latest.model_id == result.model_id
+        assert latest.checkpoint == result.checkpoint
+        assert latest.epochs == result.epochs
+        assert latest.threshold == result.threshold
+        assert latest.config["model"]["name"] == BASELINE
+        assert latest.config["data"]["input_size"] == [64, 64]
+        assert latest.val_hashes == result.val_hashes
         assert len(set(result.val_hashes)) == 24
         labels = store.current_labels(result.val_hashes)
         assert sorted(ev.label for ev in labels.values()).count("nsfw") == 12
@@ -154,7 +155,7 @@ def _score(scorer, paths: list[str]) -> np.ndarray:
 def test_plots_have_one_point_per_epoch(trained, tmp_path):
     _, store_path, result, _ = trained
     with Store.open(store_path) as store:
-        record = run(store, result.run_id)
+        record = store.run(result.run_id)
     paths = write_plots(record, tmp_path / "plots")
     assert [p.name for p in paths] == [
         "loss_curves.png",
@@ -171,7 +172,9 @@ def test_plots_have_one_point_per_epoch(trained, tmp_path):
         assert len(series[metric]["train"]) == len(series[metric]["val"]) == EPOCHS
         assert None not in series[metric]["train"] + series[metric]["val"]
     assert series["loss"]["val"] == [e["val_loss"] for e in result.epochs]
-    convnext = {**record, "config": {**record["config"], "model": {"name": "convnext_tiny"}}}
+    convnext = dataclasses.replace(
+        record, config={**record.config, "model": {"name": "convnext_tiny"}}
+    )
     assert quality_metric(convnext) == "auroc"
     assert [p.name for p in write_plots(convnext, tmp_path / "c")][1] == "auroc_curves.png"
 
@@ -376,7 +379,7 @@ def _data_cfg(size):
 
 def _assert_nothing_written(store_path: Path) -> None:
     with Store.open(store_path) as store:
-        assert runs(store) == []
+        assert store.runs() == []
         assert [m for m in store.models() if m.kind == "checkpoint"] == []
     models_dir = store_path.parent / "models"
     assert not models_dir.exists() or os.listdir(models_dir) == []

@@ -27,7 +27,7 @@ from trainer import models
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.errors import CheckpointError
 from trainer.registry import load_scorer
-from trainer.run import run, train
+from trainer.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -198,9 +198,9 @@ def test_cancel_mid_epoch_leaves_nothing_behind(tmp_path):
     assert seen[-1].kind == "cancelled"
     _assert_left_as_before(store_path)
     with Store.open(store_path) as store:
-        record = run(store, result.run_id)
-    assert record["status"] == "cancelled" and record["finished_at"] is not None
-    assert record["message"] == "cancelled at epoch 1, batch 4"
+        record = store.run(result.run_id)
+    assert record.status == "cancelled" and record.finished_at is not None
+    assert record.message == "cancelled at epoch 1, batch 4"
 
 
 class _GoesNaN(torch.nn.Module):
@@ -228,8 +228,8 @@ def test_nan_loss_fails_with_the_reason(tmp_path, monkeypatch):
     assert result.model_id is None
     _assert_left_as_before(store_path)
     with Store.open(store_path) as store:
-        assert run(store)["status"] == "failed"
-        assert run(store)["message"] == result.message
+        assert store.run().status == "failed"
+        assert store.run().message == result.message
 
 
 def test_full_disk_while_saving_keeps_the_previous_model(tmp_path, monkeypatch):
@@ -248,7 +248,7 @@ def test_full_disk_while_saving_keeps_the_previous_model(tmp_path, monkeypatch):
     assert "could not be saved" in result.message and "the disk is full" in result.message
     _assert_left_as_before(store_path)
     with Store.open(store_path) as store:
-        assert run(store)["status"] == "failed" and run(store)["checkpoint"] is None
+        assert store.run().status == "failed" and store.run().checkpoint is None
 
 
 def test_store_failure_while_registering_removes_the_checkpoint(tmp_path, monkeypatch):
@@ -315,9 +315,9 @@ def test_kill_mid_epoch_leaves_store_and_previous_model_intact(tmp_path):
     _kill_at_marker(child)
     _assert_left_as_before(store_path)
     with Store.open(store_path) as store:
-        record = run(store)
+        record = store.run()
     # the row says how far the run got; nothing ever marks it finished
-    assert record["status"] == "running" and len(record["epochs"]) == 1
+    assert record.status == "running" and len(record.epochs) == 1
 
 
 def test_kill_while_saving_leaves_no_visible_checkpoint(tmp_path):

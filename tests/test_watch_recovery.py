@@ -402,7 +402,7 @@ def test_w12_w13_twenty_kill_9_rounds_during_a_burst_with_quarantine_and_log(tmp
     assert sorted(quarantined) == sorted(str(p) for p in q.rglob("*")), "no stray files"
 
     with Store.open(home.store_path, check=False) as store:
-        assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert store.intended_moves() == []
         assert all(store.open_move(dest) for dest in quarantined)
     result = CliRunner().invoke(

@@ -25,7 +25,6 @@ from nsfw_tui.core.store import Store
 
 from .checkpoint import load_checkpoint, read_meta
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME, describe
-from .records import run as get_run
 
 DYNAMO_OPSET = 18  # onnxscript's native opset: no version conversion in the way
 LEGACY_OPSET = 17  # the TorchScript exporter's best-tested opset (LayerNormalization is 17)
@@ -437,8 +436,8 @@ def real_images(
     every labelled image (capped at ``limit``); unreadable files are skipped.
     """
     files = {r["sha256"]: (r["path"], r["label"]) for r in store.labelled_files() if r["path"]}
-    record = get_run(store, run_id) if run_id else None
-    val = [s for s in (record or {}).get("val_hashes", []) if s in files]
+    record = store.run(run_id) if run_id else None
+    val = [s for s in (record.val_hashes if record else []) if s in files]
     chosen, source = (val, "validation") if val else (sorted(files), "labelled")
     pixels, labels = [], []
     for sha in chosen:

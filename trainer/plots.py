@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nsfw_tui.core.store import RunRow
 
 DEFAULT_DPI = 120
 # trainer.models.BASELINE, spelled out: importing models would bring in torch
 BASELINE = "baseline_cnn"
 
 
-def quality_metric(run: dict[str, Any]) -> str:
+def quality_metric(run: RunRow) -> str:
     """The curve a run is judged by: accuracy for the baseline CNN, AUROC otherwise."""
-    name = (run.get("config") or {}).get("model", {}).get("name")
+    name = (run.config or {}).get("model", {}).get("name")
     return "accuracy" if name == BASELINE else "auroc"
 
 
-def plot_series(run: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+def plot_series(run: RunRow) -> dict[str, dict[str, list[Any]]]:
     """What the figures show: per metric, the epochs and one train and one val point each.
 
     Kept apart from drawing so the numbers can be checked without reading pixels.
     """
-    epochs = run.get("epochs") or []
+    epochs = run.epochs or []
     x = [int(e.get("epoch", i + 1)) for i, e in enumerate(epochs)]
 
     def pair(metric: str) -> dict[str, list[Any]]:
@@ -44,7 +47,7 @@ def plot_series(run: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
     }
 
 
-def write_plots(run: dict[str, Any], out_dir: Path, *, dpi: int | None = None) -> list[Path]:
+def write_plots(run: RunRow, out_dir: Path, *, dpi: int | None = None) -> list[Path]:
     """Write the run's curves under ``out_dir``; returns the paths written.
 
     loss_curves.png; auroc_curves.png, or accuracy_curves.png for the baseline CNN (the
@@ -60,8 +63,8 @@ def write_plots(run: dict[str, Any], out_dir: Path, *, dpi: int | None = None) -
     series = plot_series(run)
     quality = quality_metric(run)
     if dpi is None:
-        dpi = int((run.get("config") or {}).get("plots", {}).get("dpi") or DEFAULT_DPI)
-    title = f"run {run.get('id', '')}".strip()
+        dpi = int((run.config or {}).get("plots", {}).get("dpi") or DEFAULT_DPI)
+    title = f"run {run.id}".strip()
     written = []
 
     for metric in ("loss", quality):

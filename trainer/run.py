@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,8 +29,13 @@ from .checkpoint import save_checkpoint
 from .errors import CheckpointError, NotEnoughLabelsError
 from .fit import EPOCH_METRICS, MONITORS, FitOutcome, TrainEvent, fit
 from .provenance import git_commit, library_versions
-from .records import close_run, insert_run, new_run_id, run, runs, update_epochs
 from .tracking import tracker_for
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique across processes: 20251126-221503-3f9a0c."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +156,7 @@ def _train(
         tracker.start(run_id, cfg, {"mlflow.source.git.commit": commit or "", "run_id": run_id})
         summary: dict[str, Any] = {"counts": counts, "message": ""}
         try:
-            insert_run(store, run_id, cfg, summary, val_hashes)
+            store.insert_run(run_id, to_container(cfg), summary, val_hashes)
         except BaseException:
             _guarded(tracker.finish, "failed", None)
             raise
@@ -162,7 +168,7 @@ def _train(
             if event.kind == "epoch":
                 history.append(event.metrics)
                 _guarded(tracker.log_epoch, event.metrics)
-                _guarded(update_epochs, store, run_id, history)
+                _guarded(store.update_run_epochs, run_id, history)
             emit(event)
 
         try:
@@ -181,7 +187,7 @@ def _train(
             outcome = FitOutcome("failed", history, message=f"training failed: {_one_line(exc)}")
         except KeyboardInterrupt:
             summary["message"] = "interrupted (Ctrl-C)"
-            _guarded(close_run, store, run_id, "cancelled", history, summary)
+            _guarded(store.close_run, run_id, "cancelled", history, summary)
             _guarded(tracker.finish, "cancelled", None)
             raise
 
@@ -210,7 +216,7 @@ def _train(
                 result.message = f"the trained model could not be saved: {_one_line(exc)}"
         if result.status != "done":
             summary["message"] = result.message
-            _guarded(close_run, store, run_id, result.status, outcome.epochs, summary)
+            _guarded(store.close_run, run_id, result.status, outcome.epochs, summary)
         _guarded(tracker.finish, result.status, directory if result.status == "done" else None)
     emit(TrainEvent(result.status, epochs=int(cfg.training.max_epochs), message=result.message))
     return result
@@ -298,7 +304,14 @@ def _finish(
             },
             activate=activate,
         )
-        close_run(store, result.run_id, "done", outcome.epochs, summary, str(checkpoint), model_id)
+        store.close_run(
+            result.run_id,
+            "done",
+            outcome.epochs,
+            summary,
+            checkpoint=str(checkpoint),
+            model_id=model_id,
+        )
     result.model_id, result.checkpoint = model_id, str(checkpoint)
     result.threshold, result.best_epoch, result.metrics = threshold, outcome.best_epoch, metrics
     result.message = (
@@ -472,8 +485,6 @@ __all__ = [
     "TrainEvent",
     "check_config",
     "choose_device",
-    "run",
-    "runs",
     "threshold_metrics",
     "train",
 ]

@@ -196,13 +196,7 @@ def rescore(store: Store, head: Head, model_id: str) -> dict[str, float]:
             p = image_max(head.predict(feats.frames), feats.owner, len(feats.shas))
         out.update(zip(feats.shas, p.tolist(), strict=True))
         frames.update(zip(feats.shas, feats.counts.tolist(), strict=True))
-    now = time.time()
-    with store.write():
-        store.conn.executemany(
-            "INSERT OR REPLACE INTO predictions (sha256, model_id, probability, n_frames, "
-            "created_at) VALUES (?,?,?,?,?)",
-            [(s, model_id, p, frames[s], now) for s, p in out.items()],
-        )
+    store.put_predictions(model_id, {s: (p, frames[s]) for s, p in out.items()})
     return out
 
 

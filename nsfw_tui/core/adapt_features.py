@@ -12,8 +12,6 @@ from .adapt_head import DIM, KIND
 from .scorers import BUILTIN_ID
 from .store import Store
 
-_CHUNK = 900  # below SQLite's bound-parameter limit
-
 
 @dataclass
 class Features:
@@ -37,17 +35,6 @@ def feature_sources(store: Store) -> list[str]:
     """
     ids = [m.id for m in store.models() if m.kind == KIND and m.id != BUILTIN_ID]
     return [BUILTIN_ID, *ids]
-
-
-_SELECT = (
-    "SELECT sha256, model_id, vector FROM features WHERE model_id IN ({sources}){shas} "
-    "ORDER BY sha256, model_id, frame"  # the primary key's order: no sort of the blobs
-)
-
-
-def _query(sources: Sequence[str], n_shas: int = 0) -> str:
-    shas = f" AND sha256 IN ({','.join('?' * n_shas)})" if n_shas else ""
-    return _SELECT.format(sources=",".join("?" * len(sources)), shas=shas)
 
 
 def _images(rows: Iterable[tuple[str, str, bytes]]) -> Iterator[tuple[str, list[bytes]]]:
@@ -75,23 +62,12 @@ def _features(images: Iterable[tuple[str, list[bytes]]]) -> Features:
 
 def cached_features(store: Store, shas: Sequence[str] | None = None) -> Features:
     """Built-in features of ``shas`` (every cached image when None); images without are left out."""
-    sources = feature_sources(store)
-    if shas is None:
-        return _features(_images(store.conn.execute(_query(sources), sources)))
-    wanted = sorted(set(shas))
-
-    def rows() -> Iterator[tuple[str, str, bytes]]:
-        for i in range(0, len(wanted), _CHUNK):  # sorted chunks: rows stay in sha order
-            part = wanted[i : i + _CHUNK]
-            yield from store.conn.execute(_query(sources, len(part)), [*sources, *part])
-
-    return _features(_images(rows()))
+    return _features(_images(store.feature_rows(feature_sources(store), shas)))
 
 
 def iter_cached_features(store: Store, chunk: int = 8192) -> Iterator[Features]:
     """Every image with cached built-in features, ``chunk`` images at a time (bounded memory)."""
-    sources = feature_sources(store)
-    images = _images(store.conn.execute(_query(sources), sources))
+    images = _images(store.feature_rows(feature_sources(store)))
     while batch := list(itertools.islice(images, chunk)):
         yield _features(batch)
 

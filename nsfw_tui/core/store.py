@@ -11,13 +11,22 @@ import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import StoreBusyError, StoreError, StoreMissingError, StoreReadOnlyError
+from .store_rows import (
+    FeatureRow,
+    FileRow,
+    LabelEvent,
+    ModelRow,
+    RunRow,
+    ScoreRecord,
+    model_row,
+    run_row,
+)
 from .store_schema import (
     APP_ID,
     LABELS,
@@ -43,58 +52,6 @@ def path_text(path: str | os.PathLike) -> str:
         return p
     except UnicodeEncodeError:
         return p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-@dataclass(frozen=True)
-class FileRow:
-    path: str
-    sha256: str | None
-    size: int
-    mtime_ns: int
-    error_kind: str | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class LabelEvent:
-    id: int
-    sha256: str
-    label: str | None
-    source: str
-    batch: str | None
-    created_at: float
-
-
-@dataclass(frozen=True)
-class ModelRow:
-    id: str
-    kind: str
-    path: str | None
-    threshold: float
-    metrics: dict[str, Any]
-    preprocessing: dict[str, Any] | None
-    meta: dict[str, Any]
-    created_at: float
-    active: bool
-
-
-@dataclass(frozen=True)
-class ScoreRecord:
-    """Everything one scored (or failed) file adds to the store."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str | None
-    probability: float | None = None
-    model_id: str | None = None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    n_frames: int | None = None
-    features: np.ndarray | None = None  # (frames, dim) float
-    error_kind: str | None = None
-    error: str | None = None
 
 
 def _restore_hint(path: Path) -> str:
@@ -183,7 +140,7 @@ class Store:
     """One connection to the store. Open one per thread or process; never share across fork."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly_reason: str | None = None):
-        self.conn = conn
+        self._conn = conn  # private: every write goes through write() (BEGIN IMMEDIATE)
         self.path = path
         self.readonly_reason = readonly_reason
 
@@ -290,12 +247,12 @@ class Store:
         # Re-read everything under the write lock: another process may have created or
         # migrated the store meanwhile, or a marker may say this home held a store.
         with self.write():
-            app_id, version, empty = _identity(self.conn)
+            app_id, version, empty = _identity(self._conn)
             if empty and read_marker(self.path) is not None:
                 raise StoreMissingError(missing_store_message(self.path, "is empty"))
             if app_id == APP_ID and version == SCHEMA_VERSION:
                 return
-            migrate(self.conn, version)
+            migrate(self._conn, version)
 
     def _remember(self) -> None:
         """Write the home's marker naming this store, so losing the store is noticed later."""
@@ -305,19 +262,19 @@ class Store:
 
     @property
     def store_id(self) -> str | None:
-        row = self.conn.execute("SELECT value FROM store_info WHERE key = 'store_id'").fetchone()
+        row = self._conn.execute("SELECT value FROM store_info WHERE key = 'store_id'").fetchone()
         return row[0] if row else None
 
     @property
     def schema_version(self) -> int:
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
     @property
     def readonly(self) -> bool:
         return self.readonly_reason is not None
 
     def close(self) -> None:
-        self.conn.close()
+        self._conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -336,32 +293,32 @@ class Store:
         """
         if self.readonly_reason:
             raise StoreReadOnlyError(self.readonly_reason)
-        if self.conn.in_transaction:
+        if self._conn.in_transaction:
             yield self
             return
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise _write_error(self.path, exc) from exc
         try:
             yield self
         except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise _write_error(self.path, exc) from exc
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
         try:
-            self.conn.execute("COMMIT")
+            self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise _write_error(self.path, exc) from exc
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-        cur = self.conn.execute(sql, params)
+        cur = self._conn.execute(sql, params)
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
@@ -397,7 +354,7 @@ class Store:
         now = _now()
         with self.write():
             for r in records:
-                self.conn.execute(
+                self._conn.execute(
                     "INSERT INTO files (path, sha256, size, mtime_ns, error_kind, error, seen_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
                     "sha256=excluded.sha256, size=excluded.size, mtime_ns=excluded.mtime_ns, "
@@ -409,14 +366,14 @@ class Store:
                     # Rows that early versions stored relative to the working directory: the
                     # same content or the same file seen again at an absolute path replaces
                     # them; they are never resolved against the current directory (S16).
-                    self.conn.execute(
+                    self._conn.execute(
                         "DELETE FROM files WHERE substr(path, 1, 1) != '/' AND "
                         "(sha256 = ? OR substr(?, -length(path) - 1) = '/' || path)",
                         (r.sha256, r.path),
                     )
                 if r.sha256 is None:
                     continue
-                self.conn.execute(
+                self._conn.execute(
                     "INSERT INTO images (sha256, size, width, height, format, n_frames, "
                     "error_kind, error, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(sha256) DO UPDATE SET size=excluded.size, "
@@ -433,18 +390,18 @@ class Store:
                 )  # fmt: skip
                 if r.probability is None or r.model_id is None:
                     continue
-                self.conn.execute(
+                self._conn.execute(
                     "INSERT OR REPLACE INTO predictions "
                     "(sha256, model_id, probability, n_frames, created_at) VALUES (?,?,?,?,?)",
                     (r.sha256, r.model_id, float(r.probability), r.n_frames, now),
                 )
                 if r.features is not None:
-                    self.conn.execute(
+                    self._conn.execute(
                         "DELETE FROM features WHERE sha256 = ? AND model_id = ?",
                         (r.sha256, r.model_id),
                     )
                     feats = np.asarray(r.features, dtype=np.float16)
-                    self.conn.executemany(
+                    self._conn.executemany(
                         "INSERT INTO features (sha256, model_id, frame, vector) VALUES (?,?,?,?)",
                         [(r.sha256, r.model_id, i, f.tobytes()) for i, f in enumerate(feats)],
                     )
@@ -454,7 +411,7 @@ class Store:
         with self.write():
             for start in range(0, len(paths), _CHUNK):
                 chunk = list(paths[start : start + _CHUNK])
-                self.conn.execute(
+                self._conn.execute(
                     f"DELETE FROM files WHERE path IN ({','.join('?' * len(chunk))})", chunk
                 )
 
@@ -462,8 +419,8 @@ class Store:
 
     def _move_file_row(self, src: str, dest: str) -> None:
         # The bytes, size and mtime travel with the file: its row follows it to the new path.
-        self.conn.execute("DELETE FROM files WHERE path = ?", (dest,))
-        self.conn.execute("UPDATE files SET path = ? WHERE path = ?", (dest, src))
+        self._conn.execute("DELETE FROM files WHERE path = ?", (dest,))
+        self._conn.execute("UPDATE files SET path = ? WHERE path = ?", (dest, src))
 
     def record_move(self, src: str, dest: str, sha256: str | None, reason: str) -> int:
         """Record that the file at ``src`` now lies at ``dest`` (quarantine); returns its id."""
@@ -475,7 +432,7 @@ class Store:
     def intend_move(self, src: str, dest: str, sha256: str | None, reason: str) -> int:
         """Record, before the rename, that ``src`` is about to move to ``dest`` (W12)."""
         with self.write():
-            cur = self.conn.execute(
+            cur = self._conn.execute(
                 "INSERT INTO moves (sha256, src, dest, reason, moved_at, state) "
                 "VALUES (?,?,?,?,?,'intended')",
                 (sha256, src, dest, reason, _now()),
@@ -490,7 +447,7 @@ class Store:
                 raise StoreError(f"no quarantine move with id {move_id}")
             if row[0]["state"] == "done":
                 return  # a recovery (W12) finished it first; moving the row again would drop it
-            self.conn.execute(
+            self._conn.execute(
                 "UPDATE moves SET state = 'done', moved_at = ? WHERE id = ?", (_now(), move_id)
             )
             self._move_file_row(row[0]["src"], row[0]["dest"])
@@ -498,7 +455,7 @@ class Store:
     def abandon_move(self, move_id: int) -> None:
         """The intended move did not happen: it leaves no record."""
         with self.write():
-            self.conn.execute("DELETE FROM moves WHERE id = ? AND state = 'intended'", (move_id,))
+            self._conn.execute("DELETE FROM moves WHERE id = ? AND state = 'intended'", (move_id,))
 
     def intended_moves(self) -> list[dict]:
         """Moves recorded as intended and never completed or abandoned (a kill in between)."""
@@ -519,7 +476,7 @@ class Store:
             row = self._rows("SELECT dest FROM moves WHERE id = ?", [move_id])
             if not row:
                 raise StoreError(f"no quarantine move with id {move_id}")
-            self.conn.execute(
+            self._conn.execute(
                 "UPDATE moves SET released_at = ?, released_to = ? WHERE id = ?",
                 (_now(), to, move_id),
             )
@@ -562,6 +519,41 @@ class Store:
             return np.zeros((0, 0), dtype=np.float16)
         return np.stack([np.frombuffer(r["vector"], dtype=np.float16) for r in rows])
 
+    def put_predictions(self, model_id: str, scores: dict[str, tuple[float, int | None]]) -> None:
+        """Cache probabilities (and frame counts) for ``model_id`` in one transaction."""
+        now = _now()
+        with self.write():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO predictions (sha256, model_id, probability, n_frames, "
+                "created_at) VALUES (?,?,?,?,?)",
+                [(sha, model_id, float(p), n, now) for sha, (p, n) in scores.items()],
+            )
+
+    def feature_rows(
+        self, model_ids: Sequence[str], shas: Sequence[str] | None = None
+    ) -> Iterator[FeatureRow]:
+        """Cached feature frames of ``model_ids`` in primary-key order (sha, model, frame).
+
+        Streams: a whole store's features never sit in memory at once. With ``shas``, they
+        are read in sorted chunks, so the rows stay in sha order.
+        """
+        sources = list(model_ids)
+        marks = ",".join("?" * len(sources))
+        sql = (
+            f"SELECT sha256, model_id, vector FROM features WHERE model_id IN ({marks}){{shas}} "
+            "ORDER BY sha256, model_id, frame"  # the primary key's order: no sort of the blobs
+        )
+        if shas is None:
+            for row in self._conn.execute(sql.format(shas=""), sources):
+                yield FeatureRow(*row)
+            return
+        wanted = sorted(set(shas))
+        for i in range(0, len(wanted), _CHUNK):
+            part = wanted[i : i + _CHUNK]
+            query = sql.format(shas=f" AND sha256 IN ({','.join('?' * len(part))})")
+            for row in self._conn.execute(query, [*sources, *part]):
+                yield FeatureRow(*row)
+
     # -- labels --------------------------------------------------------------------------
 
     def set_labels(
@@ -580,7 +572,7 @@ class Store:
             shas = list(dict.fromkeys(shas))
             current = self.current_labels(shas)
             changed = [s for s in shas if (current[s].label if s in current else None) != label]
-            self.conn.executemany(
+            self._conn.executemany(
                 "INSERT INTO label_events (sha256, label, source, batch, created_at) "
                 "VALUES (?,?,?,?,?)",
                 [(s, label, source, batch, now) for s in changed],
@@ -603,7 +595,7 @@ class Store:
                     [row["sha256"], row["id"]],
                 )
                 previous = prev[0]["label"] if prev else None
-                self.conn.execute(
+                self._conn.execute(
                     "INSERT INTO label_events (sha256, label, source, batch, created_at) "
                     "VALUES (?,?,?,?,?)",
                     (row["sha256"], previous, "undo", undo, now),
@@ -679,7 +671,7 @@ class Store:
         activate: bool = False,
     ) -> None:
         with self.write():
-            self.conn.execute(
+            self._conn.execute(
                 "INSERT INTO models (id, kind, path, threshold, metrics, preprocessing, meta, "
                 "created_at, active) VALUES (?,?,?,?,?,?,?,?,0) ON CONFLICT(id) DO UPDATE SET "
                 "kind=excluded.kind, path=excluded.path, metrics=excluded.metrics, "
@@ -694,38 +686,95 @@ class Store:
                 self.set_active(model_id)
 
     def models(self) -> list[ModelRow]:
-        return [_model_row(r) for r in self._rows("SELECT * FROM models ORDER BY created_at")]
+        return [model_row(r) for r in self._rows("SELECT * FROM models ORDER BY created_at")]
 
     def model(self, model_id: str) -> ModelRow | None:
         rows = self._rows("SELECT * FROM models WHERE id = ?", [model_id])
-        return _model_row(rows[0]) if rows else None
+        return model_row(rows[0]) if rows else None
 
     def active_model(self) -> ModelRow | None:
         rows = self._rows("SELECT * FROM models WHERE active = 1 LIMIT 1")
-        return _model_row(rows[0]) if rows else None
+        return model_row(rows[0]) if rows else None
 
     def set_active(self, model_id: str) -> None:
         with self.write():
             if not self._rows("SELECT id FROM models WHERE id = ?", [model_id]):
                 known = ", ".join(m.id for m in self.models()) or "none"
                 raise StoreError(f"no model with id {model_id!r} (known: {known})")
-            self.conn.execute("UPDATE models SET active = (id = ?)", [model_id])
+            self._conn.execute("UPDATE models SET active = (id = ?)", [model_id])
 
     def set_threshold(self, model_id: str, threshold: float) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         with self.write():
-            cur = self.conn.execute(
+            cur = self._conn.execute(
                 "UPDATE models SET threshold = ? WHERE id = ?", [threshold, model_id]
             )
             if cur.rowcount == 0:
                 raise StoreError(f"no model with id {model_id!r}")
 
+    # -- runs ----------------------------------------------------------------------------
+
+    def insert_run(
+        self, run_id: str, config: dict[str, Any], summary: dict[str, Any], val_hashes: list[str]
+    ) -> None:
+        with self.write():
+            self._conn.execute(
+                "INSERT INTO runs (id, created_at, status, config, epochs, metrics, val_hashes) "
+                "VALUES (?, ?, 'running', ?, '[]', ?, ?)",
+                (run_id, _now(), json.dumps(config), json.dumps(summary), json.dumps(val_hashes)),
+            )
+
+    def update_run_epochs(self, run_id: str, epochs: list[dict[str, Any]]) -> None:
+        # per epoch, so a run killed mid-way still shows how far it got
+        with self.write():
+            self._conn.execute(
+                "UPDATE runs SET epochs = ? WHERE id = ?", (json.dumps(epochs), run_id)
+            )
+
+    def close_run(
+        self,
+        run_id: str,
+        status: str,
+        epochs: list[dict[str, Any]],
+        summary: dict[str, Any],
+        *,
+        checkpoint: str | None = None,
+        model_id: str | None = None,
+    ) -> None:
+        with self.write():
+            self._conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, epochs = ?, metrics = ?, "
+                "checkpoint = ?, model_id = ? WHERE id = ?",
+                (
+                    status,
+                    _now(),
+                    json.dumps(epochs),
+                    json.dumps(summary),
+                    checkpoint,
+                    model_id,
+                    run_id,
+                ),
+            )
+
+    def runs(self) -> list[RunRow]:
+        """Every training run, newest first."""
+        rows = self._rows("SELECT * FROM runs ORDER BY created_at DESC, id DESC")
+        return [run_row(r) for r in rows]
+
+    def run(self, run_id: str | None = None) -> RunRow | None:
+        """One run by id, or the latest when ``run_id`` is None; None when there is none."""
+        if run_id is None:
+            rows = self._rows("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT 1")
+        else:
+            rows = self._rows("SELECT * FROM runs WHERE id = ?", [run_id])
+        return run_row(rows[0]) if rows else None
+
     # -- counts and backups --------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         def one(sql: str) -> int:
-            return self.conn.execute(sql).fetchone()[0]
+            return self._conn.execute(sql).fetchone()[0]
 
         return {
             "files": one("SELECT count(*) FROM files"),
@@ -746,7 +795,7 @@ class Store:
         try:
             target = sqlite3.connect(tmp)
             try:
-                self.conn.backup(target)
+                self._conn.backup(target)
             finally:
                 target.close()
             os.replace(tmp, dest)
@@ -755,20 +804,6 @@ class Store:
             raise StoreError(f"backup to {dest} failed: {exc}") from exc
         note_backup(self.path, dest)
         return dest
-
-
-def _model_row(r: dict) -> ModelRow:
-    return ModelRow(
-        id=r["id"],
-        kind=r["kind"],
-        path=r["path"],
-        threshold=r["threshold"],
-        metrics=json.loads(r["metrics"] or "{}"),
-        preprocessing=json.loads(r["preprocessing"]) if r["preprocessing"] else None,
-        meta=json.loads(r["meta"] or "{}"),
-        created_at=r["created_at"],
-        active=bool(r["active"]),
-    )
 
 
 def _write_error(path: Path, exc: sqlite3.Error) -> StoreError:

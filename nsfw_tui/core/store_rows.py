@@ -1,0 +1,129 @@
+"""What the store returns and takes: one frozen dataclass per kind of row."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FileRow:
+    path: str
+    sha256: str | None
+    size: int
+    mtime_ns: int
+    error_kind: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    id: int
+    sha256: str
+    label: str | None
+    source: str
+    batch: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    id: str
+    kind: str
+    path: str | None
+    threshold: float
+    metrics: dict[str, Any]
+    preprocessing: dict[str, Any] | None
+    meta: dict[str, Any]
+    created_at: float
+    active: bool
+
+
+@dataclass(frozen=True)
+class ScoreRecord:
+    """Everything one scored (or failed) file adds to the store."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    probability: float | None = None
+    model_id: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    n_frames: int | None = None
+    features: np.ndarray | None = None  # (frames, dim) float
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A training run: its config, per-epoch metrics and outcome, JSON fields parsed."""
+
+    id: str
+    created_at: float | None
+    finished_at: float | None
+    status: str | None
+    config: dict[str, Any]
+    epochs: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    best_epoch: int | None
+    threshold: float | None
+    counts: dict[str, Any]
+    message: str
+    checkpoint: str | None
+    model_id: str | None
+    val_hashes: list[str] = field(default_factory=list)
+
+
+class FeatureRow(NamedTuple):
+    """One frame's cached pooled features, as stored (float16 bytes)."""
+
+    sha256: str
+    model_id: str
+    vector: bytes
+
+
+def model_row(r: dict) -> ModelRow:
+    return ModelRow(
+        id=r["id"],
+        kind=r["kind"],
+        path=r["path"],
+        threshold=r["threshold"],
+        metrics=json.loads(r["metrics"] or "{}"),
+        preprocessing=json.loads(r["preprocessing"]) if r["preprocessing"] else None,
+        meta=json.loads(r["meta"] or "{}"),
+        created_at=r["created_at"],
+        active=bool(r["active"]),
+    )
+
+
+def run_row(row: dict[str, Any]) -> RunRow:
+    def load(text: str | None, default: Any) -> Any:
+        try:
+            return json.loads(text) if text else default
+        except ValueError:  # a damaged JSON field costs that field, not the listing
+            return default
+
+    summary = load(row["metrics"], {})
+    return RunRow(
+        id=row["id"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        status=row["status"],
+        config=load(row["config"], {}),
+        epochs=load(row["epochs"], []),
+        metrics=summary.get("metrics", {}),
+        best_epoch=summary.get("best_epoch"),
+        threshold=summary.get("threshold"),
+        counts=summary.get("counts", {}),
+        message=summary.get("message", ""),
+        checkpoint=row["checkpoint"],
+        model_id=row["model_id"],
+        val_hashes=load(row["val_hashes"], []),
+    )
