@@ -358,7 +358,7 @@ def labels(
         if output is None and imagefolder is None:
             by = {"nsfw": 0, "sfw": 0}
             for r in rows:
-                by[r["label"]] += 1
+                by[r.label] += 1
             console.print(Text(f"{by['nsfw']} NSFW and {by['sfw']} SFW labelled images"))
 
 

@@ -154,9 +154,9 @@ def _adapt(cfg, folder: Path | None, activate: bool, home: Path | None) -> None:
         if folder is not None:
             root = folder.resolve()
             only = {
-                r["sha256"]
+                r.sha256
                 for r in store.labelled_files()
-                if r["path"] and Path(r["path"]).resolve().is_relative_to(root)
+                if r.path and Path(r.path).resolve().is_relative_to(root)
             }
         todo = labelled_without_features(store, only)
         if todo:  # labelled before the built-in network saw them (import, another model)

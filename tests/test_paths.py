@@ -83,7 +83,7 @@ def test_relative_rows_from_early_versions_are_merged_never_guessed(tmp_path, mo
     monkeypatch.chdir(tmp_path)  # not where the relative row was written
     with Store.open(path) as store:
         [row] = store.labelled_files()
-        assert row["path"] is None  # unknown location, not tmp_path/data/nsfw/n0.jpg
+        assert row.path is None  # unknown location, not tmp_path/data/nsfw/n0.jpg
     out = run("labels", "--imagefolder", str(tmp_path / "out"), home=home)
     assert "1 labelled images no longer on disk" in out
     run("scan", str(here / "data"), "-o", str(tmp_path / "s.csv"), home=home)
@@ -91,7 +91,7 @@ def test_relative_rows_from_early_versions_are_merged_never_guessed(tmp_path, mo
         paths = [r[0] for r in store._conn.execute("SELECT path FROM files ORDER BY path")]
         [row] = store.labelled_files()
     assert "data/nsfw/n0.jpg" not in paths
-    assert row["path"] == str(here / "data" / "nsfw" / "n0.jpg")
+    assert row.path == str(here / "data" / "nsfw" / "n0.jpg")
 
 
 def test_the_twin_of_a_relative_row_replaces_it_even_when_the_content_changed(tmp_path):

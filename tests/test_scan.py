@@ -157,7 +157,7 @@ def test_exif_rotated_image_is_stored_upright(tmp_path, store):
     save(photo((300, 200)), folder / "rotated.jpg", exif=exif, quality=90)
     res = scan_folder(folder, RednessScorer(), store, INLINE)
     image = store.image(res.items[0].sha256)
-    assert (image["width"], image["height"]) == (200, 300)
+    assert (image.width, image.height) == (200, 300)
 
 
 def test_walk_survives_symlink_loops_and_odd_names(tmp_path):

@@ -109,7 +109,7 @@ def test_record_files_round_trip(store):
 
     image = store.image("sha-a")
     assert image is not None
-    assert (image["width"], image["height"], image["format"], image["n_frames"]) == (
+    assert (image.width, image.height, image.format, image.n_frames) == (
         64,
         32,
         "GIF",
@@ -144,7 +144,7 @@ def test_rescoring_replaces_features_and_keeps_known_image_fields(store):
     assert store.predictions("m") == pytest.approx({"s": 0.7})
     np.testing.assert_array_equal(store.features("m", "s"), np.full((2, 4), 0.5, np.float16))
     image = store.image("s")
-    assert (image["width"], image["height"], image["n_frames"]) == (10, 20, 3)
+    assert (image.width, image.height, image.n_frames) == (10, 20, 3)
 
 
 def test_files_lookup_for_unchanged_paths(store):
@@ -174,7 +174,7 @@ def test_non_utf8_path_text_stores_and_looks_up(store):
     assert list(store.files([text])) == [text]
     assert store.paths_for("sha-bad") == [text]
     store.set_labels(["sha-bad"], "sfw")
-    assert store.labelled_files()[0]["path"] == text
+    assert store.labelled_files()[0].path == text
 
 
 # -- labels --------------------------------------------------------------------------------
@@ -269,13 +269,13 @@ def test_labelled_files_joins_the_newest_path(store, monkeypatch):
     store.set_labels(["z"], "sfw")
     store.set_labels(["z"], None)
 
-    rows = {r["sha256"]: r for r in store.labelled_files()}
+    rows = {r.sha256: r for r in store.labelled_files()}
     assert set(rows) == {"x", "y", "gone"}
-    assert rows["x"]["path"] == "/new/x.jpg"
-    assert rows["x"]["label"] == "nsfw"
-    assert rows["y"]["path"] == "/y.jpg"
-    assert rows["gone"]["path"] is None
-    assert rows["gone"]["source"] == "human"
+    assert rows["x"].path == "/new/x.jpg"
+    assert rows["x"].label == "nsfw"
+    assert rows["y"].path == "/y.jpg"
+    assert rows["gone"].path is None
+    assert rows["gone"].source == "human"
 
 
 def test_labelled_files_empty(store):

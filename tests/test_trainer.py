@@ -125,7 +125,7 @@ def test_trained_model_scores_images_through_the_registry(trained, tmp_path):
     with Store.open(store_path) as store:
         scorer = load_scorer(store.model(result.model_id))
         val = set(result.val_hashes)
-        val_files = [r for r in store.labelled_files() if r["sha256"] in val]
+        val_files = [r for r in store.labelled_files() if r.sha256 in val]
     assert scorer.id == result.model_id
     assert scorer.default_threshold == result.threshold
 
@@ -139,8 +139,8 @@ def test_trained_model_scores_images_through_the_registry(trained, tmp_path):
 
     # the validation images score as they did in training: the stored threshold still
     # reaches the target recall, so the scorer's preprocessing is the validation one
-    labels = [1 if r["label"] == "nsfw" else 0 for r in val_files]
-    val_probs = _score(scorer, [r["path"] for r in val_files])
+    labels = [1 if r.label == "nsfw" else 0 for r in val_files]
+    val_probs = _score(scorer, [r.path for r in val_files])
     assert confusion(labels, val_probs, scorer.default_threshold).recall >= 0.95
 
 

@@ -527,7 +527,7 @@ def test_corrupt_file_is_quarantined_and_the_watch_goes_on(harness):
     ]
     with Store.open(h.store_path, check=False) as store:
         moves = store.moves()
-        assert {Path(m["dest"]).name for m in moves} == {"broken.jpg", "hot.png"}
+        assert {Path(m.dest).name for m in moves} == {"broken.jpg", "hot.png"}
         assert store.files([str(q / "hot.png")]), "the file row follows the file"
 
 
@@ -578,9 +578,9 @@ def test_release_moves_a_file_back_and_records_it(harness):
     assert (h.inbox / "deep" / "hot.png").exists() and not (q / "deep" / "hot.png").exists()
     h.stop()
     with Store.open(h.store_path, check=False) as store:
-        moved = {Path(m["src"]).name: m for m in store.moves()}
-        assert moved["hot.png"]["released_at"] is not None
-        assert moved["hot.png"]["released_to"] == str(h.inbox / "deep" / "hot.png")
+        moved = {Path(m.src).name: m for m in store.moves()}
+        assert moved["hot.png"].released_at is not None
+        assert moved["hot.png"].released_to == str(h.inbox / "deep" / "hot.png")
         assert store.current_labels([sha])[sha].label == "sfw"
         assert store.files([str(h.inbox / "deep" / "hot.png")])
         (h.inbox / "other.png").write_bytes(b"taken")  # the way back is occupied now

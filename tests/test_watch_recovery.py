@@ -91,7 +91,7 @@ def test_w12_recovery_completes_or_rolls_back_each_interrupted_move(tmp_path):
         assert (q / "other.png").read_bytes() == b"someone else's", "never delete another's file"
         assert (inbox / "other.png").read_bytes() == b"mine"
         assert not [p for p in q.iterdir() if p.name.startswith(".")], "temporary copies removed"
-        done = {Path(m["dest"]).name for m in store.moves()}
+        done = {Path(m.dest).name for m in store.moves()}
         assert done == {"moved.png", "linked.png", "copied.png"}
         assert store.files([str(q / "linked.png")]), "the file row follows the file"
         for name in sorted(done):
@@ -127,7 +127,7 @@ def test_w12_the_intent_names_the_exact_target_and_a_lost_race_takes_the_next(
         dest = quarantine_move(store, str(src_dir / "hot.png"), str(q / "hot.png"), "s1", "r")
         assert dest == str(q / "hot-2.png") and (q / "hot-2.png").read_bytes() == b"hot"
         assert (q / "hot-1.png").read_bytes() == b"taken in the race"
-        assert [m["dest"] for m in store.moves()] == [dest] and store.intended_moves() == []
+        assert [m.dest for m in store.moves()] == [dest] and store.intended_moves() == []
 
         # Across file systems: a copy under a temporary name, linked to its name when whole.
         real_link = os.link
@@ -144,7 +144,7 @@ def test_w12_the_intent_names_the_exact_target_and_a_lost_race_takes_the_next(
         assert Path(dest).read_bytes() == b"far" and os.stat(dest).st_mtime_ns == 1_000_000_000
         assert not (src_dir / "far.png").exists()
         assert not [p for p in q.iterdir() if p.name.startswith(".")]
-        assert store.open_move(dest)["sha256"] == "s2" and store.intended_moves() == []
+        assert store.open_move(dest).sha256 == "s2" and store.intended_moves() == []
 
 
 # -- W13: the log lacks nothing and repeats nothing ----------------------------------------

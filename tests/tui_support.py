@@ -222,8 +222,8 @@ def labels_by_name(home: Home) -> dict[str, str]:
     with Store.open(home.store_path, check=False) as store:
         out = {}
         for item in store.labelled_files():
-            if item["path"]:
-                out[Path(item["path"]).name] = item["label"]
+            if item.path:
+                out[Path(item.path).name] = item.label
         return out
 
 

@@ -50,7 +50,7 @@ def labelled_samples(
     only paths under it. Returns (samples sorted by hash, skipped [(path or hash, reason)]).
     """
     labels = store.current_labels()
-    newest = {row["sha256"]: row["path"] for row in store.labelled_files() if row["path"]}
+    newest = {row.sha256: row.path for row in store.labelled_files() if row.path}
     root = _Root(folder) if folder is not None else None
     samples: list[Sample] = []
     skipped: list[tuple[str, str]] = []

@@ -435,7 +435,7 @@ def real_images(
     The run's validation images where the run is known and they are still on disk, else
     every labelled image (capped at ``limit``); unreadable files are skipped.
     """
-    files = {r["sha256"]: (r["path"], r["label"]) for r in store.labelled_files() if r["path"]}
+    files = {r.sha256: (r.path, r.label) for r in store.labelled_files() if r.path}
     record = store.run(run_id) if run_id else None
     val = [s for s in (record.val_hashes if record else []) if s in files]
     chosen, source = (val, "validation") if val else (sorted(files), "labelled")

@@ -57,10 +57,10 @@ def labelled_scores(
     rows = [
         r
         for r in store.labelled_files()
-        if _under(r["path"], root) and (only is None or r["sha256"] in only)
+        if _under(r.path, root) and (only is None or r.sha256 in only)
     ]
-    cached = store.predictions(scorer.id, [r["sha256"] for r in rows])
-    todo = [r["path"] for r in rows if r["sha256"] not in cached and r["path"]]
+    cached = store.predictions(scorer.id, [r.sha256 for r in rows])
+    todo = [r.path for r in rows if r.sha256 not in cached and r.path]
     todo = [p for p in todo if os.path.isfile(p)]
     if todo:
         result = scan_files(todo, scorer, store, options, on_progress=on_progress)
@@ -69,10 +69,10 @@ def labelled_scores(
                 cached[item.sha256] = item.probability
     out = Labelled([], [], [], 0)
     for r in rows:
-        if r["sha256"] in cached:
-            out.y.append(1 if r["label"] == "nsfw" else 0)
-            out.scores.append(cached[r["sha256"]])
-            out.shas.append(r["sha256"])
+        if r.sha256 in cached:
+            out.y.append(1 if r.label == "nsfw" else 0)
+            out.scores.append(cached[r.sha256])
+            out.shas.append(r.sha256)
         else:
             out.skipped += 1
     return out

@@ -95,8 +95,8 @@ def export_csv(rows: list[dict], output: str | os.PathLike) -> None:
             writer = csv.writer(fh)
             writer.writerow(["path", "sha256", "label", "source", "time"])
             for r in rows:
-                when = datetime.fromtimestamp(r["created_at"], UTC).isoformat(timespec="seconds")
-                writer.writerow([r["path"] or "", r["sha256"], r["label"], r["source"], when])
+                when = datetime.fromtimestamp(r.created_at, UTC).isoformat(timespec="seconds")
+                writer.writerow([r.path or "", r.sha256, r.label, r.source, when])
         os.replace(tmp, output)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -120,19 +120,19 @@ def _export_imagefolder(rows: list[dict], dest: Path) -> dict[str, int]:
     for label in ("nsfw", "sfw"):
         (dest / label).mkdir(parents=True, exist_ok=True)
     for r in rows:
-        src = r["path"]
+        src = r.path
         if not src or not os.path.isfile(src):
             out["missing"] += 1
             continue
         name = Path(src).name
-        target = dest / r["label"] / name
+        target = dest / r.label / name
         if target.exists():
             if _same_file(target, src):
-                out[r["label"]] += 1
+                out[r.label] += 1
                 continue
-            target = dest / r["label"] / f"{r['sha256'][:12]}_{name}"
+            target = dest / r.label / f"{r.sha256[:12]}_{name}"
             if target.exists():
-                out[r["label"]] += 1
+                out[r.label] += 1
                 continue
         try:
             os.link(src, target)
@@ -140,7 +140,7 @@ def _export_imagefolder(rows: list[dict], dest: Path) -> dict[str, int]:
         except OSError:
             shutil.copy2(src, target)
             out["copied"] += 1
-        out[r["label"]] += 1
+        out[r.label] += 1
     return out
 
 

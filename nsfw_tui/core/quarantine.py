@@ -137,7 +137,7 @@ def _complete(
     try:
         store.complete_move(move_id)
     except StoreError:
-        if any(m["id"] == move_id for m in store.intended_moves()):
+        if any(m.id == move_id for m in store.intended_moves()):
             raise  # a store failure: the next start's recovery completes it
         # A recovery in `release` rolled the intent back while the file was on its way
         # (src still there, dest not yet): the move did happen, so it gets its record.
@@ -170,7 +170,7 @@ def recover_moves(store: Store) -> tuple[int, int]:
     """
     completed = abandoned = 0
     for move in store.intended_moves():
-        src, dest = move["src"], move["dest"]
+        src, dest = move.src, move.dest
         has_src, has_dest = os.path.lexists(src), os.path.lexists(dest)
         done = has_dest and not has_src
         if has_src and has_dest and _same_file(src, dest):
@@ -179,13 +179,13 @@ def recover_moves(store: Store) -> tuple[int, int]:
                 os.unlink(src)
             done = True
         with contextlib.suppress(OSError):  # before the intent goes: it is what names it
-            os.unlink(temp_path(dest, move["id"]))
+            os.unlink(temp_path(dest, move.id))
         if done:
-            store.complete_move(move["id"])
+            store.complete_move(move.id)
             completed += 1
         else:
             # src still there (never moved), dest not ours, or both gone: no move to record.
-            store.abandon_move(move["id"])
+            store.abandon_move(move.id)
             abandoned += 1
     return completed, abandoned
 
@@ -204,11 +204,11 @@ def release(store: Store, path: str | os.PathLike, *, label: str | None = None) 
         raise NsfwTuiError(f"{path_text(p)} is not a quarantined file (no move recorded)")
     if not os.path.lexists(p):
         raise NsfwTuiError(f"{path_text(p)} is no longer there")
-    if label is not None and move["sha256"]:
-        store.set_labels([move["sha256"]], label)
+    if label is not None and move.sha256:
+        store.set_labels([move.sha256], label)
     try:
-        back = move_no_overwrite(p, move["src"])
+        back = move_no_overwrite(p, move.src)
     except OSError as exc:
         raise NsfwTuiError(f"cannot move {path_text(p)} back: {exc.strerror or exc}") from exc
-    store.record_release(move["id"], path_text(back))
-    return move["src"], path_text(back)
+    store.record_release(move.id, path_text(back))
+    return move.src, path_text(back)

@@ -20,8 +20,11 @@ from .errors import StoreBusyError, StoreError, StoreMissingError, StoreReadOnly
 from .store_rows import (
     FeatureRow,
     FileRow,
+    ImageRow,
     LabelEvent,
+    LabelledFile,
     ModelRow,
+    MoveRow,
     RunRow,
     ScoreRecord,
     model_row,
@@ -345,9 +348,9 @@ class Store:
     def paths_for(self, sha256: str) -> list[str]:
         return [r["path"] for r in self._rows("SELECT path FROM files WHERE sha256 = ?", [sha256])]
 
-    def image(self, sha256: str) -> dict | None:
+    def image(self, sha256: str) -> ImageRow | None:
         rows = self._rows("SELECT * FROM images WHERE sha256 = ?", [sha256])
-        return rows[0] if rows else None
+        return ImageRow(**rows[0]) if rows else None
 
     def record_files(self, records: Iterable[ScoreRecord]) -> None:
         """Record scan results: files, images, predictions and features, in one transaction."""
@@ -457,18 +460,19 @@ class Store:
         with self.write():
             self._conn.execute("DELETE FROM moves WHERE id = ? AND state = 'intended'", (move_id,))
 
-    def intended_moves(self) -> list[dict]:
+    def intended_moves(self) -> list[MoveRow]:
         """Moves recorded as intended and never completed or abandoned (a kill in between)."""
-        return self._rows("SELECT * FROM moves WHERE state = 'intended' ORDER BY id")
+        rows = self._rows("SELECT * FROM moves WHERE state = 'intended' ORDER BY id")
+        return [MoveRow(**r) for r in rows]
 
-    def open_move(self, dest: str) -> dict | None:
+    def open_move(self, dest: str) -> MoveRow | None:
         """The newest move into ``dest`` that has not been released, if any."""
         rows = self._rows(
             "SELECT * FROM moves WHERE dest = ? AND released_at IS NULL AND state = 'done' "
             "ORDER BY id DESC LIMIT 1",
             [dest],
         )
-        return rows[0] if rows else None
+        return MoveRow(**rows[0]) if rows else None
 
     def record_release(self, move_id: int, to: str) -> None:
         """Record that a quarantined file went back (to ``to``, its source or a free name)."""
@@ -482,17 +486,19 @@ class Store:
             )
             self._move_file_row(row[0]["dest"], to)
 
-    def moves(self) -> list[dict]:
-        return self._rows("SELECT * FROM moves WHERE state = 'done' ORDER BY id")
+    def moves(self) -> list[MoveRow]:
+        rows = self._rows("SELECT * FROM moves WHERE state = 'done' ORDER BY id")
+        return [MoveRow(**r) for r in rows]
 
-    def files_seen_since(self, folder: str, since: float) -> list[dict]:
+    def files_seen_since(self, folder: str, since: float) -> list[FileRow]:
         """File rows under ``folder`` recorded at or after ``since``, oldest first."""
         prefix = folder.rstrip(os.sep) + os.sep
-        return self._rows(
+        rows = self._rows(
             "SELECT path, sha256, size, mtime_ns, error_kind, error, seen_at FROM files "
             "WHERE seen_at >= ? AND substr(path, 1, ?) = ? ORDER BY seen_at, path",
             [since, len(prefix), prefix],
         )
+        return [FileRow(**r) for r in rows]
 
     # -- predictions ---------------------------------------------------------------------
 
@@ -629,7 +635,7 @@ class Store:
         )
         return [LabelEvent(**r) for r in rows]
 
-    def labelled_files(self) -> list[dict]:
+    def labelled_files(self) -> list[LabelledFile]:
         """Current labels joined with a last-seen absolute path (path may be None).
 
         A path stored relative by an early version is not used: it would be resolved
@@ -646,13 +652,7 @@ class Store:
         ):
             paths[r["sha256"]] = r["path"]  # the newest sighting wins
         return [
-            {
-                "path": paths.get(sha),
-                "sha256": sha,
-                "label": ev.label,
-                "source": ev.source,
-                "created_at": ev.created_at,
-            }
+            LabelledFile(paths.get(sha), sha, ev.label, ev.source, ev.created_at)
             for sha, ev in sorted(labels.items(), key=lambda kv: paths.get(kv[0]) or "")
         ]
 

@@ -17,6 +17,49 @@ class FileRow:
     mtime_ns: int
     error_kind: str | None
     error: str | None
+    seen_at: float | None = None  # when a scan last recorded it (only where asked for)
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """An image by content: what decoding learnt about it, and when it was seen."""
+
+    sha256: str
+    size: int | None
+    width: int | None
+    height: int | None
+    format: str | None
+    n_frames: int | None
+    error_kind: str | None
+    error: str | None
+    first_seen: float | None
+    last_seen: float | None
+
+
+@dataclass(frozen=True)
+class MoveRow:
+    """A quarantine move: intended, then done; released when the file went back."""
+
+    id: int
+    sha256: str | None
+    src: str
+    dest: str
+    reason: str | None
+    moved_at: float
+    released_at: float | None
+    released_to: str | None
+    state: str
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    """An image's current label with the absolute path it was last seen at (None: unknown)."""
+
+    path: str | None
+    sha256: str
+    label: str
+    source: str
+    created_at: float
 
 
 @dataclass(frozen=True)

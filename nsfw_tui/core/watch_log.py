@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import IO
 
 from .errors import NsfwTuiError
-from .store import FileRow, LabelEvent, Store
+from .store import FileRow, LabelEvent, MoveRow, Store
 from .watch_events import RETRYABLE, Key, _key
 
 TAIL_BYTES = 4 * 1024 * 1024
@@ -134,7 +134,7 @@ class Unlogged:
     probability: float | None
     error: tuple[str, str] | None
     label: LabelEvent | None
-    move: dict | None = None  # a finished quarantine move: the file is already at its dest
+    move: MoveRow | None = None  # a finished quarantine move: the file is already at its dest
 
 
 def unlogged(
@@ -156,29 +156,29 @@ def unlogged(
         return []
     done = set(tail.logged)
     prefix = root.rstrip(os.sep) + os.sep
-    moves = [m for m in store.moves() if m["moved_at"] >= since and m["src"].startswith(prefix)]
+    moves = [m for m in store.moves() if m.moved_at >= since and m.src.startswith(prefix)]
     rows = store.files_seen_since(root, since)
-    shas = list(({m["sha256"] for m in moves} | {r["sha256"] for r in rows}) - {None})
+    shas = list(({m.sha256 for m in moves} | {r.sha256 for r in rows}) - {None})
     probs = store.predictions(model_id, shas) if shas else {}
     labels = store.current_labels(shas) if shas else {}
     # A moved file's row followed it to its dest (and back, if it was released since).
-    kept = store.files([p for m in moves for p in (m["dest"], m["released_to"]) if p])
+    kept = store.files([p for m in moves for p in (m.dest, m.released_to) if p])
     out: list[Unlogged] = []
     for m in moves:
-        sha = m["sha256"]
-        if (m["src"], sha) in done:
+        sha = m.sha256
+        if (m.src, sha) in done:
             continue
-        done.add((m["src"], sha))
-        row: FileRow | None = kept.get(m["dest"]) or kept.get(m["released_to"] or "")
+        done.add((m.src, sha))
+        row: FileRow | None = kept.get(m.dest) or kept.get(m.released_to or "")
         error = (row.error_kind, row.error or "") if row and row.error_kind else None
         if error is None and sha not in probs and sha not in labels:
-            kind, _, why = (m["reason"] or "").partition(": ")
+            kind, _, why = (m.reason or "").partition(": ")
             error = (kind, why)  # an error decision; its reason was kept with the move
         key = (row.size, row.mtime_ns) if row else None
-        out.append(Unlogged(m["src"], key, sha, probs.get(sha), error, labels.get(sha), m))
+        out.append(Unlogged(m.src, key, sha, probs.get(sha), error, labels.get(sha), m))
     for r in rows:
-        path, sha, kind = r["path"], r["sha256"], r["error_kind"]
-        key = (r["size"], r["mtime_ns"])
+        path, sha, kind = r.path, r.sha256, r.error_kind
+        key = (r.size, r.mtime_ns)
         if (path, sha) in done or not wanted(path) or _key(path) != key or kind == "missing":
             continue
         if kind in RETRYABLE and young(key):
@@ -186,6 +186,6 @@ def unlogged(
         if kind is None and sha not in probs:
             continue  # scored by another model: the rescan scores it with this one
         done.add((path, sha))
-        error = (kind, r["error"] or "") if kind else None
+        error = (kind, r.error or "") if kind else None
         out.append(Unlogged(path, key, sha, probs.get(sha), error, labels.get(sha)))
     return out

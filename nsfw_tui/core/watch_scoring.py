@@ -279,10 +279,10 @@ class _Scoring:
         assert u.move is not None
         decision, source, _ = self._verdict(u.probability, u.error, u.label)
         size = u.key[0] if u.key else None
-        dest = u.move["dest"]
+        dest = u.move.dest
         self._emit(
             u.path, size, u.sha256, u.probability, decision, "quarantined", dest,
-            u.move["reason"] or "", source, cached=True,
+            u.move.reason or "", source, cached=True,
         )  # fmt: skip
 
     def _emit(
