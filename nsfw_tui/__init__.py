@@ -26,6 +26,7 @@ def classify(path: str | os.PathLike, *, threshold: float | None = None) -> Clas
     """
     import numpy as np
 
+    from .core.decision import model_call
     from .core.decode_pool import Failed, decode_path
     from .core.scorers import load_builtin, max_over_frames
 
@@ -38,8 +39,8 @@ def classify(path: str | os.PathLike, *, threshold: float | None = None) -> Clas
     batch = _scorer.score(np.stack(result.pixels))
     prob = max_over_frames(batch.probabilities, [len(result.pixels)])[0]
     thr = _scorer.default_threshold if threshold is None else threshold
-    pred = int(prob >= thr)
-    return Classification(prob, pred, "NSFW" if pred else "SFW")
+    call = model_call(float(prob), thr)
+    return Classification(prob, call.prediction, call.class_name)
 
 
 _scorer = None

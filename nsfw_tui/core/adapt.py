@@ -42,6 +42,7 @@ from .adapt_head import (
     load_head,
     one_blas_thread,
 )
+from .decision import count_flips
 from .errors import NsfwTuiError
 from .metrics import auroc, confusion, threshold_for_recall
 from .preprocess import OPEN_NSFW
@@ -198,16 +199,6 @@ def rescore(store: Store, head: Head, model_id: str) -> dict[str, float]:
         frames.update(zip(feats.shas, feats.counts.tolist(), strict=True))
     store.put_predictions(model_id, {s: (p, frames[s]) for s, p in out.items()})
     return out
-
-
-def count_flips(
-    before: dict[str, float], before_t: float, after: dict[str, float], after_t: float
-) -> dict[str, int]:
-    """Calls that changed between two models, over the images both scored."""
-    both = [s for s in after if s in before]
-    b = np.array([before[s] for s in both]) >= before_t
-    a = np.array([after[s] for s in both]) >= after_t
-    return {"to_nsfw": int((a & ~b).sum()), "to_sfw": int((~a & b).sum()), "compared": len(both)}
 
 
 def adapt(

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .decision import is_nsfw
+
 
 @dataclass(frozen=True)
 class Confusion:
@@ -39,7 +41,7 @@ class Confusion:
 def confusion(y_true: Sequence[int], scores: Sequence[float], threshold: float) -> Confusion:
     """Counts at ``threshold``: a score at or above it is called NSFW (1)."""
     y = np.asarray(y_true, dtype=bool)
-    pred = np.asarray(scores, dtype=float) >= threshold
+    pred = is_nsfw(scores, threshold)
     return Confusion(
         tp=int(np.sum(pred & y)),
         fp=int(np.sum(pred & ~y)),

@@ -9,21 +9,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .decision import decide
 from .errors import NsfwTuiError
 from .scan import ScanItem
 from .store import Store
 
 COLUMNS = ("image_path", "probability", "prediction", "class_name", "error", "label")
-CLASS_NAMES = {1: "NSFW", 0: "SFW"}
-
-
-def decide(probability: float | None, threshold: float, label: str | None) -> int | None:
-    """1 for NSFW, 0 for SFW, None when unreadable. A person's label outranks the model."""
-    if label is not None:
-        return 1 if label == "nsfw" else 0
-    if probability is None:
-        return None  # never SFW by default: an unreadable file needs a person
-    return 1 if probability >= threshold else 0
 
 
 def decisions(items: Sequence[ScanItem], store: Store, threshold: float) -> list[dict]:
@@ -32,13 +23,13 @@ def decisions(items: Sequence[ScanItem], store: Store, threshold: float) -> list
     rows = []
     for item in sorted(items, key=lambda i: i.display_path):
         label = labels[item.sha256].label if item.sha256 in labels else None
-        pred = decide(item.probability, threshold, label)
+        decision = decide(item.probability, threshold, label)
         rows.append(
             {
                 "image_path": item.display_path,
                 "probability": None if item.probability is None else round(item.probability, 6),
-                "prediction": pred,
-                "class_name": CLASS_NAMES.get(pred, "") if pred is not None else "",
+                "prediction": decision.prediction,
+                "class_name": decision.class_name,
                 "error": f"{item.error_kind}: {item.error}" if item.error_kind else "",
                 "label": label or "",
             }

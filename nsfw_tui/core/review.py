@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .decision import model_call
 from .metrics import Confusion, auroc, confusion
 from .scan import CONTENT_ERRORS, ScanItem, walk_images
 from .store import Store, path_text
@@ -69,7 +70,7 @@ class Review:
     def call(self, row: Row) -> str | None:
         if row.probability is None:
             return None
-        return "nsfw" if row.probability >= self.threshold else "sfw"
+        return model_call(row.probability, self.threshold).value
 
     def disagrees(self, row: Row) -> bool:
         call = self.call(row)

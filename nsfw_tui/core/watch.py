@@ -20,10 +20,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .decision import Call, decide
 from .errors import NsfwTuiError
 from .images import is_image_name
 from .quarantine import move_no_overwrite, quarantine_folder, release
-from .report import decide
 from .scan import CONTENT_ERRORS, ScanOptions, walk_images
 from .scorers import Scorer
 from .store import Store, path_text
@@ -458,7 +458,7 @@ class Watcher(_Scoring):
         if not self._acts:
             return True
         label = labels[row.sha256].label if row.sha256 in labels else None
-        return decide(prob, self.threshold, label) == 0  # NSFW and errors still need moving
+        return decide(prob, self.threshold, label).call is Call.SFW  # NSFW, errors still move
 
     # -- scoring thread ------------------------------------------------------------------
 

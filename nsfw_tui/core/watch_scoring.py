@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .decision import decide
 from .quarantine import quarantine_move, recover_moves
-from .report import decide
 from .scan import ScanItem, ScanOptions, scan_files
 from .scorers import Scorer
 from .store import LabelEvent, Store, path_text
@@ -23,7 +23,6 @@ from .watch_options import WatchOptions, WatchStats
 # The Watcher's logger, whichever of its modules logs.
 log = logging.getLogger("nsfw_tui.core.watch")
 
-_DECISIONS = {1: "nsfw", 0: "sfw", None: "error"}
 # A line's "source" for a decision a label made: undo is only ever done by a person.
 _LABEL_SOURCES = {"human": "human", "undo": "human", "import": "import"}
 _LABELLED_BY = {"human": "a person", "import": "`nsfw-tui import`"}
@@ -230,7 +229,7 @@ class _Scoring:
         self, probability: float | None, error: tuple[str, str] | None, label: LabelEvent | None
     ) -> tuple[str, str, str]:
         """(decision, source, reason): a label outranks the model; no probability is an error."""
-        decision = _DECISIONS[decide(probability, self.threshold, label and label.label)]
+        decision = decide(probability, self.threshold, label and label.label).call.value
         if label is not None:
             source = _LABEL_SOURCES.get(label.source, label.source)
             return decision, source, f"labelled {label.label} by {_LABELLED_BY.get(source, source)}"

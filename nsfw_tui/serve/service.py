@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.decision import decide
 from ..core.decode_pool import Failed
 from ..core.errors import StoreError
 from ..core.images import Decoded
-from ..core.report import CLASS_NAMES, decide
 from ..core.scorers import Scorer, max_over_frames
 from .decoders import Decoders, Result, Task
 from .paths import Refused, resolve_under_root
@@ -135,11 +135,11 @@ class Service:
     def item(self, r: Result, probs: dict[str, float], labels: dict[str, str]) -> dict:
         prob = probs.get(r.sha256) if isinstance(r, Decoded) else None
         label = labels.get(r.sha256) if r.sha256 else None
-        pred = decide(prob, self.threshold, label)
+        decision = decide(prob, self.threshold, label)
         out: dict[str, Any] = {
             "probability": None if prob is None else round(float(prob), 6),
-            "prediction": pred,
-            "class": "error" if pred is None else CLASS_NAMES[pred],
+            "prediction": decision.prediction,
+            "class": decision.class_name or "error",
         }
         if isinstance(r, Failed):
             out["error"] = f"{r.error.kind}: {r.error.reason}"

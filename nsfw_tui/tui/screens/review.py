@@ -16,6 +16,7 @@ from textual.widgets import Footer, Input, Tree
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ...core.active_model import fitted_labels, labels_note, switch_line
+from ...core.decision import count_flips
 from ...core.errors import ImageError
 from ...core.images import load_image
 from ...core.review import Review, Row, load_review
@@ -573,12 +574,11 @@ class ReviewScreen(Screen):
         assert review is not None
         threshold = result.threshold if self.app.threshold is None else self.app.threshold
         preds = result.predictions
-        flips = 0
-        for row in review.rows:
-            new = preds.get(row.sha256) if row.sha256 else None
-            old = review.call(row)
-            if new is not None and old is not None:
-                flips += old != ("nsfw" if new >= threshold else "sfw")
+        before = {
+            r.sha256: r.probability for r in review.rows if r.sha256 and r.probability is not None
+        }
+        changed = count_flips(before, review.threshold, preds, threshold)
+        flips = changed["to_nsfw"] + changed["to_sfw"]
         if not result.activated:
             return flips
         if result.model_id not in (m for m, _ in self.models):
