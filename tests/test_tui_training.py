@@ -56,3 +56,5 @@ async def test_training_screen_trains_compares_and_activates(tmp_path):
                 return store.active_model().id
 
         await wait_for(pilot, lambda: active() == result.model_id, timeout=30)
+        line = f"active model: open_nsfw -> {result.model_id}"
+        await wait_for(pilot, lambda: any(line in str(n.message) for n in app._notifications))

@@ -167,9 +167,13 @@ class NsfwTuiApp(App):
 
     @work(thread=True, exclusive=True, group="activate", exit_on_error=False)
     def activate_model(self, model_id: str) -> None:
+        from ..core.active_model import change_line
+
         with Store.open(self.home.store_path, check=False) as store:
+            before = store.active_model()
             store.set_active(model_id)
-        self.call_from_thread(self.notify, f"Active model: {model_id}; rescoring.")
+            line = change_line(before, store.active_model())
+        self.call_from_thread(self.notify, f"{line}; rescoring.")
         for screen in self.screen_stack:
             if isinstance(screen, ReviewScreen):
                 self.call_from_thread(screen.action_rescan)
