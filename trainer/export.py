@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import time
 import uuid
 import warnings
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nsfw_tui.core.errors import NsfwTuiError
+from nsfw_tui.core.errors import NsfwTuiError, one_line
 from nsfw_tui.core.images import decode_file
 from nsfw_tui.core.metrics import auroc
 from nsfw_tui.core.preprocess import Preprocessing
@@ -198,14 +197,6 @@ def _export_legacy(module: Any, example: Any, opset: int, dynamic: bool) -> Any:
     return onnx.load_from_string(buf.getvalue())
 
 
-def _one_line(exc: BaseException) -> str:
-    while exc.__cause__ is not None:  # torch wraps the reason (e.g. the op it lacks) in layers
-        exc = exc.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {first}"[:300]
-
-
 # -- export, check, register ------------------------------------------------------------------
 
 
@@ -256,7 +247,7 @@ def export_onnx(
     except RuntimeError as exc:
         raise ExportError(
             f"{meta.get('architecture', 'the model')} cannot take a {h}x{w} input "
-            f"(trained at {meta['input_size'][0]}x{meta['input_size'][1]}): {_one_line(exc)}"
+            f"(trained at {meta['input_size'][0]}x{meta['input_size'][1]}): {one_line(exc)}"
         ) from None
     dest = (
         Path(output) if output is not None else Path(src.checkpoint).resolve().parent / "model.onnx"
@@ -288,9 +279,9 @@ def export_onnx(
         except Exception as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            failures.append(f"{name} exporter (opset {version}): {_one_line(exc)}")
+            failures.append(f"{name} exporter (opset {version}): {one_line(exc)}")
             if name == "dynamo":
-                say(f"the dynamo exporter failed ({_one_line(exc)}); trying the TorchScript "
+                say(f"the dynamo exporter failed ({one_line(exc)}); trying the TorchScript "
                     f"exporter at opset {attempts[1][1]}")  # fmt: skip
             continue
         except BaseException:  # Ctrl+C: still no half-written file
@@ -351,7 +342,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         proto = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as exc:  # protobuf raises its own DecodeError
-        raise NsfwTuiError(f"{path} is not a readable ONNX file: {_one_line(exc)}") from None
+        raise NsfwTuiError(f"{path} is not a readable ONNX file: {one_line(exc)}") from None
     return {p.key: p.value for p in proto.metadata_props}
 
 
@@ -546,7 +537,7 @@ def quantize_onnx(store: Store, report: ExportReport, *, register: bool = True) 
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"int8 quantization failed: {_one_line(exc)}") from None
+        raise ExportError(f"int8 quantization failed: {one_line(exc)}") from None
     finally:
         for leftover in (prepared, tmp):
             with contextlib.suppress(OSError):
