@@ -55,6 +55,7 @@ def main() -> None:
     import onnxruntime
     import torch
 
+    from nsfw_tui.models import onnx_files
     from trainer import export
     from trainer.checkpoint import save_checkpoint
     from trainer.models import build_model
@@ -87,7 +88,7 @@ def main() -> None:
           f"images): {time.perf_counter() - start:.1f} s; {q.size_bytes / 1e6:.1f} MB; max "
           f"probability change {q.max_prob_change:.4f} (random weights)")  # fmt: skip
 
-    float_s, int8_s = export._cpu_session(report.path), export._cpu_session(q.path)
+    float_s, int8_s = onnx_files.cpu_session(report.path), onnx_files.cpu_session(q.path)
     wrapped = export._probability_module(model)
     pixels = report.images[0]
     print(f"\n{args.model} {size}x{size}, images/s (best of {args.repeats}; higher is better)")

@@ -16,10 +16,11 @@ from test_export_support import cli, copy_home, error_lines, trained_home
 from nsfw_tui.core.images import decode_file
 from nsfw_tui.core.preprocess import IMAGENET, Preprocessing
 from nsfw_tui.core.store import Store
+from nsfw_tui.models import onnx_files
+from nsfw_tui.models.registry import load_scorer
 from trainer import data as tdata
 from trainer import export
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.registry import load_scorer
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_export_registers_a_self_contained_onnx_model(exported):
 
 def test_metadata_reads_back(exported):
     source, onnx_row, _ = _rows(exported)
-    props = export.read_metadata(onnx_row.path)
+    props = onnx_files.read_metadata(onnx_row.path)
     pre = Preprocessing.from_dict(json.loads(props["preprocessing"]))
     assert pre.to_dict() == source.preprocessing
     assert json.loads(props["input_size"]) == [48, 48]
@@ -84,7 +85,7 @@ def test_metadata_reads_back(exported):
 
 
 def _parity(path, module, x):
-    session = export._cpu_session(path)
+    session = onnx_files.cpu_session(path)
     with torch.inference_mode():
         ref = module(torch.from_numpy(x)).numpy()
     got = session.run(None, {"image": x})[0]
@@ -170,7 +171,7 @@ def test_m2_training_and_serving_preprocessing_agree(exported, tmp_path):
     _, home, result, _, _ = exported
     source, onnx_row, _ = _rows(exported)
     from_file = Preprocessing.from_dict(
-        json.loads(export.read_metadata(onnx_row.path)["preprocessing"])
+        json.loads(onnx_files.read_metadata(onnx_row.path)["preprocessing"])
     )
     serving = load_scorer(onnx_row).preprocessing
     assert serving == from_file == Preprocessing.from_dict(source.preprocessing)
@@ -256,7 +257,7 @@ def test_m3_dynamo_failure_falls_back_to_torchscript(
     assert "the dynamo exporter failed" in out.output and "nsfwtest" in out.output
     assert "with the torchscript exporter (opset 17" in out.output
     assert "fell back from: dynamo exporter (opset 18)" in out.output
-    props = export.read_metadata(tmp_path / "out" / "m.onnx")
+    props = onnx_files.read_metadata(tmp_path / "out" / "m.onnx")
     assert (props["exporter"], props["opset"]) == ("torchscript", "17")
     with Store.open(home2 / "store.db") as store:
         row = store.model(f"{result.model_id}-onnx")
@@ -334,7 +335,7 @@ def test_int8_copy_is_quantized_and_within_bounds(exported):
         and int8_row.preprocessing == onnx_row.preprocessing
     )
     assert "int8:" in output and "max probability change" in output and "img/s" in output
-    assert export.read_metadata(int8_row.path)["quantization"].startswith("int8 static QDQ")
+    assert onnx_files.read_metadata(int8_row.path)["quantization"].startswith("int8 static QDQ")
 
 
 def test_int8_outside_the_bounds_is_refused_and_the_float_model_kept(

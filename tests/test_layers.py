@@ -33,7 +33,7 @@ def test_core_imports_neither_ui_nor_trainer(module):
 
 
 def test_trainer_imports_no_ui():
-    loaded = loaded_after("import trainer.registry, trainer.run")
+    loaded = loaded_after("import nsfw_tui.models.registry, trainer.run")
     assert "textual" not in loaded and "textual_image" not in loaded
 
 

@@ -22,11 +22,11 @@ from test_trainer_support import config, home_for, labelled_store
 
 from nsfw_tui.core.errors import StoreError
 from nsfw_tui.core.store import Store
+from nsfw_tui.models.registry import load_scorer
 from trainer import data as tdata
 from trainer import models
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.errors import CheckpointError
-from trainer.registry import load_scorer
 from trainer.run import run, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,9 +21,16 @@ from nsfw_tui.core.images import decode_file
 from nsfw_tui.core.metrics import auroc
 from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.store import Store
+from nsfw_tui.models.onnx_files import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    cpu_session,
+    describe,
+    write_model,
+)
+from nsfw_tui.models.registry import resolve_model
 
 from .checkpoint import load_checkpoint, read_meta
-from .onnx_meta import INPUT_NAME, OUTPUT_NAME, describe
 from .records import run as get_run
 
 DYNAMO_OPSET = 18  # onnxscript's native opset: no version conversion in the way
@@ -129,8 +136,6 @@ def _source(store: Store, model_id: str | None, checkpoint: str | os.PathLike | 
         row = store.model(mid)
         threshold = row.threshold if row is not None else float(meta["threshold"])
         return _Source(os.fspath(checkpoint), mid, threshold, dict(meta.get("metrics") or {}))
-    from .registry import resolve_model
-
     row = resolve_model(store, model_id)
     if row.kind not in EXPORTABLE:
         hint = {
@@ -269,7 +274,7 @@ def export_onnx(
             # the dynamo exporter keeps 18 where it cannot convert down to the opset asked for
             version = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
             props["opset"] = str(version)
-            _write_model(proto, tmp, props)
+            write_model(proto, tmp, props)
             parity = check_file(tmp, module, images, pre, src.threshold, dynamic_batch, source)
             if parity.max_diff > PARITY_ATOL:
                 raise ExportError(
@@ -335,40 +340,6 @@ def metadata_props(
     )
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """An ONNX file's metadata_props as a dict (weights are not read)."""
-    import onnx
-
-    try:
-        proto = onnx.load(os.fspath(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own DecodeError
-        raise NsfwTuiError(f"{path} is not a readable ONNX file: {one_line(exc)}") from None
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def _write_model(proto: Any, path: Path, props: dict[str, str]) -> None:
-    import onnx
-
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, props)
-    proto.doc_string = f"NSFW probability from nsfw-tui model {props.get('model_id', '')}"
-    with open(path, "wb") as fh:
-        fh.write(proto.SerializeToString())
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _cpu_session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(
-        os.fspath(path), sess_options=opts, providers=["CPUExecutionProvider"]
-    )
-
-
 def _run(session: Any, x: np.ndarray, dynamic: bool) -> np.ndarray:
     name = session.get_inputs()[0].name
     if dynamic:
@@ -390,7 +361,7 @@ def check_file(
     import torch
 
     onnx.checker.check_model(os.fspath(path), full_check=True)
-    session = _cpu_session(path)
+    session = cpu_session(path)
     h, w = pre.input_size
     rng = np.random.default_rng(0)
     random = [rng.standard_normal((n, 3, h, w)).astype(np.float32) for n in RANDOM_BATCHES]
@@ -518,7 +489,7 @@ def quantize_onnx(store: Store, report: ExportReport, *, register: bool = True) 
         proto = onnx.load(os.fspath(tmp))
         if not has_quantized_ops(proto):
             raise ExportError("onnxruntime quantized no operator of this model")
-        _write_model(proto, tmp, {**report.props, "quantization": QUANTIZATION})
+        write_model(proto, tmp, {**report.props, "quantization": QUANTIZATION})
         onnx.checker.check_model(os.fspath(tmp), full_check=True)
         out = _int8_report(tmp, report, images, labels, dest)
         problems = []
@@ -576,7 +547,7 @@ def has_quantized_ops(proto: Any) -> bool:
 def _int8_report(
     int8_path: Path, report: ExportReport, images: np.ndarray, labels: np.ndarray, dest: Path
 ) -> Int8Report:
-    fp, q = _cpu_session(report.path), _cpu_session(int8_path)
+    fp, q = cpu_session(report.path), cpu_session(int8_path)
     dyn = report.dynamic_batch
     pre = report.preprocessing
     p_float = np.concatenate([_run(fp, x, dyn) for x in _batches(images, 32, pre)])

@@ -15,7 +15,7 @@ from nsfw_tui.core.errors import NsfwTuiError, one_line
 from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.store import Store
 
-from .export import _cpu_session, read_metadata
+from .onnx_files import cpu_session, read_metadata
 
 OUTPUT_KINDS = ("softmax2", "probability", "logit")
 DESCRIBE = (
@@ -63,7 +63,7 @@ def add_onnx_file(
         raise NsfwTuiError(f"a model with id {model_id!r} exists already; choose another with --id")
     try:
         onnx.checker.check_model(os.fspath(file), full_check=True)
-        session = _cpu_session(file)
+        session = cpu_session(file)
     except Exception as exc:
         raise NsfwTuiError(f"{file} is not a valid ONNX model: {one_line(exc)}") from None
     shape = list(session.get_inputs()[0].shape)
