@@ -60,7 +60,9 @@ def export(
     home: HomeOption = None,
 ) -> None:
     """Export a trained model to a self-describing ONNX file, checked against PyTorch."""
-    from trainer.export import DYNAMO_OPSET, PARITY_ATOL, export_onnx, quantize_onnx
+    from trainer.export import DYNAMO_OPSET, export_onnx
+    from trainer.parity import PARITY_ATOL
+    from trainer.quantize import quantize_onnx
 
     from .core.config import load_config
 

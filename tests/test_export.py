@@ -19,7 +19,7 @@ from nsfw_tui.core.store import Store
 from nsfw_tui.models import onnx_files
 from nsfw_tui.models.registry import load_scorer
 from trainer import data as tdata
-from trainer import export
+from trainer import export, parity, quantize
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -105,7 +105,7 @@ def test_m1_parity_on_random_and_validation_images(exported, batch):
     assert diff <= 1e-4
     with Store.open(home / "store.db") as store:
         pre = load_scorer(onnx_row).preprocessing
-        pixels, _, src = export.real_images(store, result.run_id, pre)
+        pixels, _, src = parity.real_images(store, result.run_id, pre)
     assert src == "validation" and pixels.shape == (20, 48, 48, 3)
     real = pre.tensor(np.resize(pixels, (batch, 48, 48, 3)))  # cycles the 20 validation images
     diff, ref, got = _parity(onnx_row.path, module, real)
@@ -319,7 +319,7 @@ def test_int8_copy_is_quantized_and_within_bounds(exported):
     assert int8_row.kind == "onnx" and int8_row.path.endswith("model.int8.onnx")
     model = onnx.load(int8_row.path)
     ops = [n.op_type for n in model.graph.node]
-    assert export.has_quantized_ops(model) and ops.count("DequantizeLinear") >= 4
+    assert quantize.has_quantized_ops(model) and ops.count("DequantizeLinear") >= 4
     # per-channel: each conv weight has one scale per output channel
     scales = {i.name: i for i in model.graph.initializer}
     conv_w = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
@@ -328,7 +328,7 @@ def test_int8_copy_is_quantized_and_within_bounds(exported):
     assert all(
         len(scales[dq[w].input[1]].dims) == 1 and scales[dq[w].input[1]].dims[0] > 1 for w in conv_w
     )
-    assert int8_row.meta["max_probability_change"] <= export.INT8_MAX_PROB_CHANGE
+    assert int8_row.meta["max_probability_change"] <= quantize.INT8_MAX_PROB_CHANGE
     assert abs(int8_row.meta["auroc_int8"] - int8_row.meta["auroc_float"]) <= 0.01
     assert (
         int8_row.threshold == onnx_row.threshold
@@ -342,7 +342,7 @@ def test_int8_outside_the_bounds_is_refused_and_the_float_model_kept(
     exported, tmp_path, monkeypatch
 ):
     _, home, result, _, _ = exported
-    monkeypatch.setattr(export, "INT8_MAX_PROB_CHANGE", 1e-12)  # any real quantization moves more
+    monkeypatch.setattr(quantize, "INT8_MAX_PROB_CHANGE", 1e-12)  # any real quantization moves more
     home2 = copy_home(home, tmp_path / "home")
     out = cli("export", "--onnx", "--quantize", "-o", str(tmp_path / "out" / "m.onnx"), home=home2)
     assert out.exit_code == 2

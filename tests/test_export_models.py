@@ -12,7 +12,7 @@ from test_export_support import cli, copy_home, error_lines, trained_home
 from nsfw_tui.core.store import Store
 from nsfw_tui.models import onnx_files
 from nsfw_tui.models.registry import load_scorer
-from trainer import export
+from trainer import quantize
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_scan_uses_the_exported_models(exported, tmp_path):
     assert len(torch_p) == len(onnx_p) == len(int8_p) == 100
     diff = max(abs(onnx_p[k] - torch_p[k]) for k in torch_p)
     assert diff <= 1e-4
-    assert max(abs(int8_p[k] - onnx_p[k]) for k in onnx_p) <= export.INT8_MAX_PROB_CHANGE
+    assert max(abs(int8_p[k] - onnx_p[k]) for k in onnx_p) <= quantize.INT8_MAX_PROB_CHANGE
     with Store.open(home / "store.db") as store:
         cached = store.predictions(f"{result.model_id}-onnx")
     assert len(cached) == 100  # scored and cached under the ONNX model's own id
