@@ -443,7 +443,7 @@ def test_trainer_modules_import_without_torch_or_textual():
     script = (
         "import sys\n"
         "import trainer.run, trainer.fit, trainer.data, trainer.checkpoint, trainer.plots\n"
-        "import nsfw_tui.models.registry, trainer.tracking\n"
+        "import trainer.export, trainer.parity, trainer.quantize, trainer.tracking\n"
         "print(json.dumps(sorted(m for m in ('torch', 'timm', 'textual', 'matplotlib') "
         "if m in sys.modules)))\n"
     )
