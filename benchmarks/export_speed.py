@@ -6,9 +6,9 @@ Options: --model NAME (default convnext_tiny, random weights: speed does not nee
 calibration, default 64), --seconds T (per timing, default 2), --repeats R (interleaved
 rounds, best kept; default 3).
 
-The export goes through the real pipeline (trainer.export: dynamo export, checker, parity,
-static QDQ int8); the int8 accuracy bounds are lifted here because random weights say
-nothing about accuracy, and the deltas are printed instead.
+The export goes through the real pipeline (trainer.export, .parity and .quantize: dynamo
+export, checker, parity, static QDQ int8); the int8 accuracy bounds are lifted here because
+random weights say nothing about accuracy, and the deltas are printed instead.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def main() -> None:
     import onnxruntime
     import torch
 
-    from trainer import export
+    from nsfw_tui.models import onnx_files
+    from trainer import export, quantize
     from trainer.checkpoint import save_checkpoint
     from trainer.models import build_model
 
@@ -80,14 +81,14 @@ def main() -> None:
     print(f"export ({report.exporter}, opset {report.opset}) + checks: {took:.1f} s; max abs "
           f"diff {p.random_max_diff:.2g} random, {p.image_max_diff:.2g} on {p.image_n} images; "
           f"{report.size_bytes / 1e6:.1f} MB")  # fmt: skip
-    export.INT8_MAX_PROB_CHANGE = export.INT8_MAX_AUROC_CHANGE = float("inf")
+    quantize.INT8_MAX_PROB_CHANGE = quantize.INT8_MAX_AUROC_CHANGE = float("inf")
     start = time.perf_counter()
-    q = export.quantize_onnx(store, report)
-    print(f"int8 quantization (static QDQ, {min(p.image_n, export.MAX_CALIBRATION)} calibration "
+    q = quantize.quantize_onnx(store, report)
+    print(f"int8 quantization (static QDQ, {min(p.image_n, quantize.MAX_CALIBRATION)} calibration "
           f"images): {time.perf_counter() - start:.1f} s; {q.size_bytes / 1e6:.1f} MB; max "
           f"probability change {q.max_prob_change:.4f} (random weights)")  # fmt: skip
 
-    float_s, int8_s = export._cpu_session(report.path), export._cpu_session(q.path)
+    float_s, int8_s = onnx_files.cpu_session(report.path), onnx_files.cpu_session(q.path)
     wrapped = export._probability_module(model)
     pixels = report.images[0]
     print(f"\n{args.model} {size}x{size}, images/s (best of {args.repeats}; higher is better)")
@@ -97,8 +98,8 @@ def main() -> None:
         best = [0.0, 0.0, 0.0]
         for _ in range(args.repeats):  # interleaved, best of: other load only ever slows a run
             best[0] = max(best[0], torch_rate(wrapped, x, args.seconds))
-            best[1] = max(best[1], export.throughput(float_s, x, seconds=args.seconds))
-            best[2] = max(best[2], export.throughput(int8_s, x, seconds=args.seconds))
+            best[1] = max(best[1], quantize.throughput(float_s, x, seconds=args.seconds))
+            best[2] = max(best[2], quantize.throughput(int8_s, x, seconds=args.seconds))
         rates = best
         print(f"{batch:>5}  {rates[0]:>9.1f}  {rates[1]:>9.1f}  {rates[2]:>9.1f}  "
               f"{rates[2] / rates[1]:>9.2f}x")  # fmt: skip

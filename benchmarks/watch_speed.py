@@ -94,7 +94,7 @@ def main() -> None:
     if args.fake:
         scorer = FakeScorer()
     else:
-        from trainer.registry import load_scorer, resolve_model
+        from nsfw_tui.models.registry import load_scorer, resolve_model
 
         with Store.open(tmp / "store.db") as store:
             scorer = load_scorer(

@@ -206,7 +206,7 @@ def scan(
 ) -> None:
     """Score every image under PATH with the active model (cached results are reused)."""
 
-    from trainer.registry import load_scorer, resolve_model
+    from nsfw_tui.models.registry import load_scorer, resolve_model
 
     from .core.config import load_config
     from .core.report import decisions, summary_counts, write_report

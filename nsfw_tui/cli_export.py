@@ -60,7 +60,9 @@ def export(
     home: HomeOption = None,
 ) -> None:
     """Export a trained model to a self-describing ONNX file, checked against PyTorch."""
-    from trainer.export import DYNAMO_OPSET, PARITY_ATOL, export_onnx, quantize_onnx
+    from trainer.export import DYNAMO_OPSET, export_onnx
+    from trainer.parity import PARITY_ATOL
+    from trainer.quantize import quantize_onnx
 
     from .core.config import load_config
 
@@ -183,7 +185,7 @@ def models_add(
     home: HomeOption = None,
 ) -> None:
     """Register an ONNX file as a model; preprocessing from its metadata, else from flags."""
-    from trainer.onnx_models import add_onnx_file
+    from nsfw_tui.models.onnx_import import add_onnx_file
 
     given = {
         key: value
@@ -219,8 +221,8 @@ def models_add(
 
 def _export_adapted(store, model: str | None, output: Path | None) -> bool:
     """An adapted model exports as one graph: the built-in network with its head joined on."""
-    from trainer.adapt_export import export_adapted
-    from trainer.registry import resolve_model
+    from nsfw_tui.models.adapted_onnx import export_adapted
+    from nsfw_tui.models.registry import resolve_model
 
     row = resolve_model(store, model)
     if row.kind != "adapted":

@@ -39,7 +39,7 @@ def serve(
     home: HomeOption = None,
 ) -> None:
     """Serve the model over HTTP: POST /invocations scores paths or uploads; GET /health."""
-    from trainer.registry import load_scorer, resolve_model
+    from nsfw_tui.models.registry import load_scorer, resolve_model
 
     from .core.config import load_config
     from .core.scan import inference_threads

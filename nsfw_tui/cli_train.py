@@ -258,7 +258,7 @@ def plots(
 def _labelled_scores(store, model: str | None, folder: Path | None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
-    from trainer.registry import load_scorer, resolve_model
+    from nsfw_tui.models.registry import load_scorer, resolve_model
 
     from .core.config import load_config
     from .core.evaluate import labelled_scores

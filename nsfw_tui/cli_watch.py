@@ -56,7 +56,7 @@ def watch(
     home: HomeOption = None,
 ) -> None:
     """Score new and changed files in PATH as they land; log, and optionally quarantine, them."""
-    from trainer.registry import load_scorer, resolve_model
+    from nsfw_tui.models.registry import load_scorer, resolve_model
 
     from .core.config import load_config
     from .core.scan import ScanOptions, check_folder, inference_threads

@@ -50,7 +50,7 @@ def fake_cli(argv: list[str]) -> None:
     """The real `nsfw-tui` command with the tests' fake scorer (no model download)."""
     from tui_support import RedScorer
 
-    import trainer.registry as reg
+    import nsfw_tui.models.registry as reg
 
     reg.load_scorer = lambda row, threads=None: RedScorer()
     import nsfw_tui.cli_watch  # noqa: F401

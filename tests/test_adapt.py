@@ -222,7 +222,7 @@ def test_one_sample_per_image_whatever_caches_its_features(tmp_path):
 
 
 def test_the_file_alone_reproduces_the_scores_in_a_fresh_home(home, tmp_path, builtin):
-    from trainer.registry import load_scorer
+    from nsfw_tui.models.registry import load_scorer
 
     folder = tmp_path / "more"
     draw_families(folder, 2, prefix="new_")
@@ -273,7 +273,7 @@ def test_export_matches_the_in_app_scores(home, tmp_path, kind):
 
     from nsfw_tui.core.preprocess import OPEN_NSFW
     from nsfw_tui.core.scorers import OnnxScorer
-    from trainer.adapt_export import export_adapted
+    from nsfw_tui.models.adapted_onnx import export_adapted
 
     with Store.open(home / "store.db") as store:
         label(store, lambda fam, i: TRUTH[fam] if i < LABELLED else None)

@@ -20,7 +20,7 @@ def status(screen) -> str:
 
 
 async def test_label_adapt_and_the_list_resorts_in_place(tmp_path):
-    from trainer.registry import load_scorer
+    from nsfw_tui.models.registry import load_scorer
 
     folder = tmp_path / "photos"
     # name order = labelling order: blobs and photos (SFW), dark ones (NSFW), then the rest

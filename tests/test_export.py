@@ -16,10 +16,11 @@ from test_export_support import cli, copy_home, error_lines, trained_home
 from nsfw_tui.core.images import decode_file
 from nsfw_tui.core.preprocess import IMAGENET, Preprocessing
 from nsfw_tui.core.store import Store
+from nsfw_tui.models import onnx_files
+from nsfw_tui.models.registry import load_scorer
 from trainer import data as tdata
-from trainer import export
+from trainer import export, parity, quantize
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.registry import load_scorer
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_export_registers_a_self_contained_onnx_model(exported):
 
 def test_metadata_reads_back(exported):
     source, onnx_row, _ = _rows(exported)
-    props = export.read_metadata(onnx_row.path)
+    props = onnx_files.read_metadata(onnx_row.path)
     pre = Preprocessing.from_dict(json.loads(props["preprocessing"]))
     assert pre.to_dict() == source.preprocessing
     assert json.loads(props["input_size"]) == [48, 48]
@@ -84,7 +85,7 @@ def test_metadata_reads_back(exported):
 
 
 def _parity(path, module, x):
-    session = export._cpu_session(path)
+    session = onnx_files.cpu_session(path)
     with torch.inference_mode():
         ref = module(torch.from_numpy(x)).numpy()
     got = session.run(None, {"image": x})[0]
@@ -104,7 +105,7 @@ def test_m1_parity_on_random_and_validation_images(exported, batch):
     assert diff <= 1e-4
     with Store.open(home / "store.db") as store:
         pre = load_scorer(onnx_row).preprocessing
-        pixels, _, src = export.real_images(store, result.run_id, pre)
+        pixels, _, src = parity.real_images(store, result.run_id, pre)
     assert src == "validation" and pixels.shape == (20, 48, 48, 3)
     real = pre.tensor(np.resize(pixels, (batch, 48, 48, 3)))  # cycles the 20 validation images
     diff, ref, got = _parity(onnx_row.path, module, real)
@@ -170,7 +171,7 @@ def test_m2_training_and_serving_preprocessing_agree(exported, tmp_path):
     _, home, result, _, _ = exported
     source, onnx_row, _ = _rows(exported)
     from_file = Preprocessing.from_dict(
-        json.loads(export.read_metadata(onnx_row.path)["preprocessing"])
+        json.loads(onnx_files.read_metadata(onnx_row.path)["preprocessing"])
     )
     serving = load_scorer(onnx_row).preprocessing
     assert serving == from_file == Preprocessing.from_dict(source.preprocessing)
@@ -256,7 +257,7 @@ def test_m3_dynamo_failure_falls_back_to_torchscript(
     assert "the dynamo exporter failed" in out.output and "nsfwtest" in out.output
     assert "with the torchscript exporter (opset 17" in out.output
     assert "fell back from: dynamo exporter (opset 18)" in out.output
-    props = export.read_metadata(tmp_path / "out" / "m.onnx")
+    props = onnx_files.read_metadata(tmp_path / "out" / "m.onnx")
     assert (props["exporter"], props["opset"]) == ("torchscript", "17")
     with Store.open(home2 / "store.db") as store:
         row = store.model(f"{result.model_id}-onnx")
@@ -318,7 +319,7 @@ def test_int8_copy_is_quantized_and_within_bounds(exported):
     assert int8_row.kind == "onnx" and int8_row.path.endswith("model.int8.onnx")
     model = onnx.load(int8_row.path)
     ops = [n.op_type for n in model.graph.node]
-    assert export.has_quantized_ops(model) and ops.count("DequantizeLinear") >= 4
+    assert quantize.has_quantized_ops(model) and ops.count("DequantizeLinear") >= 4
     # per-channel: each conv weight has one scale per output channel
     scales = {i.name: i for i in model.graph.initializer}
     conv_w = [n.input[1] for n in model.graph.node if n.op_type == "Conv"]
@@ -327,21 +328,21 @@ def test_int8_copy_is_quantized_and_within_bounds(exported):
     assert all(
         len(scales[dq[w].input[1]].dims) == 1 and scales[dq[w].input[1]].dims[0] > 1 for w in conv_w
     )
-    assert int8_row.meta["max_probability_change"] <= export.INT8_MAX_PROB_CHANGE
+    assert int8_row.meta["max_probability_change"] <= quantize.INT8_MAX_PROB_CHANGE
     assert abs(int8_row.meta["auroc_int8"] - int8_row.meta["auroc_float"]) <= 0.01
     assert (
         int8_row.threshold == onnx_row.threshold
         and int8_row.preprocessing == onnx_row.preprocessing
     )
     assert "int8:" in output and "max probability change" in output and "img/s" in output
-    assert export.read_metadata(int8_row.path)["quantization"].startswith("int8 static QDQ")
+    assert onnx_files.read_metadata(int8_row.path)["quantization"].startswith("int8 static QDQ")
 
 
 def test_int8_outside_the_bounds_is_refused_and_the_float_model_kept(
     exported, tmp_path, monkeypatch
 ):
     _, home, result, _, _ = exported
-    monkeypatch.setattr(export, "INT8_MAX_PROB_CHANGE", 1e-12)  # any real quantization moves more
+    monkeypatch.setattr(quantize, "INT8_MAX_PROB_CHANGE", 1e-12)  # any real quantization moves more
     home2 = copy_home(home, tmp_path / "home")
     out = cli("export", "--onnx", "--quantize", "-o", str(tmp_path / "out" / "m.onnx"), home=home2)
     assert out.exit_code == 2

@@ -10,8 +10,9 @@ import pytest
 from test_export_support import cli, copy_home, error_lines, trained_home
 
 from nsfw_tui.core.store import Store
-from trainer import export
-from trainer.registry import load_scorer
+from nsfw_tui.models import onnx_files
+from nsfw_tui.models.registry import load_scorer
+from trainer import quantize
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_scan_uses_the_exported_models(exported, tmp_path):
     assert len(torch_p) == len(onnx_p) == len(int8_p) == 100
     diff = max(abs(onnx_p[k] - torch_p[k]) for k in torch_p)
     assert diff <= 1e-4
-    assert max(abs(int8_p[k] - onnx_p[k]) for k in onnx_p) <= export.INT8_MAX_PROB_CHANGE
+    assert max(abs(int8_p[k] - onnx_p[k]) for k in onnx_p) <= quantize.INT8_MAX_PROB_CHANGE
     with Store.open(home / "store.db") as store:
         cached = store.predictions(f"{result.model_id}-onnx")
     assert len(cached) == 100  # scored and cached under the ONNX model's own id
@@ -64,7 +65,7 @@ def test_static_batch_and_opset_export_scores_any_batch(exported, tmp_path):
     model = onnx.load(tmp_path / "s.onnx")
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
-    assert export.read_metadata(tmp_path / "s.onnx")["opset"] == "17"
+    assert onnx_files.read_metadata(tmp_path / "s.onnx")["opset"] == "17"
     static = load_scorer(_row(home2, f"{result.model_id}-onnx"))
     dynamic = load_scorer(_row(home, f"{result.model_id}-onnx"))
     pixels = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)

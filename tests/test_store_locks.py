@@ -76,7 +76,7 @@ def test_a_second_store_in_one_process_keeps_the_first_ones_locks(tmp_path):
 
 WATCH_WITH_FAKE_SCORER = (
     "import sys; sys.path.insert(0, 'tests')\n"
-    "import trainer.registry as reg\n"
+    "import nsfw_tui.models.registry as reg\n"
     "from tui_support import RedScorer\n"
     "reg.load_scorer = lambda row, threads=None: RedScorer()\n"
     "import nsfw_tui.cli_watch\n"

@@ -213,7 +213,7 @@ def test_cli_restore_empty_asks_first(tmp_path):
 
 WATCH_WITH_FAKE_SCORER = (
     "import sys; sys.path.insert(0, 'tests')\n"
-    "import trainer.registry as reg\n"
+    "import nsfw_tui.models.registry as reg\n"
     "from tui_support import RedScorer\n"
     "reg.load_scorer = lambda row, threads=None: RedScorer()\n"
     "import nsfw_tui.cli_watch\n"

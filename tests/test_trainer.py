@@ -27,13 +27,13 @@ from nsfw_tui.core.images import load_image
 from nsfw_tui.core.metrics import auroc, confusion
 from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.store import Store
+from nsfw_tui.models.registry import load_scorer
 from trainer import data as tdata
 from trainer.checkpoint import CheckpointScorer, load_checkpoint, read_meta, save_checkpoint
 from trainer.errors import ModelConfigError, NotEnoughLabelsError, WeightsUnavailableError
 from trainer.fit import EPOCH_METRICS
 from trainer.models import BASELINE, BaselineCNN, ConvNextClassifier, build_model
 from trainer.plots import plot_series, quality_metric, write_plots
-from trainer.registry import load_scorer
 from trainer.run import check_config, choose_device, threshold_metrics, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -446,7 +446,7 @@ def test_trainer_modules_import_without_torch_or_textual():
     script = (
         "import sys\n"
         "import trainer.run, trainer.fit, trainer.data, trainer.checkpoint, trainer.plots\n"
-        "import trainer.registry, trainer.tracking\n"
+        "import trainer.export, trainer.parity, trainer.quantize, trainer.tracking\n"
         "print(json.dumps(sorted(m for m in ('torch', 'timm', 'textual', 'matplotlib') "
         "if m in sys.modules)))\n"
     )

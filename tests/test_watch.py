@@ -649,7 +649,7 @@ def test_headless_command_prints_json_lines_and_stops_cleanly(tmp_path, sig):
     prepare_home(home)  # the active model id is "fake": the child swaps in the fake scorer
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
-        "import trainer.registry as reg\n"
+        "import nsfw_tui.models.registry as reg\n"
         "from tui_support import RedScorer\n"
         "reg.load_scorer = lambda row, threads=None: RedScorer()\n"
         "import nsfw_tui.cli_watch\n"

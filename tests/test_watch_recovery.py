@@ -247,7 +247,7 @@ def test_label_sources_are_human_import_and_model_as_they_are(tmp_path):
 CHILD = """
 import errno, os, signal, sys
 sys.path.insert(0, 'tests')
-import trainer.registry as reg
+import nsfw_tui.models.registry as reg
 from tui_support import RedScorer
 reg.load_scorer = lambda row, threads=None: RedScorer()
 from nsfw_tui.core import store as store_mod, watch_log

@@ -23,3 +23,7 @@ class CheckpointError(NsfwTuiError):
 
 class TrackingError(ConfigError):
     """Experiment tracking (MLflow) was asked for but cannot run."""
+
+
+class ExportError(NsfwTuiError):
+    """An export could not be made or did not pass its own checks; no file was kept."""

@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from nsfw_tui.core.config import to_container
-from nsfw_tui.core.errors import ConfigError, StoreError
+from nsfw_tui.core.errors import ConfigError, StoreError, one_line
 from nsfw_tui.core.home import Home
 from nsfw_tui.core.metrics import confusion, threshold_for_recall
 from nsfw_tui.core.store import Store
@@ -184,7 +184,7 @@ def _train(
             )
         except Exception as exc:  # anything the loop hits ends this run, never the app
             log.exception("training run %s failed", run_id)
-            outcome = FitOutcome("failed", history, message=f"training failed: {_one_line(exc)}")
+            outcome = FitOutcome("failed", history, message=f"training failed: {one_line(exc)}")
         except KeyboardInterrupt:
             summary["message"] = "interrupted (Ctrl-C)"
             _guarded(store.close_run, run_id, "cancelled", history, summary)
@@ -213,7 +213,7 @@ def _train(
                 shutil.rmtree(directory, ignore_errors=True)
                 result.status, result.model_id, result.checkpoint = "failed", None, None
                 result.threshold = result.best_epoch = None
-                result.message = f"the trained model could not be saved: {_one_line(exc)}"
+                result.message = f"the trained model could not be saved: {one_line(exc)}"
         if result.status != "done":
             summary["message"] = result.message
             _guarded(store.close_run, run_id, result.status, outcome.epochs, summary)
@@ -464,7 +464,7 @@ def _guarded(fn: Callable[..., Any], *args: Any) -> None:
     try:
         fn(*args)
     except Exception as exc:
-        log.warning("%s failed: %s", getattr(fn, "__qualname__", fn), _one_line(exc))
+        log.warning("%s failed: %s", getattr(fn, "__qualname__", fn), one_line(exc))
 
 
 def _remove_stale_parts(models_dir: Path) -> None:
@@ -473,11 +473,6 @@ def _remove_stale_parts(models_dir: Path) -> None:
         with contextlib.suppress(OSError):
             if part.stat().st_mtime < cutoff:
                 shutil.rmtree(part, ignore_errors=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
 
 
 __all__ = [

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
 
 class NsfwTuiError(Exception):
     """Base class: str(error) is a complete, user-facing sentence."""
@@ -47,3 +51,20 @@ class ImageError(NsfwTuiError):
 
     def __reduce__(self):  # keeps the fields across process boundaries
         return (ImageError, (self.kind, self.reason, self.sha256, self.size))
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """One readable line for a caught exception, for a message a person reads.
+
+    The project's own errors are complete sentences and keep their text. A library's error
+    (torch, onnx, onnxruntime) is followed down its ``__cause__`` chain, where the real reason
+    sits (the op an exporter lacks, say), stripped of terminal colours, cut to its first line
+    and named by its type.
+    """
+    while not isinstance(exc, NsfwTuiError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = _ANSI.sub("", str(exc)).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if isinstance(exc, NsfwTuiError) and first:
+        return first[:limit]
+    return (f"{type(exc).__name__}: {first}" if first else type(exc).__name__)[:limit]

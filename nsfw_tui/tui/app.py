@@ -51,7 +51,7 @@ class NsfwTuiApp(App):
     def make_scorer(self, row: ModelRow) -> Scorer:
         if self.scorer_factory is not None:
             return self.scorer_factory(row)
-        from trainer.registry import load_scorer
+        from nsfw_tui.models.registry import load_scorer
 
         return load_scorer(row, threads=inference_threads(self.scan_options.workers))
 
@@ -132,7 +132,7 @@ class NsfwTuiApp(App):
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def run_training(self, config_name: str) -> None:
-        from trainer.registry import resolve_model
+        from nsfw_tui.models.registry import resolve_model
         from trainer.run import RunResult, train
 
         from ..core.config import load_config

@@ -139,7 +139,7 @@ class ReviewScreen(Screen):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load(self) -> None:
-        from trainer.registry import resolve_model
+        from nsfw_tui.models.registry import resolve_model
 
         with self._store() as store:
             row = resolve_model(store, None)
@@ -150,7 +150,7 @@ class ReviewScreen(Screen):
 
     @work(thread=True, exclusive=True, group="score", exit_on_error=False)
     def score(self, paths: list[str]) -> None:
-        from trainer.registry import resolve_model
+        from nsfw_tui.models.registry import resolve_model
 
         worker = get_current_worker()
         with self._store() as store:

@@ -16,6 +16,8 @@ from nsfw_tui.core.scorers import (
 )
 from nsfw_tui.core.store import ModelRow, Store
 
+from .torch_edge import checkpoint_scorer
+
 _builtin_cache: dict[int | None, OnnxScorer] = {}
 
 
@@ -64,10 +66,5 @@ def load_scorer(row: ModelRow, *, threads: int | None = None) -> Scorer:
             threads=threads,
         )
     if row.kind == "checkpoint":
-        if not row.path:
-            raise NsfwTuiError(f"model {row.id!r} has no checkpoint path recorded")
-        # torch loads here and only here: every other kind scores without it
-        from trainer.checkpoint import CheckpointScorer
-
-        return CheckpointScorer(row.path, model_id=row.id, threshold=row.threshold)
+        return checkpoint_scorer(row)  # torch loads there and only there
     raise NsfwTuiError(f"model {row.id!r} is of kind {row.kind!r}, which this version cannot load")

@@ -24,9 +24,9 @@ from nsfw_tui.core.scorers import (
 )
 from nsfw_tui.core.store import ModelRow
 
-from .onnx_meta import INPUT_NAME, OUTPUT_NAME, describe
+from .onnx_files import INPUT_NAME, OUTPUT_NAME, describe, write_model
 
-# The same self-description as trainer/export.py writes for a trained model.
+# The same self-description (onnx_files.describe) as the export of a trained model writes.
 SOFTMAX_OUTPUT = "outputs"  # the built-in graph's own two-class output, dropped
 # The cache holds float16 features and the in-app scores come from them; the graph rounds
 # its features the same way, so the file and the app agree to float32 rounding.
@@ -115,13 +115,10 @@ def export_adapted(model_row: ModelRow, out_path: str | os.PathLike) -> Path:
     head = load_head(model_row.path)
     model = joined_graph(head)
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, metadata_props(model_row, head, opset))
-    model.doc_string = f"NSFW probability from nsfw-tui model {model_row.id}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
     try:
-        tmp.write_bytes(model.SerializeToString())
+        write_model(model, tmp, metadata_props(model_row, head, opset))
         onnx.checker.check_model(os.fspath(tmp), full_check=True)
         diff = parity(tmp, AdaptedScorer(model_row.id, head, load_builtin(), model_row.threshold))
         if diff > PARITY_ATOL:

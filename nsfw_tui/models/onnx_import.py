@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from nsfw_tui.core.errors import NsfwTuiError
+from nsfw_tui.core.errors import NsfwTuiError, one_line
 from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.store import Store
 
-from .export import _cpu_session, _one_line, read_metadata
+from .onnx_files import cpu_session, read_metadata
 
 OUTPUT_KINDS = ("softmax2", "probability", "logit")
 DESCRIBE = (
@@ -63,9 +63,9 @@ def add_onnx_file(
         raise NsfwTuiError(f"a model with id {model_id!r} exists already; choose another with --id")
     try:
         onnx.checker.check_model(os.fspath(file), full_check=True)
-        session = _cpu_session(file)
+        session = cpu_session(file)
     except Exception as exc:
-        raise NsfwTuiError(f"{file} is not a valid ONNX model: {_one_line(exc)}") from None
+        raise NsfwTuiError(f"{file} is not a valid ONNX model: {one_line(exc)}") from None
     shape = list(session.get_inputs()[0].shape)
     spec, used = _preprocessing(props, preprocessing or {}, shape, file)
     output = output or props.get("output")
@@ -159,7 +159,7 @@ def _smoke_test(session: Any, spec: Preprocessing, output: str, file: Path) -> N
         result = np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0], np.float32)
     except Exception as exc:
         raise NsfwTuiError(
-            f"{file} rejects a {'x'.join(map(str, x.shape))} {spec.layout} input: {_one_line(exc)}"
+            f"{file} rejects a {'x'.join(map(str, x.shape))} {spec.layout} input: {one_line(exc)}"
             " (check --input-size and --layout)"
         ) from None
     want = 2 if output == "softmax2" else 1
