@@ -1,4 +1,4 @@
-"""RELIABILITY.md 6.3 R1-R6 and R8: traversal, body size, bombs, load, slow clients, Host, hangs."""
+"""docs/reliability.md R1-R6, R8: traversal, body size, bombs, load, slow clients, Host, hangs."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def jail(tmp_path_factory):
 
 def traversal_payloads(root, outside) -> list[str]:
     return [
-        # the 12 of RELIABILITY.md 6.2
+        # the first 12 traversal payloads of docs/reliability.md, R1
         "../secret.jpg",
         str(outside),
         "sub/../../secret.jpg",

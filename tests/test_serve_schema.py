@@ -32,5 +32,5 @@ def test_r7_fuzzed_requests_never_get_a_server_error(case):
     # Every other default check runs (not_a_server_error, status codes, content types,
     # response schemas, negative data rejected). positive_data_acceptance is off: whether a
     # schema-valid path exists under the root is not something a schema can say, and the
-    # documented 403/422 answers are the correct ones (RELIABILITY.md 6.2, ST202).
+    # documented 403/422 answers are the correct ones (docs/reliability.md, R7; check ST202).
     case.call_and_validate(excluded_checks=[positive_data_acceptance])

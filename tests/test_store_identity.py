@@ -9,7 +9,8 @@ import sqlite3
 import pytest
 
 from nsfw_tui.core.errors import StoreError, StoreMissingError
-from nsfw_tui.core.store import Store, marker_path
+from nsfw_tui.core.store import Store
+from nsfw_tui.core.store_files import marker_path
 from nsfw_tui.core.store_schema import APP_ID, MIGRATIONS, SCHEMA_VERSION
 
 

@@ -1,4 +1,4 @@
-"""Fault tests for the label store (RELIABILITY.md section 2), sized for CI; run with -s."""
+"""Fault tests for the label store (docs/reliability.md, S1-S17), sized for CI; run with -s."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ TABLES = {
     "files", "images", "label_events", "predictions", "features", "models", "runs", "moves",
     "store_info",
 }  # fmt: skip
-# Sized for CI on two cores; RELIABILITY.md's nightly figures use 1,000 / 100 / 100.
+# Sized for CI on two cores; a longer run takes NSFW_TUI_FAULT_SEED and larger counts.
 S1_TRANSACTIONS = 300
 S4_ROUNDS = 10
 S6_ROUNDS = 20

@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 from nsfw_tui.cli import app
 from nsfw_tui.core.errors import StoreError, StoreMissingError
 from nsfw_tui.core.home import resolve_home
-from nsfw_tui.core.store import Store, marker_path
-from nsfw_tui.core.store_backup import check_backup, restore, visible_backups
+from nsfw_tui.core.store import Store
+from nsfw_tui.core.store_backup import check_backup, restore
+from nsfw_tui.core.store_files import marker_path, visible_backups
 from nsfw_tui.core.store_schema import APP_ID, MIGRATIONS, SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]

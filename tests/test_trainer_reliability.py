@@ -1,4 +1,4 @@
-"""Reliability of training (RELIABILITY.md M5-M8): damage, reruns, faults, leakage."""
+"""Reliability of training (docs/reliability.md, M5-M8): damage, reruns, faults, leakage."""
 
 from __future__ import annotations
 

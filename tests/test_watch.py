@@ -1,4 +1,4 @@
-"""`nsfw-tui watch` with a real observer on tmp_path: RELIABILITY.md W1-W5, W8-W11, the TUI."""
+"""`nsfw-tui watch` with a real observer on tmp_path: docs/reliability.md W1-W5, W8-W11, the TUI."""
 
 from __future__ import annotations
 

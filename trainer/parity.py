@@ -15,7 +15,7 @@ from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.store import Store
 from nsfw_tui.models.onnx_files import cpu_session
 
-# fp32 parity is measured at about 1e-6 (RELIABILITY.md 5.2); 1e-4 leaves room for other CPUs
+# fp32 parity is measured at about 1e-6 (docs/reliability.md, M1); 1e-4 leaves room for other CPUs
 # and kernels while still catching a wrong op or a missing sigmoid.
 PARITY_ATOL = 1e-4
 RANDOM_BATCHES = (1, 7, 32)

@@ -17,6 +17,12 @@ from typing import Any
 import numpy as np
 
 from .errors import StoreBusyError, StoreError, StoreMissingError, StoreReadOnlyError
+from .store_files import (
+    missing_store_message,
+    note_backup,
+    read_marker,
+    write_marker,
+)
 from .store_rows import (
     FeatureRow,
     FileRow,
@@ -63,49 +69,6 @@ def _restore_hint(path: Path) -> str:
     )
 
 
-def marker_path(store_path: Path) -> Path:
-    """The small file beside a store that remembers which store this home holds (S15)."""
-    return store_path.with_name(store_path.name + ".id")
-
-
-def read_marker(store_path: Path) -> str | None:
-    try:
-        return marker_path(store_path).read_text(encoding="utf-8").strip() or "unknown"
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StoreError(f"cannot read {marker_path(store_path)}: {exc.strerror or exc}") from exc
-
-
-def _write_marker(store_path: Path, store_id: str) -> None:
-    marker = marker_path(store_path)
-    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(store_id + "\n", encoding="utf-8")
-        os.replace(tmp, marker)
-    except OSError:
-        # The marker only guards against a lost store; failing to write it loses nothing now.
-        tmp.unlink(missing_ok=True)
-
-
-def missing_store_message(store_path: Path, what: str) -> str:
-    """One message for a home whose store was lost: how to restore, and how to start anew."""
-    from .store_backup import visible_backups
-
-    backups = visible_backups(store_path)
-    seen = (
-        "backups here: " + ", ".join(str(b) for b in backups)
-        if backups
-        else f"no backups were found in {store_path.parent}"
-    )
-    return (
-        f"the store {store_path} {what}, but this home held one (marker "
-        f"{marker_path(store_path)}); nothing was created. Restore a backup with "
-        f"`nsfw-tui restore BACKUP_FILE` ({seen}), or start a new, empty store on purpose "
-        "with `nsfw-tui restore --empty`"
-    )
-
-
 def _identity(conn: sqlite3.Connection) -> tuple[int, int, bool]:
     """(application_id, user_version, empty) read through SQLite; empty means no schema yet.
 
@@ -118,6 +81,22 @@ def _identity(conn: sqlite3.Connection) -> tuple[int, int, bool]:
     objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     empty = pages == 0 or (app_id == 0 and version == 0 and objects == 0)
     return app_id, version, empty
+
+
+def _snapshot(conn: sqlite3.Connection) -> tuple[int, int, bool, bool]:
+    """_identity() and whether the schema is a known one, read in one read transaction.
+
+    Read one statement at a time, a process creating the store next door could commit in
+    between: an empty header and a full schema would then look like a foreign file.
+    """
+    conn.execute("BEGIN")  # reads only: a snapshot, no write lock taken
+    try:
+        app_id, version, empty = _identity(conn)
+        known = empty or app_id == APP_ID or is_known_schema(conn, version)
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+    return app_id, version, empty, known
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
@@ -203,10 +182,10 @@ class Store:
 
     @classmethod
     def _prepare(cls, conn: sqlite3.Connection, path: Path, check: bool) -> Store:
-        app_id, version, empty = _identity(conn)
+        app_id, version, empty, known = _snapshot(conn)
         if empty and read_marker(path) is not None:
             # The marker is written after a new store's schema commits: look once more.
-            app_id, version, empty = _identity(conn)
+            app_id, version, empty, known = _snapshot(conn)
             if empty:
                 raise StoreMissingError(missing_store_message(path, "is empty"))
         if not empty and app_id != APP_ID:
@@ -217,7 +196,7 @@ class Store:
                 )
             # Stores written before application_id was set: adopted only when their schema
             # is exactly one this code wrote.
-            if not is_known_schema(conn, version):
+            if not known:
                 raise StoreError(
                     f"{path} is an SQLite file but not an nsfw-tui store (its tables are not "
                     f"those of any nsfw-tui schema); {_restore_hint(path)}"
@@ -261,7 +240,7 @@ class Store:
         """Write the home's marker naming this store, so losing the store is noticed later."""
         store_id = self.store_id
         if store_id and read_marker(self.path) != store_id:
-            _write_marker(self.path, store_id)
+            write_marker(self.path, store_id)
 
     @property
     def store_id(self) -> str | None:
@@ -786,8 +765,6 @@ class Store:
 
     def backup(self, dest: str | os.PathLike) -> Path:
         """Copy the live store with SQLite's online backup API (never a file copy)."""
-        from .store_backup import note_backup
-
         dest = Path(dest)
         if dest.exists():
             raise StoreError(f"{dest} already exists; choose a new file name for the backup")

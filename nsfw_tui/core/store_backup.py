@@ -28,35 +28,6 @@ from .store_schema import (
 BUSY_TIMEOUT_S = 30.0
 
 
-def backups_list(store_path: Path) -> Path:
-    """The file beside the store that lists every backup `nsfw-tui backup` wrote."""
-    return store_path.with_name(store_path.name + ".backups")
-
-
-def note_backup(store_path: Path, dest: Path) -> None:
-    try:
-        with open(backups_list(store_path), "a", encoding="utf-8") as fh:
-            fh.write(f"{dest.resolve()}\n")
-    except OSError:
-        pass  # the list only helps find backups later; the backup itself is written
-
-
-def visible_backups(store_path: Path) -> list[Path]:
-    """Backups a person may want after losing the store, newest first."""
-    found: set[Path] = {
-        p
-        for p in store_path.parent.glob(f"{store_path.name}.before-restore-*")
-        if not p.name.endswith(("-wal", "-shm", "-journal"))
-    }
-    try:
-        listed = backups_list(store_path).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        listed = []
-    found |= {Path(line) for line in listed if line.strip()}
-    existing = [p for p in found if p.is_file()]
-    return sorted(existing, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
 def _regular_file(path: Path, what: str) -> None:
     try:
         st = os.stat(path)

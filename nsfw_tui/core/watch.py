@@ -1,6 +1,6 @@
 """Watch a folder: events as hints, a settle gate, rescans, one scoring thread, quarantine."""
 
-# The design follows RELIABILITY.md section 3. watchdog events only add candidates: inotify
+# The design follows docs/reliability.md (W1-W13). watchdog events only add candidates: inotify
 # drops events on overflow and a closed event is not "finished" (renames never close, slow
 # uploaders close many times). A candidate is scored once its (size, mtime_ns) has stayed
 # unchanged for `settle_s`; a full rescan at start, every `rescan_interval_s`, on an
