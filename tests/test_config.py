@@ -22,6 +22,7 @@ from nsfw_tui.core.config import (
     resolve_config_name,
     to_container,
 )
+from nsfw_tui.core.config_schema import SCHEMAS, ScanConfig, WatchConfig
 from nsfw_tui.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,6 +252,58 @@ def test_result_is_read_only_and_strict():
         cfg.training.batch_size = 1
     with pytest.raises(AttributeError):
         _ = cfg.training.batchsize
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+MAIN_CONFIGS = available_configs()
+GROUP_FILES = sorted(
+    path for path in (REPO / "configs").glob("*.yaml") if path.stem not in MAIN_CONFIGS
+)
+
+
+def test_every_group_file_has_a_schema_and_every_schema_a_file():
+    assert [path.stem for path in GROUP_FILES] == sorted(SCHEMAS)
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda path: path.name)
+def test_group_file_writes_out_the_schema_defaults(path):
+    schema = OmegaConf.structured(SCHEMAS[path.stem])
+    written = OmegaConf.load(path)
+    assert set(flatten(written)) == set(flatten(schema))  # every setting there, and no other
+    merged = OmegaConf.merge(schema, written)  # the file's values read as the schema's types
+    assert to_container(merged) == to_container(schema)
+    OmegaConf.to_object(merged)  # and the defaults pass their own rules
+
+
+def test_typed_objects_come_from_the_schema():
+    cfg = load_config(None, ["threshold=0.3", "workers=0", "pattern=*.png"], section="scan")
+    scan = ScanConfig.from_config(cfg.scan)
+    assert scan == ScanConfig(threshold=0.3, workers=0, pattern="*.png")
+    assert isinstance(scan.timeout_s, float)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ScanConfig(batch_size=0), "scan.batch_size: expected an integer >= 1, got 0"),
+        (lambda: WatchConfig(settle_s=0), "watch.settle_s: expected a number > 0, got 0"),
+        (
+            lambda: WatchConfig(settle_s=5, never_settles_timeout_s=3),
+            "watch.never_settles_timeout_s: expected a number >= watch.settle_s (5), got 3",
+        ),
+    ],
+)
+def test_objects_built_in_code_meet_the_same_rules(build, message):
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert str(info.value).startswith(message)
+
+
+def test_rules_that_span_fields_run_when_the_object_is_built():
+    cfg = load_config(None, ["settle_s=200"], section="watch")  # each value is fine alone
+    with pytest.raises(ConfigError, match="never_settles_timeout_s: expected a number >= watch"):
+        WatchConfig.from_config(cfg.watch)
 
 
 # --- files in another directory ------------------------------------------------------------
