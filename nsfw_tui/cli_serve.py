@@ -52,9 +52,6 @@ def serve(
     root = root if root is not None else (Path(cfg.root) if cfg.root else None)
     if not 1 <= port <= 65535:
         raise NsfwTuiError(f"--port must be within [1, 65535], got {port}")
-    for key in ("max_body_mb", "max_images"):
-        if not cfg[key] > 0:
-            raise NsfwTuiError(f"serve.{key} must be above 0, got {cfg[key]}")
     if root is not None and not root.is_dir():
         raise NsfwTuiError(f"--root must be an existing folder, got {root}")
     check_binding(host, token)  # before any model loads

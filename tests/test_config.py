@@ -22,6 +22,7 @@ from nsfw_tui.core.config import (
     resolve_config_name,
     to_container,
 )
+from nsfw_tui.core.config_schema import SCHEMAS, ScanConfig, TrainerConfig, WatchConfig
 from nsfw_tui.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,6 +190,15 @@ def test_unknown_section():
         load_config(None, ["threshold=0.3"], section="scann")
 
 
+@pytest.mark.parametrize("section", [None, "scan"])
+def test_mistyped_section_suggests_the_close_one(section):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["traning.batch_size=64"], section=section)
+    assert str(info.value) == (
+        "unknown config key 'traning.batch_size' (did you mean 'training.batch_size'?)"
+    )
+
+
 def test_unknown_key_suggests_the_close_one():
     with pytest.raises(ConfigError) as info:
         load_config(None, ["training.batchsize=64"])
@@ -228,6 +238,14 @@ def test_key_of_the_other_model_is_unknown():
         ("data.input_size=[200, a]", "data.input_size: expected a list of integers"),
         ("logging.level=[INFO]", "logging.level: expected one of DEBUG"),
         ("data.augment=1", "data.augment: expected a mapping"),
+        (
+            "trainer.precision=16-true",  # Lightning has it; the training loop does not
+            "trainer.precision: expected one of 32, 32-true, 16-mixed, bf16-mixed, got '16-true'",
+        ),
+        ("metrics.target_recall=0", "metrics.target_recall: expected a number in (0, 1], got 0"),
+        ("model.dropout=1", "model.dropout: expected a number in [0, 1), got 1"),
+        ("watch.settle_s=0", "watch.settle_s: expected a number > 0, got 0"),
+        ("optimizer.name=sgd", "optimizer.name: expected one of adamw, got 'sgd'"),
     ],
 )
 def test_wrong_values_name_key_expectation_and_value(override, message):
@@ -253,6 +271,68 @@ def test_result_is_read_only_and_strict():
         _ = cfg.training.batchsize
 
 
+# --- the schema ----------------------------------------------------------------------------
+
+MAIN_CONFIGS = available_configs()
+GROUP_FILES = sorted(
+    path for path in (REPO / "configs").glob("*.yaml") if path.stem not in MAIN_CONFIGS
+)
+
+
+def test_every_group_file_has_a_schema_and_every_schema_a_file():
+    assert [path.stem for path in GROUP_FILES] == sorted(SCHEMAS)
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda path: path.name)
+def test_group_file_writes_out_the_schema_defaults(path):
+    schema = OmegaConf.structured(SCHEMAS[path.stem])
+    written = OmegaConf.load(path)
+    assert set(flatten(written)) == set(flatten(schema))  # every setting there, and no other
+    merged = OmegaConf.merge(schema, written)  # the file's values read as the schema's types
+    assert to_container(merged) == to_container(schema)
+    OmegaConf.to_object(merged)  # and the defaults pass their own rules
+
+
+def test_sections_are_the_schema_dataclasses():
+    cfg = load_config()
+    for group in GROUPS:
+        assert OmegaConf.get_type(cfg[group]) is SCHEMAS[group]
+    assert OmegaConf.get_type(load_config("baseline").model) is SCHEMAS["model_baseline"]
+
+
+def test_typed_objects_come_from_the_schema():
+    cfg = load_config(None, ["threshold=0.3", "workers=0", "pattern=*.png"], section="scan")
+    scan = ScanConfig.from_config(cfg.scan)
+    assert scan == ScanConfig(threshold=0.3, workers=0, pattern="*.png")
+    assert isinstance(scan.timeout_s, float)
+    trainer = TrainerConfig.from_config(load_config(None, ["trainer.devices=[1]"]).trainer)
+    assert trainer.devices == [1] and type(trainer.devices) is list
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ScanConfig(batch_size=0), "scan.batch_size: expected an integer >= 1, got 0"),
+        (lambda: WatchConfig(settle_s=0), "watch.settle_s: expected a number > 0, got 0"),
+        (
+            lambda: WatchConfig(settle_s=5, never_settles_timeout_s=3),
+            "watch.never_settles_timeout_s: expected a number >= watch.settle_s (5), got 3",
+        ),
+        (lambda: TrainerConfig(precision="64"), "trainer.precision: expected one of 32"),
+    ],
+)
+def test_objects_built_in_code_meet_the_same_rules(build, message):
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert str(info.value).startswith(message)
+
+
+def test_rules_that_span_fields_run_when_the_object_is_built():
+    cfg = load_config(None, ["settle_s=200"], section="watch")  # each value is fine alone
+    with pytest.raises(ConfigError, match="never_settles_timeout_s: expected a number >= watch"):
+        WatchConfig.from_config(cfg.watch)
+
+
 # --- files in another directory ------------------------------------------------------------
 
 
@@ -260,13 +340,36 @@ def test_directory_parameter_reads_other_configs(tmp_path):
     folder = write_configs(
         tmp_path / "cfg",
         {
-            "config.yaml": "defaults:\n  - scan\ntitle: mine\n",
-            "scan.yaml": "threshold: null\nworkers: 2\n",
+            "config.yaml": (
+                "defaults:\n  - scan\n  - plots: plots_mine\nscan:\n  recursive: false\n"
+            ),
+            "scan.yaml": "threshold: 0.4\nworkers: 2\n",
+            "plots_mine.yaml": "dpi: 300\n",  # a file of one's own takes its group's schema
         },
     )
     cfg = load_config(None, ["workers=4"], section="scan", directory=folder)
-    assert to_container(cfg) == {"scan": {"threshold": None, "workers": 4}, "title": "mine"}
+    assert list(cfg) == ["scan", "plots"]
+    assert (cfg.scan.threshold, cfg.scan.workers, cfg.scan.recursive) == (0.4, 4, False)
+    # what the files leave out keeps the schema's default
+    assert (cfg.scan.batch_size, cfg.plots.dpi, cfg.plots.output_dir) == (16, 300, "plots")
     assert config_dir(folder) == folder
+
+
+def test_a_key_no_schema_has_is_refused(tmp_path):
+    folder = write_configs(
+        tmp_path, {"config.yaml": "defaults:\n  - scan\ntitle: mine\n", "scan.yaml": "workers: 2\n"}
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(directory=folder)
+    assert str(info.value) == "config.yaml: unknown config key 'title'; known keys there: scan"
+
+
+def test_a_group_without_a_schema_is_refused(tmp_path):
+    folder = write_configs(
+        tmp_path, {"config.yaml": "defaults:\n  - extras\n", "extras.yaml": "x: 1\n"}
+    )
+    with pytest.raises(ConfigError, match=r"^config\.yaml: no schema for the group 'extras'"):
+        load_config(directory=folder)
 
 
 def test_missing_directory():
@@ -293,6 +396,14 @@ def test_broken_group_file_names_file_and_line(tmp_path):
 def test_broken_main_file(tmp_path):
     folder = write_configs(tmp_path, {"config.yaml": "defaults:\n  - data\n bad: [\n"})
     with pytest.raises(ConfigError, match=r"config\.yaml: line \d+"):
+        load_config(directory=folder)
+
+
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path):
+    folder = write_configs(
+        tmp_path, {"config.yaml": "defaults:\n  - plots\n", "plots.yaml": "dpi: 1\ndpi: 2\n"}
+    )
+    with pytest.raises(ConfigError, match=r"plots\.yaml: line 2: the key 'dpi' appears twice"):
         load_config(directory=folder)
 
 

@@ -22,6 +22,7 @@ from test_trainer_support import (
     write_family,
 )
 
+from nsfw_tui.core.config_schema import MONITORS
 from nsfw_tui.core.errors import ConfigError, NsfwTuiError
 from nsfw_tui.core.images import load_image
 from nsfw_tui.core.metrics import auroc, confusion
@@ -34,7 +35,7 @@ from trainer.errors import ModelConfigError, NotEnoughLabelsError, WeightsUnavai
 from trainer.fit import EPOCH_METRICS
 from trainer.models import BASELINE, BaselineCNN, ConvNextClassifier, build_model
 from trainer.plots import plot_series, quality_metric, write_plots
-from trainer.run import check_config, choose_device, threshold_metrics, train
+from trainer.run import choose_device, threshold_metrics, train
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 8
@@ -243,7 +244,13 @@ def test_bad_overrides_are_one_clear_line():
     with pytest.raises(ConfigError, match=r"training.max_epochs: expected an integer >= 1, got -1"):
         config("training.max_epochs=-1")
     with pytest.raises(ConfigError, match=r"metrics\.monitor: expected one of val_loss"):
-        check_config(config("metrics.monitor=val_f1"))
+        config("metrics.monitor=val_f1")
+    with pytest.raises(ConfigError, match=r"trainer\.precision: expected one of 32, 32-true"):
+        config("trainer.precision=64")  # Lightning has it; this loop does not
+
+
+def test_config_monitors_are_the_validation_metrics_a_run_records():
+    assert tuple(m for m in EPOCH_METRICS if m.startswith("val_")) == MONITORS
 
 
 def test_device_choice():

@@ -707,7 +707,7 @@ def test_move_no_overwrite_across_file_systems_copies_without_overwriting(tmp_pa
     ("args", "message"),
     [
         (["watch", "{missing}", "--headless"], "folder not found"),
-        (["watch", "{inbox}", "--headless", "settle_s=0"], "settle_s must be above 0"),
+        (["watch", "{inbox}", "--headless", "settle_s=0"], "watch.settle_s: expected a number > 0"),
         (["watch", "{inbox}", "--threshold", "2"], "--threshold must be within [0, 1]"),
         (["watch", "{inbox}", "--quarantine", "{inbox}"], "quarantine folder must not be"),
         (["release", "{inbox}/nope.png"], "not a quarantined file"),

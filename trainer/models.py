@@ -86,18 +86,15 @@ def build_model(model_cfg: Any, input_size: tuple[int, int]) -> nn.Module:
     """The model named by ``model_cfg.name``; its output is one logit per image, shape (N,).
 
     ``baseline_cnn`` or any timm ConvNeXt name (``convnext_tiny``, ``convnext_atto``, ...,
-    optionally with a pretrained tag such as ``convnext_tiny.fb_in1k``).
+    optionally with a pretrained tag such as ``convnext_tiny.fb_in1k``). ``model_cfg`` is the
+    loaded `model:` section, whose schema has checked its ranges, or a checkpoint's copy of it.
     """
     name = str(_get(model_cfg, "name", ""))
     h, w = (int(v) for v in input_size)
     dropout = float(_get(model_cfg, "dropout", 0.3))
-    if not 0 <= dropout < 1:
-        raise ModelConfigError(f"model.dropout: expected a number in [0, 1), got {dropout}")
     if name == BASELINE:
         channels = tuple(int(c) for c in _get(model_cfg, "channels", (32, 64)))
         hidden = int(_get(model_cfg, "hidden", 128))
-        if not channels or min(channels) < 1 or hidden < 1:
-            raise ModelConfigError("model.channels and model.hidden must be positive integers")
         return BaselineCNN((h, w), channels, hidden, dropout)
 
     known = convnext_names()

@@ -27,7 +27,7 @@ from nsfw_tui.core.store import Store
 from . import data
 from .checkpoint import save_checkpoint
 from .errors import CheckpointError, NotEnoughLabelsError
-from .fit import EPOCH_METRICS, MONITORS, FitOutcome, TrainEvent, fit
+from .fit import EPOCH_METRICS, FitOutcome, TrainEvent, fit
 from .provenance import git_commit, library_versions
 from .tracking import tracker_for
 
@@ -39,8 +39,6 @@ def new_run_id() -> str:
 
 log = logging.getLogger(__name__)
 
-# Precisions this loop implements; the config accepts Lightning's full list.
-PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed")
 # A hidden .part folder older than this was left by a killed run, not one still saving.
 STALE_PART_S = 3600
 
@@ -76,13 +74,13 @@ def train(
 ) -> RunResult:
     """Train on the store's current labels and register the result as a ``checkpoint`` model.
 
-    Bad config, too few labels, or unavailable pretrained weights raise an NsfwTuiError
+    ``cfg`` comes from ``load_config``, whose schema has checked every value; a device the
+    machine lacks, too few labels, or unavailable pretrained weights raise an NsfwTuiError
     before anything is written. From then on the run has a row in the store; it ends as
     done (checkpoint saved, model registered, activated if ``activate``), cancelled
     (``should_stop`` returned True) or failed, and neither of those two leaves a file or
     a model behind. Opens its own store connection, so it may run in a worker thread.
     """
-    check_config(cfg)
     device = choose_device(cfg.trainer)
     if str(cfg.trainer.get("precision", 32)) == "16-mixed" and device.type != "cuda":
         raise ConfigError(
@@ -341,24 +339,6 @@ def threshold_metrics(labels: Any, scores: Any, target_recall: float) -> dict[st
 # -- configuration and environment -----------------------------------------------------------
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError for settings this trainer cannot honour (one clear line each)."""
-    monitor = str(cfg.metrics.monitor)
-    if monitor not in MONITORS:
-        raise ConfigError(
-            f"metrics.monitor: expected one of {', '.join(MONITORS)}, got {monitor!r}"
-        )
-    name = str(cfg.optimizer.get("name", "adamw")).lower()
-    if name != "adamw":
-        raise ConfigError(f"optimizer.name: only adamw is supported, got {name!r}")
-    precision = str(cfg.trainer.get("precision", 32))
-    if precision not in PRECISIONS:
-        raise ConfigError(
-            f"trainer.precision={precision} is not supported by this trainer; "
-            "use 32, 16-mixed (CUDA) or bf16-mixed"
-        )
-
-
 def choose_device(trainer_cfg: Any) -> Any:
     """CUDA, then MPS, then CPU; trainer.accelerator and trainer.devices force one."""
     import torch
@@ -478,7 +458,6 @@ def _remove_stale_parts(models_dir: Path) -> None:
 __all__ = [
     "RunResult",
     "TrainEvent",
-    "check_config",
     "choose_device",
     "threshold_metrics",
     "train",

@@ -10,65 +10,34 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
-from .errors import ConfigError, NsfwTuiError
+from .config_rules import same_as
+from .config_schema import HEAD_KINDS, AdaptConfig, MetricsConfig
+from .errors import NsfwTuiError
 from .scorers import BUILTIN_SHA256
 
 KIND = "adapted"
 FORMAT = "nsfw-tui-adapted"
 FORMAT_VERSION = 1
-KINDS = ("logreg", "mlp")
+KINDS = HEAD_KINDS
 DIM = 1024
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What `configs/config_adapt.yaml` says under ``adapt`` (and ``metrics.target_recall``)."""
+@dataclass
+class Settings(AdaptConfig):
+    """The `adapt:` section (defaults and rules in core/config_schema.py), ``metrics.target_recall``
+    and the seed of the folds and of the mlp's first weights."""
 
-    kind: str = "logreg"
-    c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
-    hidden: int = 32
-    folds: int = 5
-    min_labels_per_class: int = 5
-    auto_every: int = 20
-    target_recall: float = 0.95
+    target_recall: float = same_as(MetricsConfig, "target_recall")
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        checks = (
-            (self.kind in KINDS, "adapt.kind", f"one of {', '.join(KINDS)}", self.kind),
-            (bool(self.c_grid) and min(self.c_grid) > 0, "adapt.c_grid",
-             "a list of positive numbers", list(self.c_grid)),
-            (self.hidden >= 1, "adapt.hidden", "an integer >= 1", self.hidden),
-            (self.folds >= 2, "adapt.folds", "an integer >= 2", self.folds),
-            (self.min_labels_per_class >= 2, "adapt.min_labels_per_class", "an integer >= 2",
-             self.min_labels_per_class),
-            (self.auto_every >= 0, "adapt.auto_every", "an integer >= 0", self.auto_every),
-            (0 < self.target_recall <= 1, "metrics.target_recall", "a number in (0, 1]",
-             self.target_recall),
-        )  # fmt: skip
-        for ok, key, what, value in checks:
-            if not ok:
-                raise ConfigError(f"{key}: expected {what}, got {value!r}")
-
     @classmethod
-    def from_config(cls, cfg: Any) -> Settings:
-        a = cfg.adapt
-        try:
-            return cls(
-                kind=str(a.kind),
-                c_grid=tuple(float(c) for c in a.c_grid),
-                hidden=int(a.hidden),
-                folds=int(a.folds),
-                min_labels_per_class=int(a.min_labels_per_class),
-                auto_every=int(a.auto_every),
-                target_recall=float(cfg.metrics.target_recall),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"adapt: {exc}") from None
+    def from_config(cls, cfg: Any, **extra: Any) -> Self:
+        """From a whole loaded config: config_adapt's `adapt:` and `metrics:` sections."""
+        return super().from_config(cfg.adapt, target_recall=cfg.metrics.target_recall, **extra)
 
 
 # -- the built-in network's last layer --------------------------------------------------------

@@ -1,15 +1,16 @@
-"""Load the YAML configs into one validated, read-only OmegaConf tree, with CLI overrides."""
+"""Load the YAML configs through their schema into one read-only OmegaConf tree, with overrides."""
 
 # Why OmegaConf and not Hydra's compose API: OmegaConf keeps no global state (Hydra needs
 # `initialize()` and a process-wide singleton), reads our YAML from package data inside an
 # installed wheel, and gives typed merges and struct/read-only mode. Hydra would add that
 # singleton and its own CLI, and our CLI is Typer. The `defaults:` list and the `key=value`
 # override names of the original Hydra project are kept, so its commands still read the same.
+# Each section is a structured config made from its dataclass in core/config_schema.py: the
+# types, the keys and "did you mean" are OmegaConf's; the walk below only sets values one at a
+# time, so that every error names the key (and the file) in one line, and applies the rules.
 
 from __future__ import annotations
 
-import copy
-import difflib
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, ListConfig, OmegaConf, TupleConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from nsfw_tui.core.config_rules import base_type, check_value, field_info, show, type_text
+from nsfw_tui.core.config_schema import SCHEMAS
 from nsfw_tui.core.errors import ConfigError
 
 __all__ = [
@@ -35,6 +38,8 @@ _MAIN_PREFIX = "config"
 _SEGMENT = r"[A-Za-z_][A-Za-z0-9_-]*"
 _KEY_RE = re.compile(rf"{_SEGMENT}(\.{_SEGMENT})*")
 _FILE_RE = re.compile(_SEGMENT)
+# OmegaConf's suggestion for a mistyped key ("Did you mean: 'batch_size'?", or "one of: ...")
+_SUGGESTION_RE = re.compile(r"Did you mean(?: one of)?: '([^']+)'")
 
 PathLike = str | os.PathLike[str]
 
@@ -94,36 +99,44 @@ def load_config(
 
     The main file's ``defaults:`` list names group files: ``- data`` puts data.yaml under
     ``data``; ``- trainer: trainer_baseline`` puts trainer_baseline.yaml under ``trainer``.
-    The main file's other keys are merged on top. With ``section`` (e.g. ``"scan"``), an
-    override whose first part is not a top-level key is read relative to it
-    (``threshold=0.3`` is ``scan.threshold=0.3``). ``directory`` reads configs from another
-    folder (see :func:`config_dir`). The result is read-only and in struct mode, so a
-    mistyped attribute raises; use :func:`to_container` for a mutable copy.
+    Each group starts from its schema (``SCHEMAS``, by file name, else by group) and the
+    file's values are set on it; then the main file's other keys, then the overrides. With
+    ``section`` (e.g. ``"scan"``), an override whose first part is not a top-level key is read
+    relative to it (``threshold=0.3`` is ``scan.threshold=0.3``). ``directory`` reads configs
+    from another folder (see :func:`config_dir`). The result is read-only and in struct mode,
+    so a mistyped attribute raises; ``ScanOptions.from_config(cfg.scan)`` and the like give
+    typed objects, :func:`to_container` a mutable copy.
     """
     folder = config_dir(directory)
     stem = resolve_config_name(name, directory=folder)
     main_path = folder / f"{stem}.yaml"
     main = _load_yaml(main_path)
 
-    tree: dict[str, Any] = {}
+    paths: dict[str, Path] = {}
+    schemas: dict[str, type] = {}
     for group, file in _defaults_list(main_path, main.pop("defaults", [])):
-        group_path = folder / f"{file}.yaml"
-        if not group_path.is_file():
+        paths[group] = folder / f"{file}.yaml"
+        if not paths[group].is_file():
             raise ConfigError(
-                f"{main_path.name}: defaults names {file!r} but {group_path} is missing"
+                f"{main_path.name}: defaults names {file!r} but {paths[group]} is missing"
             )
-        content = _load_yaml(group_path)
-        tree[group] = _with_source(group_path.name, _check_rules, group, content, None)
-    # The main file may add keys no group has (config_adapt's `model`); known keys keep types.
-    _with_source(main_path.name, _merge, tree, main, "", True)
+        schema = SCHEMAS.get(file) or SCHEMAS.get(group)
+        if schema is None:
+            known = sorted({cls.KEY for cls in SCHEMAS.values()})
+            raise ConfigError(
+                f"{main_path.name}: no schema for the group {group!r}; groups: {', '.join(known)}"
+            )
+        schemas[group] = schema
+    cfg = OmegaConf.create(schemas)  # each group its schema's defaults, as a structured config
+    for group, path in paths.items():
+        _with_source(path.name, _merge, cfg[group], _load_yaml(path), f"{group}.")
+    OmegaConf.set_struct(cfg, True)  # from here on, a key no group has is a mistake
+    _with_source(main_path.name, _merge, cfg, main, "")
 
-    if section is not None and not isinstance(tree.get(section), dict):
-        raise ConfigError(f"config {stem!r} has no section {section!r}; sections: {_tops(tree)}")
+    if section is not None and not isinstance(cfg.get(section), DictConfig):
+        raise ConfigError(f"config {stem!r} has no section {section!r}; sections: {_tops(cfg)}")
     for text in overrides:
-        _apply_override(tree, text, section)
-
-    cfg = OmegaConf.create(tree)
-    OmegaConf.set_struct(cfg, True)
+        _apply_override(cfg, text, section)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -154,9 +167,28 @@ def flatten(cfg: DictConfig) -> dict[str, object]:
 # --- files ---------------------------------------------------------------------------------
 
 
+class _YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader (libyaml's where built) that refuses a key given twice in a mapping.
+
+    Plain data is all the loader needs: OmegaConf.load would build a DictConfig of each file
+    only for it to be read back, which took a third of the time of a whole load.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key.value!r} appears twice", key.start_mark
+                    )
+                seen.add(key.value)
+        return super().construct_mapping(node, deep)
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
-        node = OmegaConf.load(path)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -164,11 +196,13 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {where}{problem}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(node, DictConfig):
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    if data is None:
+        return {}  # an empty file sets nothing
+    if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
-    return OmegaConf.to_container(node, resolve=False)  # type: ignore[return-value]
+    return data
 
 
 def _defaults_list(path: Path, entries: object) -> list[tuple[str, str]]:
@@ -198,20 +232,83 @@ def _with_source(source: str, fn: Callable[..., Any], *args: Any) -> Any:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-# --- overrides -----------------------------------------------------------------------------
+# --- setting values ------------------------------------------------------------------------
 
 
-def _apply_override(tree: dict[str, Any], text: str, section: str | None) -> None:
+def _merge(
+    node: DictConfig, values: dict[str, Any], prefix: str, section: str | None = None
+) -> None:
+    """Set each leaf of ``values`` on ``node`` (whose keys are under ``prefix``)."""
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in node:
+            raise _unknown_key(node, str(key), path, section)
+        _set(node, key, path, value, None, section)
+
+
+def _set(
+    node: DictConfig, key: str, path: str, value: Any, raw: str | None, section: str | None
+) -> None:
+    """Set ``node[key]`` to ``value`` through its schema type, then check the field's rule."""
+    child = node[key]
+    if isinstance(child, DictConfig):
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{path}: expected a mapping (set one of its keys instead), got {show(value)}"
+            )
+        _merge(child, value, f"{path}.", section)
+        return
+    if _same(child, value):
+        return  # most files restate the default, which already passed its rule
+    hint, rule = field_info(OmegaConf.get_type(node), key)
+    kind = base_type(hint)
+    if kind is str and raw is not None and not isinstance(value, str | list | dict | None):
+        value = raw.strip()  # text keys keep what was typed: token=0123 is not the number 83
+    # OmegaConf would read "yes", "on" or 1 as true; a setting that is true or false says so.
+    wrong_bool = kind is bool and not isinstance(value, bool) and value is not None
+    try:
+        if wrong_bool:
+            raise ValueError
+        OmegaConf.update(node, key, value, merge=False)
+    except (OmegaConfBaseException, ValueError):
+        raise ConfigError(f"{path}: expected {type_text(hint, rule)}, got {show(value)}") from None
+    stored = node[key]
+    if OmegaConf.is_config(stored):
+        stored = OmegaConf.to_container(stored)
+    check_value(path, hint, rule, stored, shown=value)
+
+
+def _same(stored: Any, value: Any) -> bool:
+    if isinstance(stored, ListConfig | TupleConfig):
+        return (
+            isinstance(value, list) and len(value) == len(stored) and all(map(_same, stored, value))
+        )
+    return type(stored) is type(value) and stored == value
+
+
+def _apply_override(cfg: DictConfig, text: str, section: str | None) -> None:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not _KEY_RE.fullmatch(key):
         raise ConfigError(
             f"override {text!r} is not key=value with a dotted key like training.batch_size=64"
         )
-    relative = section is not None and key.split(".")[0] not in tree
+    first = key.split(".")[0]
+    relative = section is not None and first not in cfg
+    if relative and "." in key and first not in cfg[section] and _suggestion(cfg, first):
+        relative = False  # `traning.batch_size` is a mistyped section, not a key of this one
     path = f"{section}.{key}" if relative else key
-    parent, leaf = _lookup(tree, path, section if relative else None)
-    parent[leaf] = _coerce(path, parent[leaf], _parse_value(raw), raw, False)
+    shown_section = section if relative else None
+    node: Any = cfg
+    *parents, leaf = path.split(".")
+    for depth, part in enumerate(parents):
+        if part not in node or not isinstance(node[part], DictConfig):
+            done = ".".join(parents[: depth + 1])
+            raise _unknown_key(node, part, done, shown_section, path.removeprefix(done))
+        node = node[part]
+    if leaf not in node:
+        raise _unknown_key(node, leaf, path, shown_section)
+    _set(node, leaf, path, _parse_value(raw), raw, shown_section)
 
 
 def _parse_value(raw: str) -> Any:
@@ -225,278 +322,37 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-def _lookup(tree: dict[str, Any], path: str, section: str | None) -> tuple[dict[str, Any], str]:
-    node: Any = tree
-    parts = path.split(".")
-    for depth, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            siblings = sorted(node) if isinstance(node, dict) else []
-            raise _unknown_key(_paths(tree), path, section, siblings)
-        if depth < len(parts) - 1:
-            node = node[part]
-    return node, parts[-1]
-
-
-def _unknown_key(
-    known: list[str], path: str, section: str | None, siblings: list[str]
-) -> ConfigError:
-    shown = path.removeprefix(f"{section}.") if section else path
-    match = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
-    if match:
-        # answer in the spelling the person used: relative to the section if they were
-        hint = match[0].removeprefix(f"{section}.") if section else match[0]
-        return ConfigError(f"unknown config key {shown!r} (did you mean {hint!r}?)")
-    there = f"; known keys there: {', '.join(siblings)}" if siblings else ""
-    return ConfigError(f"unknown config key {shown!r}{there}")
-
-
-def _paths(node: dict[str, Any], prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for key, value in node.items():
-        out.append(f"{prefix}{key}")
-        if isinstance(value, dict):
-            out.extend(_paths(value, f"{prefix}{key}."))
-    return out
-
-
-def _tops(tree: dict[str, Any]) -> str:
-    return ", ".join(sorted(tree))
-
-
-# --- types and rules -----------------------------------------------------------------------
-
-
-def _merge(base: dict[str, Any], updates: dict[str, Any], prefix: str, allow_new: bool) -> None:
-    for key, value in updates.items():
-        path = f"{prefix}{key}"
-        if key in base:
-            base[key] = _coerce(path, base[key], value, None, allow_new)
-        elif allow_new:
-            base[key] = _check_rules(path, value, None)
-        else:
-            raise _unknown_key(_paths(base, prefix), path, None, sorted(base))
-
-
-def _coerce(path: str, default: Any, value: Any, raw: str | None, allow_new: bool) -> Any:
-    """Check ``value`` against the key's rule, else against the type of its default."""
-    rule = _RULES.get(path)
-    if rule is not None:
-        return rule(path, value, raw)
-    if default is None:
-        return _check_rules(path, value, raw)
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise _expected(path, "a mapping (set one of its keys instead)", value)
-        merged = copy.deepcopy(default)
-        _merge(merged, value, f"{path}.", allow_new)
-        return merged
-    if isinstance(default, list):
-        return _coerce_list(path, default, value)
-    return _coerce_scalar(path, default, value, raw)
-
-
-_KIND_NAMES: dict[type, tuple[str, str]] = {
-    bool: ("true or false", "true/false values"),
-    int: ("an integer", "integers"),
-    float: ("a number", "numbers"),
-    str: ("a string", "strings"),
-}
-
-
-def _kind(value: Any) -> type | None:
-    for kind in (bool, int, float, str):  # bool before int: True is an int in Python
-        if isinstance(value, kind):
-            return kind
+def _suggestion(node: DictConfig, key: str) -> str | None:
+    """OmegaConf's guess at the key meant instead of ``key``, if it has one."""
+    try:
+        node[key]
+    except (ConfigAttributeError, ConfigKeyError) as exc:
+        match = _SUGGESTION_RE.search(str(exc))
+        return match[1] if match else None
     return None
 
 
-def _fits(kind: type, value: Any) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return _is_int(value)
-    if kind is float:
-        return _is_number(value)
-    return value is not None and not isinstance(value, (list, dict))
+def _unknown_key(
+    node: DictConfig, key: str, path: str, section: str | None, rest: str = ""
+) -> ConfigError:
+    """The error for a key the schema lacks, with OmegaConf's suggestion, spelled as given.
+
+    ``path`` ends in ``key``, the part ``node`` lacks; ``rest`` is what followed it.
+    """
+
+    def spelled(full: str) -> str:
+        return full.removeprefix(f"{section}.") if section else full
+
+    suggestion = _suggestion(node, key)
+    if suggestion is not None:
+        parent = path.rpartition(".")[0]
+        hint = f"{parent}.{suggestion}" if parent else suggestion
+        return ConfigError(
+            f"unknown config key {spelled(path + rest)!r} (did you mean {spelled(hint + rest)!r}?)"
+        )
+    there = f"; known keys there: {', '.join(str(k) for k in node)}" if len(node) else ""
+    return ConfigError(f"unknown config key {spelled(path + rest)!r}{there}")
 
 
-def _convert(kind: type, value: Any, raw: str | None) -> Any:
-    if kind is float:
-        return float(value)
-    if kind is str and not isinstance(value, str):
-        return raw.strip() if raw is not None else _show(value)  # keeps `token=0123` as typed
-    return value
-
-
-def _coerce_scalar(path: str, default: Any, value: Any, raw: str | None) -> Any:
-    kind = _kind(default)
-    if kind is None:
-        return value
-    if not _fits(kind, value):
-        raise _expected(path, _KIND_NAMES[kind][0], value)
-    return _convert(kind, value, raw)
-
-
-def _coerce_list(path: str, default: list[Any], value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise _expected(path, "a list", value)
-    kinds = {_kind(item) for item in default}
-    if len(kinds) != 1 or None in kinds:
-        return value  # an empty or mixed default says nothing about the items
-    (kind,) = kinds
-    if not all(_fits(kind, item) for item in value):
-        raise _expected(path, f"a list of {_KIND_NAMES[kind][1]}", value)
-    return [_convert(kind, item, None) for item in value]
-
-
-def _check_rules(path: str, value: Any, raw: str | None) -> Any:
-    """Apply range rules inside a subtree that has no typed default (a new or null key)."""
-    rule = _RULES.get(path)
-    if rule is not None:
-        return rule(path, value, raw)
-    if isinstance(value, dict):
-        return {key: _check_rules(f"{path}.{key}", item, None) for key, item in value.items()}
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _show(value: Any) -> str:
-    """A value as it would be typed on the command line, on one line."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_show(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _expected(path: str, what: str, value: Any) -> ConfigError:
-    return ConfigError(f"{path}: expected {what}, got {_show(value)}")
-
-
-Rule = Callable[[str, Any, str | None], Any]
-
-
-def _number(
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    integer: bool = False,
-    open_low: bool = False,
-    nullable: bool = False,
-) -> Rule:
-    what = "an integer" if integer else "a number"
-    if low is not None and high is not None:
-        bounds = f"in [{low}, {high}]"
-    elif low is not None:
-        bounds = f"> {low}" if open_low else f">= {low}"
-    else:
-        bounds = ""
-
-    def check(path: str, value: Any, raw: str | None) -> Any:
-        if value is None and nullable:
-            return None
-        if not (_is_int(value) if integer else _is_number(value)):
-            raise _expected(path, what, value)
-        too_low = low is not None and (value <= low if open_low else value < low)
-        if too_low or (high is not None and value > high):
-            raise _expected(path, f"{what} {bounds}", value)
-        return value if integer else float(value)
-
-    return check
-
-
-def _choice(*options: object) -> Rule:
-    shown = ", ".join(str(option) for option in options)
-
-    def check(path: str, value: Any, raw: str | None) -> Any:
-        # `value in options` would let True match 1; compare type and value
-        if not any(type(value) is type(option) and value == option for option in options):
-            raise _expected(path, f"one of {shown}", value)
-        return value
-
-    return check
-
-
-def _text(path: str, value: Any, raw: str | None) -> Any:
-    """A path, glob or token: null, or any scalar taken as text."""
-    if value is None:
-        return None
-    if isinstance(value, (list, dict)):
-        raise _expected(path, "a string or null", value)
-    return _convert(str, value, raw)
-
-
-def _devices(path: str, value: Any, raw: str | None) -> Any:
-    if value == "auto" or (_is_int(value) and value >= 1):
-        return value
-    if isinstance(value, list) and value and all(_is_int(v) and v >= 0 for v in value):
-        return value
-    raise _expected(path, "auto, a positive integer or a list of device ids like [0]", value)
-
-
-def _size_or_null(path: str, value: Any, raw: str | None) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value):
-        return value
-    raise _expected(path, "[height, width] in pixels or null", value)
-
-
-# Keys whose allowed values are narrower than their default's type. A rule replaces the type
-# check for its key, and also runs on the values read from the files.
-_RULES: dict[str, Rule] = {
-    "data.split.val_fraction": _number(0, 1),
-    "data.folder": _text,
-    "model.weights": _text,
-    "training.batch_size": _number(1, integer=True),
-    "training.max_epochs": _number(1, integer=True),
-    "training.warmup_epochs": _number(0, integer=True),
-    "training.grad_clip": _number(0),
-    "training.scheduler": _choice("none", "cosine", "step"),
-    "optimizer.learning_rate": _number(0, open_low=True),
-    "optimizer.weight_decay": _number(0),
-    "trainer.accelerator": _choice("auto", "cpu", "gpu", "mps"),
-    "trainer.devices": _devices,
-    "trainer.precision": _choice(
-        16, 32, 64, "16-mixed", "bf16-mixed", "16-true", "bf16-true", "32-true", "64-true"
-    ),
-    "logging.level": _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-    "metrics.target_recall": _number(0, 1),
-    "metrics.monitor": _choice(
-        "val_loss", "val_auroc", "val_accuracy", "val_recall", "val_precision"
-    ),
-    "model.freeze_stages": _number(0, integer=True),
-    "data.num_workers": _number(0, integer=True),
-    "adapt.kind": _choice("logreg", "mlp"),
-    "adapt.hidden": _number(1, integer=True),
-    "adapt.folds": _number(2, integer=True),
-    "adapt.min_labels_per_class": _number(2, integer=True),
-    "adapt.auto_every": _number(0, integer=True),
-    "scan.threshold": _number(0, 1, nullable=True),
-    "scan.batch_size": _number(1, integer=True),
-    "scan.workers": _number(0, integer=True),
-    "scan.queue_size": _number(1, integer=True),
-    "scan.timeout_s": _number(0, open_low=True),
-    "scan.pattern": _text,
-    "scan.max_frames": _number(1, integer=True),
-    "export.output": _text,
-    "export.input_size": _size_or_null,
-    "serve.port": _number(1, 65535, integer=True),
-    "serve.root": _text,
-    "serve.token": _text,
-    "watch.quarantine": _text,
-    "watch.settle_s": _number(0),
-}
+def _tops(cfg: DictConfig) -> str:
+    return ", ".join(sorted(str(k) for k in cfg))

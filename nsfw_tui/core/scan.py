@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config_schema import ScanConfig
 from .decode_pool import Decoded, DecodePool, Decoder, Failed, decode_path
 from .errors import NsfwTuiError
 from .images import is_image_name
@@ -22,25 +23,11 @@ CONTENT_ERRORS = frozenset({"empty", "unidentified", "truncated", "bomb", "corru
 
 
 @dataclass
-class ScanOptions:
-    batch_size: int = 16
-    workers: int = 2
-    queue_size: int = 64
-    timeout_s: float = 20.0
-    use_draft: bool = True
-    max_frames: int = 8
-    decoder: Decoder = decode_path  # tests swap in a faulty one
+class ScanOptions(ScanConfig):
+    """The `scan:` settings (their defaults and rules are in core/config_schema.py), and the
+    decoder, which no config sets. ``ScanOptions.from_config(cfg.scan)`` builds one."""
 
-    @classmethod
-    def from_config(cls, cfg) -> ScanOptions:
-        return cls(
-            batch_size=int(cfg.batch_size),
-            workers=int(cfg.workers),
-            queue_size=int(cfg.queue_size),
-            timeout_s=float(cfg.timeout_s),
-            use_draft=bool(cfg.use_draft),
-            max_frames=int(cfg.max_frames),
-        )
+    decoder: Decoder = decode_path  # tests swap in a faulty one
 
 
 def inference_threads(workers: int) -> int:
@@ -311,13 +298,14 @@ def scan_folder(
     scorer: Scorer,
     store: Store,
     options: ScanOptions | None = None,
-    *,
-    pattern: str | None = None,
-    recursive: bool = True,
     **kwargs,
 ) -> ScanResult:
+    """Score the images under ``root`` that ``options.pattern`` and ``options.recursive`` pick."""
+    options = options or ScanOptions()
     errors: list[tuple[str, str]] = []
-    paths = list(walk_images(root, pattern=pattern, recursive=recursive, errors=errors))
+    paths = list(
+        walk_images(root, pattern=options.pattern, recursive=options.recursive, errors=errors)
+    )
     result = scan_files(paths, scorer, store, options, **kwargs)
     result.walk_errors = errors
     return result

@@ -3,54 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Self
 
-from .errors import NsfwTuiError
+from .config_rules import Range, setting
+from .config_schema import WatchConfig
 
 
 @dataclass
-class WatchOptions:
-    settle_s: float = 2.0
-    """Seconds a file's size and mtime must stay unchanged before it is scored."""
-    rescan_interval_s: float = 300.0
-    """Full rescan period, to catch events the file system never delivered."""
-    quarantine: str | None = None
-    """Folder NSFW and unreadable files are moved to (None: only log)."""
-    dry_run: bool = False
-    """Log the quarantine action without moving anything."""
-    polling: bool = False
-    """Poll the file system (network and bind mounts) instead of inotify."""
-    catch_up: bool = True
-    """Score the files already in the folder that the store has not scored."""
-    never_settles_timeout_s: float = 120.0
-    """A file still changing, or still failing to decode, after this long is an error."""
-    poll_interval_s: float = 1.0
+class WatchOptions(WatchConfig):
+    """The `watch:` settings (defaults and rules in core/config_schema.py) and a few knobs that
+    only code and tests set. Building one, or calling ``check()``, applies every rule."""
+
+    poll_interval_s: float = setting(1.0, Range(0, low_open=True))
     """Seconds between snapshots of the polling observer."""
-    supervise_interval_s: float = 1.0
+    supervise_interval_s: float = setting(1.0, Range(0, low_open=True))
     """How often the observer's threads are checked (and restarted when dead)."""
-    max_batch: int = 256
+    max_batch: int = setting(256, Range(1))
     """Most settled files handed to one `scan_files` call."""
     pattern: str | None = None
-    """Glob the file names must match; None: every image type."""
+    """Glob the file names must match (`scan.pattern`); None: every image type."""
 
     @classmethod
-    def from_config(cls, watch, scan=None) -> WatchOptions:
-        return cls(
-            settle_s=float(watch.settle_s),
-            rescan_interval_s=float(watch.rescan_interval_s),
-            quarantine=str(watch.quarantine) if watch.quarantine else None,
-            dry_run=bool(watch.dry_run),
-            polling=bool(watch.polling),
-            catch_up=bool(watch.catch_up),
-            never_settles_timeout_s=float(watch.never_settles_timeout_s),
-            pattern=(scan.pattern or None) if scan is not None else None,
-        )
-
-    def check(self) -> None:
-        for name in ("settle_s", "rescan_interval_s", "never_settles_timeout_s", "poll_interval_s"):
-            if not getattr(self, name) > 0:
-                raise NsfwTuiError(f"watch.{name} must be above 0, got {getattr(self, name)}")
-        if self.never_settles_timeout_s < self.settle_s:
-            raise NsfwTuiError("watch.never_settles_timeout_s must be at least watch.settle_s")
+    def from_config(cls, node: Any, scan: Any = None, **extra: Any) -> Self:
+        """From the loaded `watch:` section; the file-name pattern comes from `scan:`."""
+        pattern = (scan.pattern or None) if scan is not None else None
+        return super().from_config(node, pattern=pattern, **extra)
 
 
 @dataclass
