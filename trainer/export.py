@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nsfw_tui.core.atomic import atomic_path
 from nsfw_tui.core.errors import one_line
 from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.store import Store
@@ -207,37 +206,27 @@ def export_onnx(
     failures: list[str] = []
     for name, version, exporter in attempts:
         props = metadata_props(src, meta, pre, name, version)
-        tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
         try:
-            proto = exporter(module, example, version, dynamic_batch)
-            # the dynamo exporter keeps 18 where it cannot convert down to the opset asked for
-            version = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-            props["opset"] = str(version)
-            write_model(proto, tmp, props)
-            parity = check_file(tmp, module, images, pre, src.threshold, dynamic_batch, source)
-            if parity.max_diff > PARITY_ATOL:
-                raise ExportError(
-                    f"onnxruntime disagrees with PyTorch: max abs diff {parity.max_diff:.3g} "
-                    f"> {PARITY_ATOL:g}"
-                )
+            with atomic_path(dest) as tmp:  # dest is replaced only once parity holds
+                proto = exporter(module, example, version, dynamic_batch)
+                # dynamo keeps 18 where it cannot convert down to the opset asked for
+                version = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+                props["opset"] = str(version)
+                write_model(proto, tmp, props)
+                parity = check_file(tmp, module, images, pre, src.threshold, dynamic_batch, source)
+                if parity.max_diff > PARITY_ATOL:
+                    raise ExportError(
+                        f"onnxruntime disagrees with PyTorch: max abs diff "
+                        f"{parity.max_diff:.3g} > {PARITY_ATOL:g}"
+                    )
         except Exception as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             failures.append(f"{name} exporter (opset {version}): {one_line(exc)}")
             if name == "dynamo":
-                say(f"the dynamo exporter failed ({one_line(exc)}); trying the TorchScript "
-                    f"exporter at opset {attempts[1][1]}")  # fmt: skip
+                say(
+                    f"the dynamo exporter failed ({one_line(exc)}); trying the TorchScript "
+                    f"exporter at opset {attempts[1][1]}"
+                )
             continue
-        except BaseException:  # Ctrl+C: still no half-written file
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        try:
-            os.replace(tmp, dest)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from None
         break
     else:
         raise ExportError("export failed, no file written: " + "; ".join(failures))

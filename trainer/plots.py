@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from nsfw_tui.core.atomic import atomic_path
 
 if TYPE_CHECKING:
     from nsfw_tui.core.store import RunRow
@@ -110,10 +111,6 @@ def _label(ax: Any, metric: str) -> None:
 
 
 def _save(fig: Any, path: Path, dpi: int) -> Path:
-    tmp = path.with_name(f".{path.name}.part")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

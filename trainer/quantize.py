@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from nsfw_tui.core.atomic import atomic_path
 from nsfw_tui.core.errors import one_line
 from nsfw_tui.core.metrics import auroc
 from nsfw_tui.core.store import Store
@@ -100,47 +101,45 @@ def quantize_onnx(store: Store, report: ExportReport, *, register: bool = True) 
     dest = report.path.with_name(report.path.stem + ".int8.onnx")
     tag = uuid.uuid4().hex[:8]
     prepared = dest.with_name(f".{dest.name}.prep-{tag}")
-    tmp = dest.with_name(f".{dest.name}.part-{tag}")
     try:
-        try:  # shape inference and graph fusions first, as onnxruntime recommends
-            quant_pre_process(os.fspath(report.path), os.fspath(prepared))
-            source = prepared
-        except Exception:
-            source = report.path
-        with warnings.catch_warnings(), _quiet_logging():
-            warnings.simplefilter("ignore")
-            quantize_static(
-                os.fspath(source), os.fspath(tmp), Calibration(), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(QUANT_OPS), per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            )  # fmt: skip
-        proto = onnx.load(os.fspath(tmp))
-        if not has_quantized_ops(proto):
-            raise ExportError("onnxruntime quantized no operator of this model")
-        write_model(proto, tmp, {**report.props, "quantization": QUANTIZATION})
-        onnx.checker.check_model(os.fspath(tmp), full_check=True)
-        out = _int8_report(tmp, report, images, labels, dest)
-        problems = []
-        if out.max_prob_change > INT8_MAX_PROB_CHANGE:
-            problems.append(f"probabilities moved by up to {out.max_prob_change:.4f} "
-                            f"(limit {INT8_MAX_PROB_CHANGE:g})")  # fmt: skip
-        if (out.auroc_change or 0.0) > INT8_MAX_AUROC_CHANGE:
-            problems.append(f"AUROC moved from {out.auroc_float:.4f} to {out.auroc_int8:.4f} "
-                            f"(limit {INT8_MAX_AUROC_CHANGE:g})")  # fmt: skip
-        if problems:
-            raise ExportError(
-                f"the int8 copy is too far from the float model on {out.n_images} "
-                f"{report.parity.image_source} images: {'; '.join(problems)}; it was not kept"
-            )
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:  # dest is replaced only once the checks pass
+            try:  # shape inference and graph fusions first, as onnxruntime recommends
+                quant_pre_process(os.fspath(report.path), os.fspath(prepared))
+                source = prepared
+            except Exception:
+                source = report.path
+            with warnings.catch_warnings(), _quiet_logging():
+                warnings.simplefilter("ignore")
+                quantize_static(
+                    os.fspath(source), os.fspath(tmp), Calibration(), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(QUANT_OPS), per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                )  # fmt: skip
+            proto = onnx.load(os.fspath(tmp))
+            if not has_quantized_ops(proto):
+                raise ExportError("onnxruntime quantized no operator of this model")
+            write_model(proto, tmp, {**report.props, "quantization": QUANTIZATION})
+            onnx.checker.check_model(os.fspath(tmp), full_check=True)
+            out = _int8_report(tmp, report, images, labels, dest)
+            problems = []
+            if out.max_prob_change > INT8_MAX_PROB_CHANGE:
+                problems.append(f"probabilities moved by up to {out.max_prob_change:.4f} "
+                                f"(limit {INT8_MAX_PROB_CHANGE:g})")  # fmt: skip
+            if (out.auroc_change or 0.0) > INT8_MAX_AUROC_CHANGE:
+                problems.append(f"AUROC moved from {out.auroc_float:.4f} to {out.auroc_int8:.4f} "
+                                f"(limit {INT8_MAX_AUROC_CHANGE:g})")  # fmt: skip
+            if problems:
+                raise ExportError(
+                    f"the int8 copy is too far from the float model on {out.n_images} "
+                    f"{report.parity.image_source} images: {'; '.join(problems)}; it was not kept"
+                )
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(f"int8 quantization failed: {one_line(exc)}") from None
     finally:
-        for leftover in (prepared, tmp):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        with contextlib.suppress(OSError):
+            prepared.unlink()
     out.size_bytes = dest.stat().st_size
     if register and report.model_id:
         out.model_id = f"{report.model_id}-int8"

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from .atomic import atomic_write
 from .config_rules import same_as
 from .config_schema import HEAD_KINDS, AdaptConfig, MetricsConfig
 from .errors import NsfwTuiError
@@ -132,15 +132,10 @@ class Head:
         meta = {**self.meta, "format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind}
         arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part-{uuid.uuid4().hex[:8]}")
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_write(path, "wb") as fh:
                 np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise NsfwTuiError(f"cannot write the adapted model {path}: {exc}") from exc
         return path
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import queue
 import signal
 import sys
@@ -261,7 +260,3 @@ class DecodePool:
             for w in pool:
                 w.stop(kill=w.task is not None)
             results.put(done)
-
-
-def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 2)))

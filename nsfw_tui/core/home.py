@@ -24,8 +24,9 @@ class Home:
         return self.root / "models"
 
     @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
+    def cache_dir(self) -> Path:
+        """What can be rebuilt at any time (the prepared built-in graph); safe to delete."""
+        return self.root / "cache"
 
     def watch_journal(self, folder: str | os.PathLike) -> Path:
         """The decision log `watch` keeps for ``folder`` when no --log is given (W13).

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import ImageError, NsfwTuiError
 from .images import hash_file
 from .scan import walk_images
@@ -89,17 +90,14 @@ def import_folders(store: Store, plan: list[tuple[Path, str]]) -> ImportReport:
 
 def export_csv(rows: list[dict], output: str | os.PathLike) -> None:
     output = Path(output)
-    tmp = output.with_name(f".{output.name}.part")
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_write(output, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["path", "sha256", "label", "source", "time"])
             for r in rows:
                 when = datetime.fromtimestamp(r.created_at, UTC).isoformat(timespec="seconds")
                 writer.writerow([r.path or "", r.sha256, r.label, r.source, when])
-        os.replace(tmp, output)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise NsfwTuiError(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 

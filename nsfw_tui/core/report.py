@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .atomic import atomic_write
 from .decision import decide
 from .errors import NsfwTuiError
 from .scan import ScanItem
@@ -55,9 +55,8 @@ def write_report(rows: Sequence[dict], output: str | os.PathLike) -> None:
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
         raise NsfwTuiError(f"the output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        with atomic_write(output, "w", newline="") as fh:
             if suffix == ".csv":
                 writer = csv.DictWriter(fh, fieldnames=COLUMNS)
                 writer.writeheader()
@@ -66,7 +65,5 @@ def write_report(rows: Sequence[dict], output: str | os.PathLike) -> None:
             else:
                 json.dump(list(rows), fh, indent=2, ensure_ascii=False)
                 fh.write("\n")
-        os.replace(tmp, output)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise NsfwTuiError(f"cannot write {output}: {exc.strerror or exc}") from exc

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .errors import NsfwTuiError
 from .preprocess import OPEN_NSFW, Preprocessing
 
@@ -170,27 +171,92 @@ def builtin_model_path() -> Path:
     return path
 
 
-def load_builtin(threads: int | None = None) -> OnnxScorer:
-    """open_nsfw with its pooled features added as a second output."""
-    import onnx
+def _with_features(data: bytes) -> bytes:
+    """open_nsfw's graph with its pooled features added as a second output."""
+    import onnx  # only here: editing the graph is the one job that needs it
 
-    path = builtin_model_path()
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != BUILTIN_SHA256:
-        raise NsfwTuiError(f"the built-in model file {path} is damaged (checksum mismatch)")
     model = onnx.load_from_string(data)
     model.graph.output.append(
         onnx.helper.make_tensor_value_info(BUILTIN_FEATURES, onnx.TensorProto.FLOAT, None)
     )
+    return model.SerializeToString()
+
+
+def _verified_builtin() -> bytes:
+    path = builtin_model_path()
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != BUILTIN_SHA256:
+        raise NsfwTuiError(f"the built-in model file {path} is damaged (checksum mismatch)")
+    return data
+
+
+def prepared_builtin(cache_dir: str | os.PathLike | None) -> bytes | Path:
+    """The built-in graph with its feature output, prepared once and kept in ``cache_dir``.
+
+    Editing the graph needs `onnx` and its protobuf (about 0.3 s to import and run); the
+    prepared file is reused by every later start, checked against the digest recorded
+    beside it, and rebuilt when it is missing or does not match. Without a cache folder
+    the graph is prepared in memory.
+    """
+    if cache_dir is None:
+        return _with_features(_verified_builtin())
+    folder = Path(cache_dir)
+    prepared = folder / f"{BUILTIN_ID}-features-{BUILTIN_SHA256[:12]}.onnx"
+    digest_file = prepared.with_suffix(".sha256")
+    try:
+        want = digest_file.read_text(encoding="ascii").strip()
+        data = prepared.read_bytes()
+        if hashlib.sha256(data).hexdigest() == want:
+            return prepared
+    except OSError:
+        pass
+    data = _with_features(_verified_builtin())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(prepared, data)
+        atomic_write_bytes(digest_file, hashlib.sha256(data).hexdigest().encode("ascii"))
+    except OSError:
+        return data  # a read-only home still scores; it only prepares the graph each time
+    return prepared
+
+
+def load_builtin(threads: int | None = None, cache_dir: str | os.PathLike | None = None):
+    """open_nsfw with its pooled features added as a second output."""
     return OnnxScorer(
         BUILTIN_ID,
-        model.SerializeToString(),
+        prepared_builtin(cache_dir),
         OPEN_NSFW,
         output="softmax2",
         feature_output=BUILTIN_FEATURES,
         default_threshold=BUILTIN_THRESHOLD,
         threads=threads,
     )
+
+
+class LazyScorer:
+    """A scorer whose model loads on its first batch: answers from the cache need none.
+
+    ``id``, ``preprocessing`` and ``default_threshold`` are known from the store's model row,
+    so a scan whose every file is cached never creates an inference session at all.
+    """
+
+    def __init__(
+        self, model_id: str, preprocessing: Preprocessing, default_threshold: float, load
+    ) -> None:
+        self.id = model_id
+        self.preprocessing = preprocessing
+        self.default_threshold = default_threshold
+        self._load = load
+        self._scorer: Scorer | None = None
+
+    def loaded(self) -> Scorer:
+        """The real scorer, loading it now if it is not yet (a server warms up with this)."""
+        if self._scorer is None:
+            self._scorer = self._load()
+        return self._scorer
+
+    def score(self, pixels: np.ndarray) -> ScoreBatch:
+        return self.loaded().score(pixels)
 
 
 def ensure_builtin(store: Store) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import StoreBusyError, StoreError, StoreMissingError, StoreReadOnlyError
 from .store_files import (
     missing_store_message,
@@ -768,16 +769,14 @@ class Store:
         dest = Path(dest)
         if dest.exists():
             raise StoreError(f"{dest} already exists; choose a new file name for the backup")
-        tmp = dest.with_name(dest.name + ".part")
         try:
-            target = sqlite3.connect(tmp)
-            try:
-                self._conn.backup(target)
-            finally:
-                target.close()
-            os.replace(tmp, dest)
+            with atomic_path(dest) as tmp:
+                target = sqlite3.connect(tmp)
+                try:
+                    self._conn.backup(target)
+                finally:
+                    target.close()
         except (OSError, sqlite3.Error) as exc:
-            tmp.unlink(missing_ok=True)
             raise StoreError(f"backup to {dest} failed: {exc}") from exc
         note_backup(self.path, dest)
         return dest

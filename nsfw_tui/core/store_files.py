@@ -5,9 +5,9 @@ Plain files, never the database itself: reading them drops no SQLite lock (S14, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import StoreError
 
 
@@ -27,13 +27,11 @@ def read_marker(store_path: Path) -> str | None:
 
 def write_marker(store_path: Path, store_id: str) -> None:
     marker = marker_path(store_path)
-    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(store_id + "\n", encoding="utf-8")
-        os.replace(tmp, marker)
+        with atomic_write(marker) as fh:
+            fh.write(store_id + "\n")
     except OSError:
-        # The marker only guards against a lost store; failing to write it loses nothing now.
-        tmp.unlink(missing_ok=True)
+        pass  # the marker only guards against a lost store; failing to write it loses nothing
 
 
 def missing_store_message(store_path: Path, what: str) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nsfw_tui.core.adapt import Head, load_head
+from nsfw_tui.core.atomic import atomic_path
 from nsfw_tui.core.errors import NsfwTuiError
 from nsfw_tui.core.preprocess import OPEN_NSFW
 from nsfw_tui.core.scorers import (
@@ -116,8 +116,7 @@ def export_adapted(model_row: ModelRow, out_path: str | os.PathLike) -> Path:
     model = joined_graph(head)
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_path(dest) as tmp:  # replaces dest only once the checks pass
         write_model(model, tmp, metadata_props(model_row, head, opset))
         onnx.checker.check_model(os.fspath(tmp), full_check=True)
         diff = parity(tmp, AdaptedScorer(model_row.id, head, load_builtin(), model_row.threshold))
@@ -126,9 +125,6 @@ def export_adapted(model_row: ModelRow, out_path: str | os.PathLike) -> Path:
                 f"the exported graph disagrees with the app: max abs diff {diff:.3g} > "
                 f"{PARITY_ATOL:g}; no file written"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest.resolve()
 
 

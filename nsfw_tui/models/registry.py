@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from nsfw_tui.core.errors import NsfwTuiError
-from nsfw_tui.core.preprocess import Preprocessing
+from nsfw_tui.core.preprocess import OPEN_NSFW, Preprocessing
 from nsfw_tui.core.scorers import (
     BUILTIN_ID,
+    BUILTIN_THRESHOLD,
     AdaptedScorer,
+    LazyScorer,
     OnnxScorer,
     Scorer,
     ensure_builtin,
@@ -18,7 +21,7 @@ from nsfw_tui.core.store import ModelRow, Store
 
 from .torch_edge import checkpoint_scorer
 
-_builtin_cache: dict[int | None, OnnxScorer] = {}
+_builtin_cache: dict[tuple[int | None, str | None], OnnxScorer] = {}
 
 
 def resolve_model(store: Store, model_id: str | None = None) -> ModelRow:
@@ -36,34 +39,57 @@ def resolve_model(store: Store, model_id: str | None = None) -> ModelRow:
     return row
 
 
-def _builtin(threads: int | None) -> OnnxScorer:
-    if threads not in _builtin_cache:
-        _builtin_cache[threads] = load_builtin(threads)
-    return _builtin_cache[threads]
+def _builtin(threads: int | None, cache_dir: str | os.PathLike | None) -> OnnxScorer:
+    key = (threads, os.fspath(cache_dir) if cache_dir else None)
+    if key not in _builtin_cache:
+        _builtin_cache[key] = load_builtin(threads, cache_dir)
+    return _builtin_cache[key]
 
 
-def load_scorer(row: ModelRow, *, threads: int | None = None) -> Scorer:
-    """A scorer for the model row; heavy libraries load only for the kinds that need them."""
+def load_scorer(
+    row: ModelRow, *, threads: int | None = None, cache_dir: str | os.PathLike | None = None
+) -> Scorer:
+    """A scorer for the model row; heavy libraries load only for the kinds that need them.
+
+    ONNX-based scorers come back lazy: their session is created on the first batch, so a
+    scan that answers everything from the cache creates none. What can be checked without
+    loading (files present, preprocessing recorded) is checked now, so a missing model
+    still fails before any work. ``cache_dir`` keeps the prepared built-in graph.
+    """
     if row.kind == "builtin":
-        return _builtin(threads)
+        return LazyScorer(
+            BUILTIN_ID, OPEN_NSFW, BUILTIN_THRESHOLD, lambda: _builtin(threads, cache_dir)
+        )
     if row.kind == "adapted":
         from nsfw_tui.core.adapt import load_head
 
         if not row.path:
             raise NsfwTuiError(f"model {row.id!r} has no head file recorded")
-        return AdaptedScorer(row.id, load_head(row.path), _builtin(threads), row.threshold)
+        head = load_head(row.path)
+        return LazyScorer(
+            row.id,
+            OPEN_NSFW,
+            row.threshold,
+            lambda: AdaptedScorer(row.id, head, _builtin(threads, cache_dir), row.threshold),
+        )
     if row.kind == "onnx":
         if not row.path or not Path(row.path).is_file():
             raise NsfwTuiError(f"the ONNX file of model {row.id!r} is missing: {row.path}")
         if not row.preprocessing:
             raise NsfwTuiError(f"model {row.id!r} has no preprocessing recorded")
-        return OnnxScorer(
+        pre = Preprocessing.from_dict(row.preprocessing)
+        return LazyScorer(
             row.id,
-            row.path,
-            Preprocessing.from_dict(row.preprocessing),
-            output=row.meta.get("output", "probability"),
-            default_threshold=row.threshold,
-            threads=threads,
+            pre,
+            row.threshold,
+            lambda: OnnxScorer(
+                row.id,
+                row.path,
+                pre,
+                output=row.meta.get("output", "probability"),
+                default_threshold=row.threshold,
+                threads=threads,
+            ),
         )
     if row.kind == "checkpoint":
         return checkpoint_scorer(row)  # torch loads there and only there

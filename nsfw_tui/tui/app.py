@@ -53,7 +53,11 @@ class NsfwTuiApp(App):
             return self.scorer_factory(row)
         from nsfw_tui.models.registry import load_scorer
 
-        return load_scorer(row, threads=inference_threads(self.scan_options.workers))
+        return load_scorer(
+            row,
+            threads=inference_threads(self.scan_options.workers),
+            cache_dir=self.home.cache_dir,
+        )
 
     def post_message_to_review(self, message) -> None:
         # Called from the writer thread: post_message is thread-safe.
