@@ -11,14 +11,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .decision import decide
-from .quarantine import quarantine_move, recover_moves
-from .scan import ScanItem, ScanOptions, scan_files
-from .scorers import Scorer
-from .store import LabelEvent, Store, path_text
-from .watch_events import RETRYABLE, Key, _key, _Logged, _Settled
-from .watch_log import DecisionLog, Unlogged, unlogged
-from .watch_options import WatchOptions, WatchStats
+from ..decision import decide
+from ..quarantine import quarantine_move, recover_moves
+from ..scan import ScanItem, ScanOptions, scan_files
+from ..scorers import Scorer
+from ..store import LabelEvent, Store, path_text
+from ..watch_options import WatchOptions, WatchStats
+from .events import RETRYABLE, Key, _key, _Logged, _Settled
+from .log import DecisionLog, Unlogged, unlogged
 
 # The Watcher's logger, whichever of its modules logs.
 log = logging.getLogger("nsfw_tui.core.watch")

@@ -22,7 +22,7 @@ from watchdog.events import (
 )
 
 if TYPE_CHECKING:
-    from .watch import Watcher
+    from .watcher import Watcher
 
 # Names that a downloader or uploader writes before its final rename.
 TEMPORARY_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~")

@@ -20,14 +20,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .decision import Call, decide
-from .errors import NsfwTuiError
-from .images import is_image_name
-from .quarantine import move_no_overwrite, quarantine_folder, release
-from .scan import CONTENT_ERRORS, ScanOptions, walk_images
-from .scorers import Scorer
-from .store import Store, path_text
-from .watch_events import (
+from ..decision import Call, decide
+from ..errors import NsfwTuiError
+from ..images import is_image_name
+from ..quarantine import move_no_overwrite, quarantine_folder, release
+from ..scan import CONTENT_ERRORS, ScanOptions, walk_images
+from ..scorers import Scorer
+from ..store import Store, path_text
+from ..watch_options import WatchOptions, WatchStats
+from .events import (
     _EVENTS,
     RETRYABLE,
     TEMPORARY_SUFFIXES,
@@ -40,9 +41,8 @@ from .watch_events import (
     _Settled,
     is_temporary,
 )
-from .watch_log import DecisionLog
-from .watch_options import WatchOptions, WatchStats
-from .watch_scoring import _Scoring
+from .log import DecisionLog
+from .scoring import _Scoring
 
 log = logging.getLogger(__name__)
 

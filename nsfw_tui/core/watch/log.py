@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO
 
-from .errors import NsfwTuiError
-from .store import FileRow, LabelEvent, MoveRow, Store
-from .watch_events import RETRYABLE, Key, _key
+from ..errors import NsfwTuiError
+from ..store import FileRow, LabelEvent, MoveRow, Store
+from .events import RETRYABLE, Key, _key
 
 TAIL_BYTES = 4 * 1024 * 1024
 # How far before its newest line the log is compared with the store. Undecided rows come
