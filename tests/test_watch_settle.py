@@ -1,12 +1,17 @@
-"""The watcher's settle gate and its retries on a hand-moved clock (W2, W3, W4)."""
+"""The watcher's settle gate, retries and rescan timing on a hand-moved clock (W2, W4, W5)."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import pytest
+from watchdog.events import FileCreatedEvent, FileDeletedEvent, FileMovedEvent
 
+from nsfw_tui.core.watch import Watcher, WatchOptions
 from nsfw_tui.core.watch.clock import ManualClock
+from nsfw_tui.core.watch.decide import Decider, Ledger, Outcome, Rules, Tally
+from nsfw_tui.core.watch.observer import OverflowHook
 from nsfw_tui.core.watch.scope import Scope
 from nsfw_tui.core.watch.settle import SettleGate
 
@@ -242,7 +247,7 @@ def test_young_is_measured_from_the_mtime_on_the_wall_clock(gate, clock, files):
     assert not gate.young(key), "as old as the timeout: no longer young"
 
 
-# -- which names wait ------------------------------------------------------------------------
+# -- which names wait, events, overflow and rescans ----------------------------------------
 
 
 def test_temporary_hidden_quarantined_and_foreign_names_are_never_candidates():
@@ -264,3 +269,74 @@ def test_temporary_hidden_quarantined_and_foreign_names_are_never_candidates():
     assert scope.wanted_dir("/w/sub") and not scope.wanted_dir("/w/.git")
     assert not scope.wanted_dir("/w/q/x") and not scope.wanted_dir("/other")
     assert Scope("/w", pattern="*.TXT").wanted("/w/notes.txt")
+
+
+def watcher(tmp_path, clock: ManualClock, **options) -> Watcher:
+    """A watcher that is never started: its parts, wired as in a real watch."""
+    opts = WatchOptions(settle_s=SETTLE, never_settles_timeout_s=LIMIT, **options)
+    scorer = SimpleNamespace(id="fake")
+    return Watcher(
+        tmp_path, tmp_path / "store.db", scorer, threshold=0.5, options=opts, clock=clock
+    )
+
+
+def test_a_part_file_waits_for_its_final_name(tmp_path, clock):
+    w = watcher(tmp_path, clock)
+    part, final = str(tmp_path / "up.png.part"), str(tmp_path / "up.png")
+    w._handler.dispatch(FileCreatedEvent(part))
+    assert not w.gate.tracks(part) and w.gate.idle()
+    w._handler.dispatch(FileMovedEvent(part, final))
+    assert w.gate.tracks(final) and not w.gate.tracks(part)
+    assert w.gate.take(10)[1] == {part}, "the old name's row, if any, goes"
+    w._handler.dispatch(FileDeletedEvent(final))
+    assert not w.gate.tracks(final)
+
+
+def test_an_overflow_warning_asks_for_a_rescan_and_a_reconcile_note_does_not(tmp_path, clock):
+    w = watcher(tmp_path, clock)
+    hook = OverflowHook(w._on_overflow)
+    for text in ["Inotify queue overflowed", "Inotify queue overflow: reconciling"]:
+        hook.emit(logging.makeLogRecord({"msg": text, "levelno": logging.WARNING}))
+    assert w.stats().overflows == 1
+    assert w.rescans.due() == "overflow" and w.rescans.due() is None
+
+
+def test_rescans_are_asked_for_or_come_every_interval(tmp_path, clock):
+    w = watcher(tmp_path, clock, rescan_interval_s=300.0)
+    w.rescans.request("catch-up")
+    w.request_rescan("requested")  # keeps the earlier reason
+    assert w.rescans.due() == "catch-up"
+    assert w.rescans.due() is None
+    clock.advance(299.5)
+    assert w.rescans.due() is None
+    clock.advance(0.5)
+    assert w.rescans.due() == "periodic"
+
+
+# -- what a decision tells ------------------------------------------------------------------
+
+
+def test_a_line_is_dated_by_the_clock_and_the_same_content_is_told_once(clock):
+    lines: list[dict] = []
+    tally = Tally(clock)
+    decider = Decider(
+        Rules(model="fake", threshold=0.5, root="/inbox"),
+        ledger=Ledger(),
+        tally=tally,
+        clock=clock,
+        on_decision=lines.append,
+        notice=lambda text: None,
+    )
+    o = Outcome(P, (10, 1), sha256="ab" * 32, probability=0.75)
+    decider.decide(None, o)  # no quarantine: the store is not needed
+    clock.advance(1.0)
+    decider.decide(None, Outcome(P, (10, 2), sha256="ab" * 32, probability=0.75))  # touched
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["time"] == "2023-11-14T22:13:20.000Z"  # ManualClock's wall time
+    assert (line["decision"], line["source"], line["action"]) == ("nsfw", "model", "none")
+    assert line["reason"] == "probability 0.7500 >= threshold 0.5"
+    stats = tally.snapshot()
+    assert (stats.seen, stats.nsfw, stats.rate) == (1, 1, 1.0)
+    clock.advance(10.0)
+    assert tally.snapshot().rate == 0.0, "the rate covers the last ten seconds"
