@@ -1,4 +1,4 @@
-"""The watcher's settle gate, retries and rescan timing on a hand-moved clock (W2, W4, W5)."""
+"""The watcher's settle gate, retries and rescan timing on a hand-moved clock (W2-W5)."""
 
 from __future__ import annotations
 
