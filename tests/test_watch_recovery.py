@@ -250,7 +250,8 @@ sys.path.insert(0, 'tests')
 import nsfw_tui.models.registry as reg
 from tui_support import RedScorer
 reg.load_scorer = lambda row, threads=None: RedScorer()
-from nsfw_tui.core import store as store_mod, watch_log
+from nsfw_tui.core import store as store_mod
+from nsfw_tui.core.watch import log as watch_log
 point, _, count = os.environ.get('FAULT', '').partition(':')
 left = [int(count or 0)]
 Q = os.environ['QDIR'] + os.sep

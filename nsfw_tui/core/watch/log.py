@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO
 
-from .errors import NsfwTuiError
-from .store import FileRow, LabelEvent, MoveRow, Store
-from .watch_events import RETRYABLE, Key, _key
+from ..errors import NsfwTuiError
+from ..store import FileRow, LabelEvent, MoveRow, Store
+from .scope import Key, file_key
+from .settle import RETRYABLE
 
 TAIL_BYTES = 4 * 1024 * 1024
 # How far before its newest line the log is compared with the store. Undecided rows come
@@ -179,7 +180,7 @@ def unlogged(
     for r in rows:
         path, sha, kind = r.path, r.sha256, r.error_kind
         key = (r.size, r.mtime_ns)
-        if (path, sha) in done or not wanted(path) or _key(path) != key or kind == "missing":
+        if (path, sha) in done or not wanted(path) or file_key(path) != key or kind == "missing":
             continue
         if kind in RETRYABLE and young(key):
             continue  # never decided: retried while young
