@@ -42,12 +42,12 @@ async def test_label_adapt_and_the_list_resorts_in_place(tmp_path):
         assert screen.review.model_id == "open_nsfw"
 
         # every 4 labels, automatically: too few yet, and the bar says how many more
-        screen.adapt_settings = A.Settings(auto_every=4)
+        screen.adaptation.use(A.Settings(auto_every=4))
         await pilot.press("s", "s", "s", "s")
         await wait_for(pilot, lambda: "labels needed" in status(screen))
         assert "5 more NSFW and 1 more SFW labels needed" in status(screen)
 
-        screen.adapt_settings = A.Settings(auto_every=0)  # from here on only A adapts
+        screen.adaptation.use(A.Settings(auto_every=0))  # from here on only A adapts
         await pilot.press(*"ssssssssnnnnnn")
         await wait_for(pilot, lambda: len(labels_by_sha(app.home)) == 18)
         await pilot.press("o")  # sort: highest probability first

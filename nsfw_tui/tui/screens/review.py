@@ -22,6 +22,7 @@ from ...core.images import load_image
 from ...core.review import Review, Row, load_review
 from ...core.scan import scan_files
 from ...core.store import Store
+from ..adaptation import AdaptationController
 from ..label_writer import SetLabels, UndoLast
 from ..messages import (
     LabelsFailed,
@@ -84,10 +85,7 @@ class ReviewScreen(Screen):
         self.revealed: str | None = None  # the path the person chose to see unblurred
         self.optimistic: dict[str, str | None] = {}  # path -> label before an unsaved change
         self.preview_cache: PreviewReady | None = None
-        self.adapt_settings = None  # core.adapt.Settings, read from config_adapt on first use
-        self.labels_since_adapt = 0
-        self.adapting = False
-        self.adapt_again = False
+        self.adaptation = AdaptationController(self._load_adapt_settings)
 
     # -- layout --------------------------------------------------------------------------
 
@@ -124,18 +122,17 @@ class ReviewScreen(Screen):
     def _store(self) -> Store:
         return Store.open(self.app.home.store_path, check=False)
 
-    def _adapt_settings(self):
-        if self.adapt_settings is None:
-            from ...core.adapt import Settings
-            from ...core.config import load_config
-            from ...core.errors import ConfigError
+    def _load_adapt_settings(self):
+        """The adapt settings from config_adapt; a bad config is said once and turns it off."""
+        from ...core.adapt import Settings
+        from ...core.config import load_config
+        from ...core.errors import ConfigError
 
-            try:
-                self.adapt_settings = Settings.from_config(load_config("adapt"))
-            except ConfigError as exc:
-                self.notify(str(exc), title="Adaptation off", severity="error", markup=False)
-                self.adapt_settings = False  # said once; no adaptation this session
-        return self.adapt_settings or None
+        try:
+            return Settings.from_config(load_config("adapt"))
+        except ConfigError as exc:
+            self.notify(str(exc), title="Adaptation off", severity="error", markup=False)
+            return None
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load(self) -> None:
@@ -245,7 +242,7 @@ class ReviewScreen(Screen):
         if event.worker.group == "adapt" and event.state in (
             WorkerState.ERROR, WorkerState.CANCELLED
         ):  # fmt: skip
-            self.adapting = False
+            self.adaptation.finished()
             self.show_adaptation(" adaptation failed")
         self.app.on_worker_state_changed(event)
 
@@ -382,9 +379,8 @@ class ReviewScreen(Screen):
             self.optimistic.pop(path, None)
         self.review.apply_labels(message.labels)
         if not message.undo and message.batch is not None:
-            self.labels_since_adapt += sum(1 for v in message.labels.values() if v is not None)
-            settings = self._adapt_settings()
-            if settings is not None and 0 < settings.auto_every <= self.labels_since_adapt:
+            saved = sum(1 for v in message.labels.values() if v is not None)
+            if self.adaptation.labels_saved(saved):
                 self.start_adaptation()
         if message.undo:
             n = len(message.labels)
@@ -520,14 +516,9 @@ class ReviewScreen(Screen):
                 self.app.store_readonly, title="Cannot adapt", severity="error", markup=False
             )
             return
-        settings = self._adapt_settings()
+        settings = self.adaptation.start()
         if settings is None:
             return
-        self.labels_since_adapt = 0
-        if self.adapting:  # one at a time; labels saved meanwhile get the next one
-            self.adapt_again = True
-            return
-        self.adapting = True
         self.show_adaptation(" adapting…")
         self.run_adaptation(settings)
 
@@ -552,7 +543,7 @@ class ReviewScreen(Screen):
 
     @on(AdaptationFinished)
     def on_adaptation_finished(self, message: AdaptationFinished) -> None:
-        self.adapting = False
+        again = self.adaptation.finished()
         result = message.result
         if result is None or self.review is None:
             self.show_adaptation(message.problem)
@@ -564,8 +555,7 @@ class ReviewScreen(Screen):
             else:
                 self.notify(result.decision, title=f"Adapted: {result.model_id}", markup=False)
             self.show_adaptation(adaptation_line(result, self.apply_adaptation(result)))
-        if self.adapt_again:
-            self.adapt_again = False
+        if again:
             self.start_adaptation()
 
     def apply_adaptation(self, result) -> int:
