@@ -33,7 +33,8 @@ from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.store import Store
 from nsfw_tui.core.watch import Watcher, WatchOptions, move_no_overwrite, release
-from nsfw_tui.tui.watch_app import WatchReviewScreen, WatchScreen, make_watch_app
+from nsfw_tui.tui.screens.watch import WatchReviewScreen, WatchScreen
+from nsfw_tui.tui.watch_app import make_watch_app
 
 KINDS = ["native", "polling"]
 SETTLE = 0.4

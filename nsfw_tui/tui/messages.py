@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from textual.message import Message
 
 from ..core.review import Review
 from ..core.scan import ScanItem
+
+if TYPE_CHECKING:  # the review screen needs no watcher (watchdog) to load
+    from ..core.watch import WatchStats
 
 
 @dataclass
@@ -85,3 +89,24 @@ class TrainingFinished(Message):
     active_id: str
     new: dict  # recall, precision, accuracy, auroc, threshold on the run's validation images
     active: dict  # the same for the model that was active, on the same images
+
+
+# -- the watch monitor ----------------------------------------------------------------
+
+
+@dataclass
+class DecisionLogged(Message):
+    decision: dict
+
+
+@dataclass
+class WatchCounted(Message):
+    stats: WatchStats
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, WatchCounted)
+
+
+@dataclass
+class WatchNoticed(Message):
+    text: str
