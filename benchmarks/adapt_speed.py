@@ -44,11 +44,17 @@ def fill_store(path: Path, n: int, chunk: int = 5000) -> tuple[Store, np.ndarray
     for start in range(0, n, chunk):
         store.record_files(
             ScoreRecord(
-                f"/bench/{i:07d}.jpg", 1000, 1, f"{i:064x}", probability=0.5,
-                model_id=BUILTIN_ID, n_frames=1, features=x[i : i + 1],
+                f"/bench/{i:07d}.jpg",
+                1000,
+                1,
+                f"{i:064x}",
+                probability=0.5,
+                model_id=BUILTIN_ID,
+                n_frames=1,
+                features=x[i : i + 1],
             )
             for i in range(start, min(n, start + chunk))
-        )  # fmt: skip
+        )
     return store, y
 
 
@@ -64,8 +70,10 @@ def bench_fit(sizes: list[int], kinds: list[str], repeat: int) -> None:
                 start = time.perf_counter()
                 fit = A.fit_head(x, np.arange(n), y, settings)
                 times.append(time.perf_counter() - start)
-            print(f"{kind:<8}{n:>8}{statistics.median(times):>10.3f}{min(times):>8.3f}"
-                  f"{auroc(y, fit.cv_probs):>10.3f}  {fit.c:g}")  # fmt: skip
+            print(
+                f"{kind:<8}{n:>8}{statistics.median(times):>10.3f}{min(times):>8.3f}"
+                f"{auroc(y, fit.cv_probs):>10.3f}  {fit.c:g}"
+            )
 
 
 def bench_rescore(sizes: list[int]) -> None:
@@ -96,8 +104,10 @@ def bench_adapt(labels: int, images: int) -> None:
             start = time.perf_counter()
             result = A.adapt(store, Path(tmp) / "models")
             took = time.perf_counter() - start
-    print(f"\nadapt(): {labels} labels, {images} cached images: {took:.3f} s in all "
-          f"(fit {result.fit_s:.3f} s, rescore {result.rescore_s:.3f} s)")  # fmt: skip
+    print(
+        f"\nadapt(): {labels} labels, {images} cached images: {took:.3f} s in all "
+        f"(fit {result.fit_s:.3f} s, rescore {result.rescore_s:.3f} s)"
+    )
 
 
 def main() -> None:

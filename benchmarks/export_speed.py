@@ -60,16 +60,23 @@ def main() -> None:
     from trainer.checkpoint import save_checkpoint
     from trainer.models import build_model
 
-    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"{torch.get_num_threads()} torch threads")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="export-speed-"))
     size = args.size
     torch.manual_seed(0)
     cfg = {"name": args.model, "pretrained": False}
     model = build_model(cfg, (size, size)).eval()
-    meta = {"model_id": f"{args.model}-bench", "model": cfg, "input_size": [size, size],
-            "threshold": 0.5, "preprocessing": IMAGENET(size).to_dict(),
-            "architecture": args.model}  # fmt: skip
+    meta = {
+        "model_id": f"{args.model}-bench",
+        "model": cfg,
+        "input_size": [size, size],
+        "threshold": 0.5,
+        "preprocessing": IMAGENET(size).to_dict(),
+        "architecture": args.model,
+    }
     ckpt = save_checkpoint(tmp / "ckpt", model, meta)
     root = make_dataset(tmp / "data", args.images // 2, args.images - args.images // 2)
     store = Store.open(tmp / "store.db")
@@ -78,15 +85,19 @@ def main() -> None:
     start = time.perf_counter()
     report = export.export_onnx(store, checkpoint=ckpt, output=tmp / "model.onnx", say=print)
     p, took = report.parity, time.perf_counter() - start
-    print(f"export ({report.exporter}, opset {report.opset}) + checks: {took:.1f} s; max abs "
-          f"diff {p.random_max_diff:.2g} random, {p.image_max_diff:.2g} on {p.image_n} images; "
-          f"{report.size_bytes / 1e6:.1f} MB")  # fmt: skip
+    print(
+        f"export ({report.exporter}, opset {report.opset}) + checks: {took:.1f} s; max abs "
+        f"diff {p.random_max_diff:.2g} random, {p.image_max_diff:.2g} on {p.image_n} images; "
+        f"{report.size_bytes / 1e6:.1f} MB"
+    )
     quantize.INT8_MAX_PROB_CHANGE = quantize.INT8_MAX_AUROC_CHANGE = float("inf")
     start = time.perf_counter()
     q = quantize.quantize_onnx(store, report)
-    print(f"int8 quantization (static QDQ, {min(p.image_n, quantize.MAX_CALIBRATION)} calibration "
-          f"images): {time.perf_counter() - start:.1f} s; {q.size_bytes / 1e6:.1f} MB; max "
-          f"probability change {q.max_prob_change:.4f} (random weights)")  # fmt: skip
+    print(
+        f"int8 quantization (static QDQ, {min(p.image_n, quantize.MAX_CALIBRATION)} calibration "
+        f"images): {time.perf_counter() - start:.1f} s; {q.size_bytes / 1e6:.1f} MB; max "
+        f"probability change {q.max_prob_change:.4f} (random weights)"
+    )
 
     float_s, int8_s = onnx_files.cpu_session(report.path), onnx_files.cpu_session(q.path)
     wrapped = export._probability_module(model)
@@ -101,8 +112,10 @@ def main() -> None:
             best[1] = max(best[1], quantize.throughput(float_s, x, seconds=args.seconds))
             best[2] = max(best[2], quantize.throughput(int8_s, x, seconds=args.seconds))
         rates = best
-        print(f"{batch:>5}  {rates[0]:>9.1f}  {rates[1]:>9.1f}  {rates[2]:>9.1f}  "
-              f"{rates[2] / rates[1]:>9.2f}x")  # fmt: skip
+        print(
+            f"{batch:>5}  {rates[0]:>9.1f}  {rates[1]:>9.1f}  {rates[2]:>9.1f}  "
+            f"{rates[2] / rates[1]:>9.2f}x"
+        )
     store.close()
 
 

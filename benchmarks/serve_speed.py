@@ -133,8 +133,10 @@ def main() -> None:
             photo((w, h), i).save(root / f"p{i:02d}.jpg", quality=88)
             names.append(f"p{i:02d}.jpg")
         blobs = [base64.b64encode((root / nm).read_bytes()).decode() for nm in names]
-        print(f"{os.cpu_count()} CPUs; {n} requests per mode from {args.threads} threads; "
-              f"{w}x{h} JPEG photos")  # fmt: skip
+        print(
+            f"{os.cpu_count()} CPUs; {n} requests per mode from {args.threads} threads; "
+            f"{w}x{h} JPEG photos"
+        )
         proc, url = start_server(root)
         try:
             load(url, [{"inputs": [names[i]]} for i in range(8)], 4)  # warm the workers
@@ -151,8 +153,10 @@ def main() -> None:
                 stop.set()
                 during = sorted(probe.result())
             mid, worst = statistics.median(during) * 1000, during[-1] * 1000
-            print(f"{'GET /health under that load':<28} p50 {mid:.1f} ms   max {worst:.1f} ms"
-                  f"   ({len(during)} probes)")  # fmt: skip
+            print(
+                f"{'GET /health under that load':<28} p50 {mid:.1f} ms   max {worst:.1f} ms"
+                f"   ({len(during)} probes)"
+            )
             with httpx.Client(base_url=url) as client:
                 started = time.perf_counter()
                 health = [client.get("/health").status_code for _ in range(50)]

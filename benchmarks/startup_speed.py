@@ -70,8 +70,11 @@ def first_frame(folder: Path, home: Path, n: int, env: dict) -> float:
     t0 = time.time()
     out = subprocess.run(
         [sys.executable, "-c", FIRST_FRAME, str(folder), str(home), str(n)],
-        env=env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return float(out.stdout.split()[-1]) - t0
 
 
@@ -87,10 +90,18 @@ def prefill(home: Path, paths: list[Path]) -> None:
         sha, _ = hash_file(str(p))
         records.append(
             ScoreRecord(
-                str(p), st.st_size, st.st_mtime_ns, sha, probability=(i % 100) / 100,
-                model_id=BUILTIN_ID, width=8, height=8, format="PNG", n_frames=1,
+                path=str(p),
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha,
+                probability=(i % 100) / 100,
+                model_id=BUILTIN_ID,
+                width=8,
+                height=8,
+                format="PNG",
+                n_frames=1,
             )
-        )  # fmt: skip
+        )
     with Store.open(resolve_home(home).store_path) as store:
         ensure_builtin(store)
         store.record_files(records)
@@ -108,8 +119,12 @@ def main() -> None:
         scan_dir = base / "scan"
         tiny_images(scan_dir, args.files)
         t = time.perf_counter()
-        subprocess.run([*CLI, "scan", str(scan_dir), "-o", str(base / "cold.csv")], env=env,
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [*CLI, "scan", str(scan_dir), "-o", str(base / "cold.csv")],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         print(f"cold scan of {args.files} files (fills the cache): {time.perf_counter() - t:.1f} s")
         review_dir = base / "review"
         prefill(base / "review-home", tiny_images(review_dir, args.images))

@@ -45,10 +45,16 @@ def run(src: Path, writers: int, labels: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "store.db"
         subprocess.run(
-            [sys.executable, "-c", "import sys\nfrom nsfw_tui.core.store import Store\n"
-             "Store.open(sys.argv[1]).close()", str(path)],
-            env=env, check=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "import sys\nfrom nsfw_tui.core.store import Store\n"
+                "Store.open(sys.argv[1]).close()",
+                str(path),
+            ],
+            env=env,
+            check=True,
+        )
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", WRITER, str(path), str(labels), f"w{k}"],

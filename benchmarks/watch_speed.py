@@ -176,21 +176,31 @@ def main() -> None:
     n_burst = len(payloads) - len(trickle)
     twice = sum(1 for c in counts.values() if c > 1)
     model = "fake scorer" if args.fake else f"built-in model ({scorer.id})"
-    print(f"model: {model}; decode workers {scan_options.workers}; settle {args.settle} s; "
-          f"{'polling' if args.polling else 'inotify'}")  # fmt: skip
-    print(f"files written: {len(payloads)}: {len(fast)} in {args.bursts} bursts 1 s apart, "
-          f"{len(slow)} large JPEGs written slowly meanwhile, then {len(trickle)} one at a "
-          "time 0.3 s apart")  # fmt: skip
-    print(f"files logged:  {len(logged)} ({twice} logged more than once); model inferences "
-          f"{stats.scored}")  # fmt: skip
+    print(
+        f"model: {model}; decode workers {scan_options.workers}; settle {args.settle} s; "
+        f"{'polling' if args.polling else 'inotify'}"
+    )
+    print(
+        f"files written: {len(payloads)}: {len(fast)} in {args.bursts} bursts 1 s apart, "
+        f"{len(slow)} large JPEGs written slowly meanwhile, then {len(trickle)} one at a "
+        "time 0.3 s apart"
+    )
+    print(
+        f"files logged:  {len(logged)} ({twice} logged more than once); model inferences "
+        f"{stats.scored}"
+    )
     for label, lat in (("bursts", burst_lat), ("trickle", trickle_lat)):
         if not lat:
             continue
         p95 = statistics.quantiles(lat, n=20)[18] if len(lat) >= 20 else lat[-1]
-        print(f"latency after settle ({label}, {len(lat)} files): median "
-              f"{statistics.median(lat):.2f} s, p95 {p95:.2f} s, max {lat[-1]:.2f} s")  # fmt: skip
-    print(f"throughput (bursts): {n_burst / span:.1f} files/s ({n_burst} files, {span:.1f} s "
-          "from the first write to the last line)")  # fmt: skip
+        print(
+            f"latency after settle ({label}, {len(lat)} files): median "
+            f"{statistics.median(lat):.2f} s, p95 {p95:.2f} s, max {lat[-1]:.2f} s"
+        )
+    print(
+        f"throughput (bursts): {n_burst / span:.1f} files/s ({n_burst} files, {span:.1f} s "
+        "from the first write to the last line)"
+    )
     if not args.no_baseline:
         from nsfw_tui.core.scan import scan_folder
 
@@ -198,8 +208,10 @@ def main() -> None:
             t = time.perf_counter()
             result = scan_folder(inbox, scorer, store, scan_options)
             took = time.perf_counter() - t
-        print(f"baseline: scan_files over the same {len(result.items)} files in one call: "
-              f"{len(result.items) / took:.1f} files/s")  # fmt: skip
+        print(
+            f"baseline: scan_files over the same {len(result.items)} files in one call: "
+            f"{len(result.items) / took:.1f} files/s"
+        )
     if len(logged) != len(payloads) or twice:
         sys.exit(1)
 

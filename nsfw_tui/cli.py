@@ -236,9 +236,13 @@ def scan(
         thr = threshold if threshold is not None else row.threshold
         walk_errors: list[tuple[str, str]] = []
         paths = list(
-            walk_images(folder, pattern=pattern or cfg.pattern, recursive=not no_recursive and
-                        cfg.recursive, errors=walk_errors)
-        )  # fmt: skip
+            walk_images(
+                folder,
+                pattern=pattern or cfg.pattern,
+                recursive=not no_recursive and cfg.recursive,
+                errors=walk_errors,
+            )
+        )
         started = time.perf_counter()
         with progress_bar(transient=True) as progress:
             task = progress.add_task("Scoring", total=len(paths))

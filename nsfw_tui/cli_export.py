@@ -190,12 +190,17 @@ def models_add(
     given = {
         key: value
         for key, value in {
-            "input_size": input_size, "layout": layout and layout.upper(),
+            "input_size": input_size,
+            "layout": layout and layout.upper(),
             "channel_order": channel_order and channel_order.upper(),
-            "scale": scale, "mean": mean, "std": std, "resize_mode": resize_mode, "crop": crop,
+            "scale": scale,
+            "mean": mean,
+            "std": std,
+            "resize_mode": resize_mode,
+            "crop": crop,
         }.items()
         if value is not None
-    }  # fmt: skip
+    }
     _, store = _open_store(home)
     with store:
         added = add_onnx_file(

@@ -270,9 +270,12 @@ def _labelled_scores(store, model: str | None, folder: Path | None):
     options = ScanOptions.from_config(load_config(None, []).scan)
     scorer = load_scorer(row, threads=inference_threads(options.workers))
     with Progress(
-        "Scoring labelled images", BarColumn(), MofNCompleteColumn(), console=err_console,
+        "Scoring labelled images",
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
         transient=True,
-    ) as progress:  # fmt: skip
+    ) as progress:
         task = progress.add_task("", total=None)
         data = labelled_scores(
             store,
@@ -353,8 +356,10 @@ def calibrate(
         store.set_threshold(row.id, threshold)
         after = store.active_model()
         console.print(
-            Text(f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g} "
-                 f"(target recall {target_recall:g})")
-        )  # fmt: skip
+            Text(
+                f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g} "
+                f"(target recall {target_recall:g})"
+            )
+        )
         _print_evaluation(evaluate(data, row.id, threshold))
     console.print(Text(change_line(before, after)))

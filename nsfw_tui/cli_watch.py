@@ -102,10 +102,16 @@ def watch(
     start_resource_tracker()  # before Textual swaps stderr for a capture object
 
     watch_app = make_watch_app(
-        folder, home=h, scorer=scorer, threshold=thr, options=options,
-        scan_options=scan_options, log_path=log, review_threshold=threshold,
+        folder,
+        home=h,
+        scorer=scorer,
+        threshold=thr,
+        options=options,
+        scan_options=scan_options,
+        log_path=log,
+        review_threshold=threshold,
         handle_signals=True,
-    )  # fmt: skip
+    )
     watch_app.run()
     if watch_app.watcher is not None:
         _print_summary(watch_app.watcher.stats(), options.dry_run)
@@ -121,10 +127,16 @@ def _watch_headless(folder, store_path, scorer, threshold, options, scan_options
         sys.stdout.flush()
 
     watcher = Watcher(
-        folder, store_path, scorer, threshold=threshold, options=options,
-        scan_options=scan_options, on_decision=print_line, log_path=log,
+        folder,
+        store_path,
+        scorer,
+        threshold=threshold,
+        options=options,
+        scan_options=scan_options,
+        on_decision=print_line,
+        log_path=log,
         on_notice=lambda text: err_console.print(Text(text, style="dim")),
-    )  # fmt: skip
+    )
     stop = threading.Event()
 
     def on_signal(signum, frame) -> None:

@@ -117,9 +117,15 @@ def _export_dynamo(module: Any, example: Any, opset: int, dynamic: bool) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, (example,), dynamo=True, verbose=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=shapes,
-        )  # fmt: skip
+            module,
+            (example,),
+            dynamo=True,
+            verbose=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=shapes,
+        )
     return program.model_proto
 
 
@@ -134,9 +140,16 @@ def _export_legacy(module: Any, example: Any, opset: int, dynamic: bool) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
         torch.onnx.export(
-            module, (example,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
-        )  # fmt: skip
+            module,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -231,20 +244,42 @@ def export_onnx(
     else:
         raise ExportError("export failed, no file written: " + "; ".join(failures))
     report = ExportReport(
-        path=dest.resolve(), model_id=None, source_id=src.model_id, checkpoint=src.checkpoint,
-        exporter=name, opset=version, fallback=failures[0] if failures else None, parity=parity,
-        threshold=src.threshold, preprocessing=pre, dynamic_batch=dynamic_batch,
-        size_bytes=dest.stat().st_size, props=props, metrics=src.metrics,
+        path=dest.resolve(),
+        model_id=None,
+        source_id=src.model_id,
+        checkpoint=src.checkpoint,
+        exporter=name,
+        opset=version,
+        fallback=failures[0] if failures else None,
+        parity=parity,
+        threshold=src.threshold,
+        preprocessing=pre,
+        dynamic_batch=dynamic_batch,
+        size_bytes=dest.stat().st_size,
+        props=props,
+        metrics=src.metrics,
         images=(images, labels),
-    )  # fmt: skip
+    )
     if register:
         report.model_id = f"{src.model_id}-onnx"
-        register_onnx(store, report.model_id, report.path, src, pre, {
-            "output": "probability", "source_model": src.model_id,
-            "source_checkpoint": src.checkpoint, "exporter": name, "opset": version,
-            "dynamic_batch": dynamic_batch, "parity_max_abs_diff": parity.max_diff,
-            "run_id": meta.get("run_id"), "architecture": meta.get("architecture"),
-        })  # fmt: skip
+        register_onnx(
+            store,
+            report.model_id,
+            report.path,
+            src,
+            pre,
+            {
+                "output": "probability",
+                "source_model": src.model_id,
+                "source_checkpoint": src.checkpoint,
+                "exporter": name,
+                "opset": version,
+                "dynamic_batch": dynamic_batch,
+                "parity_max_abs_diff": parity.max_diff,
+                "run_id": meta.get("run_id"),
+                "architecture": meta.get("architecture"),
+            },
+        )
     return report
 
 
@@ -273,6 +308,13 @@ def register_onnx(
 ) -> None:
     """Record the file at ``path`` as an ``onnx`` model at the source model's threshold."""
     with store.write():
-        store.add_model(model_id, "onnx", threshold=src.threshold, path=os.fspath(path),
-                        metrics=src.metrics, preprocessing=pre.to_dict(), meta=meta)  # fmt: skip
+        store.add_model(
+            model_id,
+            "onnx",
+            threshold=src.threshold,
+            path=os.fspath(path),
+            metrics=src.metrics,
+            preprocessing=pre.to_dict(),
+            meta=meta,
+        )
         store.set_threshold(model_id, src.threshold)  # add_model keeps an old row's threshold

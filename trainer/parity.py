@@ -71,9 +71,14 @@ def check_file(
             near += int(np.sum(tie)) if kind == "images" else 0
         diffs[kind] = worst
     return Parity(
-        diffs["random"], sum(RANDOM_BATCHES), diffs["images"] if len(pixels) else None,
-        len(pixels), source if len(pixels) else "none", flips, near,
-    )  # fmt: skip
+        diffs["random"],
+        sum(RANDOM_BATCHES),
+        diffs["images"] if len(pixels) else None,
+        len(pixels),
+        source if len(pixels) else "none",
+        flips,
+        near,
+    )
 
 
 def probabilities(session: Any, x: np.ndarray, dynamic: bool) -> np.ndarray:

@@ -111,10 +111,15 @@ def quantize_onnx(store: Store, report: ExportReport, *, register: bool = True) 
             with warnings.catch_warnings(), _quiet_logging():
                 warnings.simplefilter("ignore")
                 quantize_static(
-                    os.fspath(source), os.fspath(tmp), Calibration(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(QUANT_OPS), per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                )  # fmt: skip
+                    os.fspath(source),
+                    os.fspath(tmp),
+                    Calibration(),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(QUANT_OPS),
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                )
             proto = onnx.load(os.fspath(tmp))
             if not has_quantized_ops(proto):
                 raise ExportError("onnxruntime quantized no operator of this model")
@@ -123,11 +128,15 @@ def quantize_onnx(store: Store, report: ExportReport, *, register: bool = True) 
             out = _int8_report(tmp, report, images, labels, dest)
             problems = []
             if out.max_prob_change > INT8_MAX_PROB_CHANGE:
-                problems.append(f"probabilities moved by up to {out.max_prob_change:.4f} "
-                                f"(limit {INT8_MAX_PROB_CHANGE:g})")  # fmt: skip
+                problems.append(
+                    f"probabilities moved by up to {out.max_prob_change:.4f} "
+                    f"(limit {INT8_MAX_PROB_CHANGE:g})"
+                )
             if (out.auroc_change or 0.0) > INT8_MAX_AUROC_CHANGE:
-                problems.append(f"AUROC moved from {out.auroc_float:.4f} to {out.auroc_int8:.4f} "
-                                f"(limit {INT8_MAX_AUROC_CHANGE:g})")  # fmt: skip
+                problems.append(
+                    f"AUROC moved from {out.auroc_float:.4f} to {out.auroc_int8:.4f} "
+                    f"(limit {INT8_MAX_AUROC_CHANGE:g})"
+                )
             if problems:
                 raise ExportError(
                     f"the int8 copy is too far from the float model on {out.n_images} "
@@ -144,12 +153,23 @@ def quantize_onnx(store: Store, report: ExportReport, *, register: bool = True) 
     if register and report.model_id:
         out.model_id = f"{report.model_id}-int8"
         src = Source(report.checkpoint, report.source_id, report.threshold, report.metrics)
-        register_onnx(store, out.model_id, dest, src, report.preprocessing, {
-            "output": "probability", "source_model": report.source_id,
-            "float_model": report.model_id, "quantization": QUANTIZATION,
-            "max_probability_change": out.max_prob_change, "auroc_float": out.auroc_float,
-            "auroc_int8": out.auroc_int8, "speedup": out.speedup,
-        })  # fmt: skip
+        register_onnx(
+            store,
+            out.model_id,
+            dest,
+            src,
+            report.preprocessing,
+            {
+                "output": "probability",
+                "source_model": report.source_id,
+                "float_model": report.model_id,
+                "quantization": QUANTIZATION,
+                "max_probability_change": out.max_prob_change,
+                "auroc_float": out.auroc_float,
+                "auroc_int8": out.auroc_int8,
+                "speedup": out.speedup,
+            },
+        )
     return out
 
 
@@ -181,13 +201,17 @@ def _int8_report(
     p_int8 = np.concatenate([probabilities(q, x, dyn) for x in input_batches(images, 32, pre)])
     batch = pre.tensor(images[:32])
     return Int8Report(
-        path=dest.resolve(), model_id=None, n_images=len(images),
+        path=dest.resolve(),
+        model_id=None,
+        n_images=len(images),
         max_prob_change=float(np.max(np.abs(p_int8 - p_float))),
         auroc_float=auroc(labels.tolist(), p_float.tolist()),
         auroc_int8=auroc(labels.tolist(), p_int8.tolist()),
-        float_ips=throughput(fp, batch, dyn), int8_ips=throughput(q, batch, dyn),
-        batch=len(batch), size_bytes=int8_path.stat().st_size,
-    )  # fmt: skip
+        float_ips=throughput(fp, batch, dyn),
+        int8_ips=throughput(q, batch, dyn),
+        batch=len(batch),
+        size_bytes=int8_path.stat().st_size,
+    )
 
 
 def throughput(session: Any, x: np.ndarray, dynamic: bool = True, seconds: float = 0.5) -> float:

@@ -205,8 +205,14 @@ def _train(
         directory = home.models_dir / run_id
         if outcome.status == "done":
             try:
-                _finish(store, cfg, model, outcome, result, directory, model_id, preprocessing,
-                        activate, device, commit)  # fmt: skip
+                _finish(
+                    store,
+                    cfg,
+                    model,
+                    outcome,
+                    result,
+                    _Saving(directory, model_id, preprocessing, activate, device, commit),
+                )
             except (CheckpointError, StoreError, OSError) as exc:
                 shutil.rmtree(directory, ignore_errors=True)
                 result.status, result.model_id, result.checkpoint = "failed", None, None
@@ -220,20 +226,29 @@ def _train(
     return result
 
 
+@dataclass(frozen=True)
+class _Saving:
+    """Where and how a finished run's model is kept."""
+
+    directory: Path
+    model_id: str
+    preprocessing: Any
+    activate: bool
+    device: Any
+    commit: str | None
+
+
 def _finish(
     store: Store,
     cfg: DictConfig,
     model: Any,
     outcome: FitOutcome,
     result: RunResult,
-    directory: Path,
-    model_id: str,
-    preprocessing: Any,
-    activate: bool,
-    device: Any,
-    commit: str | None,
+    saving: _Saving,
 ) -> None:
     """Pick the threshold, save the best epoch's checkpoint, register it and close the run."""
+    directory, model_id, preprocessing = saving.directory, saving.model_id, saving.preprocessing
+    activate, device, commit = saving.activate, saving.device, saving.commit
     import torch
 
     target = float(cfg.metrics.target_recall)

@@ -64,10 +64,15 @@ def register_head(store: Store, path: str | os.PathLike, *, activate: bool = Fal
     model_id = head.meta.get("model_id") or f"adapted-{head.digest[:10]}"
     with store.write():
         store.add_model(
-            model_id, KIND, threshold=float(head.meta["threshold"]),
-            path=os.fspath(Path(path).resolve()), metrics=head.meta.get("metrics") or {},
-            preprocessing=OPEN_NSFW.to_dict(), meta=_row_meta(head), activate=activate,
-        )  # fmt: skip
+            model_id,
+            KIND,
+            threshold=float(head.meta["threshold"]),
+            path=os.fspath(Path(path).resolve()),
+            metrics=head.meta.get("metrics") or {},
+            preprocessing=OPEN_NSFW.to_dict(),
+            meta=_row_meta(head),
+            activate=activate,
+        )
         store.set_threshold(model_id, float(head.meta["threshold"]))
     row = store.model(model_id)
     assert row is not None
@@ -75,8 +80,18 @@ def register_head(store: Store, path: str | os.PathLike, *, activate: bool = Fal
 
 
 def _row_meta(head: Head) -> dict[str, Any]:
-    keep = ("head", "c", "hidden", "labels", "base_model", "cv", "builtin", "reference",
-            "decision", "target_recall")  # fmt: skip
+    keep = (
+        "head",
+        "c",
+        "hidden",
+        "labels",
+        "base_model",
+        "cv",
+        "builtin",
+        "reference",
+        "decision",
+        "target_recall",
+    )
     return {k: head.meta[k] for k in keep if k in head.meta}
 
 
@@ -122,8 +137,14 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, target_recall: float) -> floa
 
 def figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float | None]:
     c = confusion(y, p, threshold)
-    return {"recall": c.recall, "fpr": c.fpr, "precision": c.precision,
-            "auroc": auroc(y, p), "threshold": float(threshold), "n": float(len(y))}  # fmt: skip
+    return {
+        "recall": c.recall,
+        "fpr": c.fpr,
+        "precision": c.precision,
+        "auroc": auroc(y, p),
+        "threshold": float(threshold),
+        "n": float(len(y)),
+    }
 
 
 def _check_enough(have: dict[str, int], skipped: int, settings: Settings) -> None:
@@ -140,14 +161,22 @@ def _check_enough(have: dict[str, int], skipped: int, settings: Settings) -> Non
     raise NotEnoughLabels(
         f"adapting needs {settings.min_labels_per_class} NSFW and "
         f"{settings.min_labels_per_class} SFW labels on scored images: {more} needed{note}",
-        need, have, skipped,
-    )  # fmt: skip
+        needed=need,
+        have=have,
+        skipped=skipped,
+    )
 
 
 def _compare(
-    store: Store, previous: ModelRow | None, shas: list[str], y: np.ndarray, fit: Fit,
-    threshold: float, builtin: dict[str, Any], target: float,
-) -> tuple[dict[str, Any], bool, str]:  # fmt: skip
+    store: Store,
+    previous: ModelRow | None,
+    shas: list[str],
+    y: np.ndarray,
+    fit: Fit,
+    threshold: float,
+    builtin: dict[str, Any],
+    target: float,
+) -> tuple[dict[str, Any], bool, str]:
     """Does the head beat the active model on the labelled images? (reference, beats, why).
 
     Beats: a higher out-of-fold AUROC, and recall at its threshold no lower than the
@@ -178,9 +207,11 @@ def _compare(
     elif r_new < r_floor - 1e-9:
         why = f"CV recall {r_new:.3f} is below {r_floor:.3f}"
     else:
-        return reference, True, (
-            f"CV AUROC {a_new:.3f} > {a_ref:.3f} of {ref_id}, recall {r_new:.3f}: now active"
-        )  # fmt: skip
+        return (
+            reference,
+            True,
+            (f"CV AUROC {a_new:.3f} > {a_ref:.3f} of {ref_id}, recall {r_new:.3f}: now active"),
+        )
     return reference, False, f"{why}; {active} stays active"
 
 
@@ -240,17 +271,28 @@ def adapt(
     labelled = "".join(f"{s}:{v}\n" for s, v in zip(feats.shas, y.tolist(), strict=True))
     meta = {
         **fit.head.meta,
-        "threshold": threshold, "target_recall": settings.target_recall,
+        "threshold": threshold,
+        "target_recall": settings.target_recall,
         "metrics": {f"cv_{k}": cv[k] for k in ("auroc", "recall", "fpr", "precision")},
-        "cv": cv, "builtin": builtin, "reference": reference, "decision": decision,
-        "labels": have, "label_digest": hashlib.sha256(labelled.encode()).hexdigest(),
-        "folds": int(fit.folds.max() + 1), "c_grid": list(settings.c_grid),
+        "cv": cv,
+        "builtin": builtin,
+        "reference": reference,
+        "decision": decision,
+        "labels": have,
+        "label_digest": hashlib.sha256(labelled.encode()).hexdigest(),
+        "folds": int(fit.folds.max() + 1),
+        "c_grid": list(settings.c_grid),
         "cv_log_loss": {str(c): v for c, v in fit.cv_loss.items()},
-        "base_model": {"id": BUILTIN_ID, "sha256": BUILTIN_SHA256, "features": BUILTIN_FEATURES,
-                       "dim": DIM, "cache_dtype": "float16"},
+        "base_model": {
+            "id": BUILTIN_ID,
+            "sha256": BUILTIN_SHA256,
+            "features": BUILTIN_FEATURES,
+            "dim": DIM,
+            "cache_dtype": "float16",
+        },
         "preprocessing": OPEN_NSFW.to_dict(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    }
     head = Head(fit.head.kind, fit.head.layers, meta)
     model_id = f"{KIND}-{head.digest[:10]}"  # the same weights, the same id
     head.meta["model_id"] = model_id
@@ -265,27 +307,44 @@ def adapt(
         flips = count_flips(before, previous.threshold, predictions, threshold)
     with store.write():
         store.add_model(
-            model_id, KIND, threshold=threshold, path=os.fspath(path.resolve()),
-            metrics=meta["metrics"], preprocessing=OPEN_NSFW.to_dict(), meta=_row_meta(head),
+            model_id,
+            KIND,
+            threshold=threshold,
+            path=os.fspath(path.resolve()),
+            metrics=meta["metrics"],
+            preprocessing=OPEN_NSFW.to_dict(),
+            meta=_row_meta(head),
             activate=beats if activate is None else activate,
-        )  # fmt: skip
+        )
         store.set_threshold(model_id, threshold)  # add_model keeps an old row's threshold
         now_active = store.active_model()
     return Adaptation(
-        model_id=model_id, path=path, kind=fit.head.kind, c=fit.c, threshold=threshold,
-        labels=have, skipped=skipped, cv=cv, builtin=builtin, reference=reference,
-        activated=now_active is not None and now_active.id == model_id, decision=decision,
-        previous_id=previous.id if previous else None, rescored=len(predictions), flips=flips,
-        predictions=predictions, fit_s=fit.seconds, rescore_s=rescore_s,
-    )  # fmt: skip
+        model_id=model_id,
+        path=path,
+        kind=fit.head.kind,
+        c=fit.c,
+        threshold=threshold,
+        labels=have,
+        skipped=skipped,
+        cv=cv,
+        builtin=builtin,
+        reference=reference,
+        activated=now_active is not None and now_active.id == model_id,
+        decision=decision,
+        previous_id=previous.id if previous else None,
+        rescored=len(predictions),
+        flips=flips,
+        predictions=predictions,
+        fit_s=fit.seconds,
+        rescore_s=rescore_s,
+    )
 
 
 def labelled_without_features(store: Store, only: set[str] | None = None) -> list[str]:
     """Paths of labelled images on disk whose built-in features are not cached (to scan)."""
     rows = [r for r in store.labelled_files() if only is None or r.sha256 in only]
     have = set(cached_features(store, [r.sha256 for r in rows]).shas) if rows else set()
-    return [r.path for r in rows
-            if r.sha256 not in have and r.path and os.path.isfile(r.path)]  # fmt: skip
+    return [r.path for r in rows if r.sha256 not in have and r.path and os.path.isfile(r.path)]
 
 
 __all__ = [

@@ -101,9 +101,13 @@ def _balanced_weights(y: np.ndarray, owner: np.ndarray, used: np.ndarray, train:
 
 
 def _logreg(
-    a: np.ndarray, y: np.ndarray, w: np.ndarray, c: np.ndarray, pen: np.ndarray,
+    a: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    c: np.ndarray,
+    pen: np.ndarray,
     start: np.ndarray | None = None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Newton's method on P L2-penalised logistic regressions at once.
 
     Minimises ``c_p * sum_i w_pi * log-loss_i + 0.5 * sum_j pen_j * coef_pj**2`` for each
@@ -160,9 +164,11 @@ def _mlp(u: np.ndarray, y: np.ndarray, w: np.ndarray, c: np.ndarray, hidden: int
     w1 = rng.standard_normal((q, hidden)) * np.sqrt(2.0 / DIM)
     w2 = rng.standard_normal(hidden) * 0.1 / np.sqrt(hidden)
     params = [
-        np.repeat(w1[None], n_prob, 0).astype(f32), np.zeros((n_prob, hidden), f32),
-        np.repeat(w2[None], n_prob, 0).astype(f32), np.zeros(n_prob, f32),
-    ]  # fmt: skip
+        np.repeat(w1[None], n_prob, 0).astype(f32),
+        np.zeros((n_prob, hidden), f32),
+        np.repeat(w2[None], n_prob, 0).astype(f32),
+        np.zeros(n_prob, f32),
+    ]
     m1 = [np.zeros_like(p) for p in params]
     m2 = [np.zeros_like(p) for p in params]
     total = w.sum(1)
@@ -252,9 +258,9 @@ def _fit_head(frames: np.ndarray, owner: np.ndarray, y: np.ndarray, settings: Se
     y_frames = y[owner]
     all_c = np.array(grid)
     all_w = np.repeat(_balanced_weights(y, owner, used, np.ones(n, bool))[None], len(grid), 0)
-    cv_weights = np.stack([
-        _balanced_weights(y, owner, used, folds != f) for f in range(k) for _ in grid
-    ])  # fmt: skip
+    cv_weights = np.stack(
+        [_balanced_weights(y, owner, used, folds != f) for f in range(k) for _ in grid]
+    )
     cv_c = np.tile(all_c, k)
     if settings.kind == "logreg":
         a = np.column_stack([z, ls, np.ones(len(z))])

@@ -18,8 +18,9 @@ from .scorers import Scorer, max_over_frames
 from .store import ScoreRecord, Store, path_text
 
 # Failures that belong to the bytes (not to the moment): an unchanged file keeps them.
-CONTENT_ERRORS = frozenset({"empty", "unidentified", "truncated", "bomb", "corrupt", "too-large",
-                            "too-many-frames"})  # fmt: skip
+CONTENT_ERRORS = frozenset(
+    {"empty", "unidentified", "truncated", "bomb", "corrupt", "too-large", "too-many-frames"}
+)
 
 
 @dataclass
@@ -224,11 +225,15 @@ def scan_files(
                 store.record_files(
                     [
                         ScoreRecord(
-                            path_text(res.path), st.st_size, st.st_mtime_ns, res.sha256,
-                            error_kind=res.error.kind, error=res.error.reason,
+                            path=path_text(res.path),
+                            size=st.st_size,
+                            mtime_ns=st.st_mtime_ns,
+                            sha256=res.sha256,
+                            error_kind=res.error.kind,
+                            error=res.error.reason,
                         )
                     ]
-                )  # fmt: skip
+                )
                 result.errors += 1
                 emit([item])
             else:
@@ -283,13 +288,19 @@ def _score_batch(
             items.append(ScanItem(path, d.sha256, probs[d.sha256], cached=not scored_here))
             records.append(
                 ScoreRecord(
-                    path_text(path), st.st_size, st.st_mtime_ns, d.sha256,
+                    path=path_text(path),
+                    size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    sha256=d.sha256,
                     probability=probs[d.sha256] if scored_here else None,
                     model_id=scorer.id if scored_here else None,
-                    width=d.width, height=d.height, format=d.format, n_frames=d.n_frames,
+                    width=d.width,
+                    height=d.height,
+                    format=d.format,
+                    n_frames=d.n_frames,
                     features=feats.get(d.sha256) if scored_here else None,
                 )
-            )  # fmt: skip
+            )
     return items, records
 
 

@@ -367,10 +367,18 @@ class Store:
                     "error_kind=excluded.error_kind, error=excluded.error, "
                     "last_seen=excluded.last_seen",
                     (
-                        r.sha256, r.size, r.width, r.height, r.format, r.n_frames,
-                        r.error_kind, r.error, now, now,
+                        r.sha256,
+                        r.size,
+                        r.width,
+                        r.height,
+                        r.format,
+                        r.n_frames,
+                        r.error_kind,
+                        r.error,
+                        now,
+                        now,
                     ),
-                )  # fmt: skip
+                )
                 if r.probability is None or r.model_id is None:
                     continue
                 self._conn.execute(
@@ -657,11 +665,16 @@ class Store:
                 "kind=excluded.kind, path=excluded.path, metrics=excluded.metrics, "
                 "preprocessing=excluded.preprocessing, meta=excluded.meta",
                 (
-                    model_id, kind, path, float(threshold), json.dumps(metrics or {}),
+                    model_id,
+                    kind,
+                    path,
+                    float(threshold),
+                    json.dumps(metrics or {}),
                     json.dumps(preprocessing) if preprocessing else None,
-                    json.dumps(meta or {}), _now(),
+                    json.dumps(meta or {}),
+                    _now(),
                 ),
-            )  # fmt: skip
+            )
             if activate or self.active_model() is None:
                 self.set_active(model_id)
 

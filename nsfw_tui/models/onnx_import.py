@@ -82,9 +82,15 @@ def add_onnx_file(
     metrics = _json(props.get("metrics", "{}"), "metrics") if "metrics" in props else {}
     meta = {"output": output, "added_from": os.path.abspath(file), "metadata_keys": used}
     with store.write():
-        store.add_model(model_id, "onnx", threshold=threshold, path=os.path.abspath(file),
-                        metrics=metrics if isinstance(metrics, dict) else {},
-                        preprocessing=spec.to_dict(), meta=meta)  # fmt: skip
+        store.add_model(
+            model_id,
+            "onnx",
+            threshold=threshold,
+            path=os.path.abspath(file),
+            metrics=metrics if isinstance(metrics, dict) else {},
+            preprocessing=spec.to_dict(),
+            meta=meta,
+        )
     return AddReport(model_id, file.resolve(), spec, output, threshold, used)
 
 
@@ -133,8 +139,15 @@ def _preprocessing(
         hw = static[1:3] if spec.get("layout") == "NHWC" else static[2:4]
         if all(hw):
             spec["resize"] = hw
-    missing = [flag for key, flag in (("resize", "--input-size H W"), ("mean", "--mean R G B"),
-               ("std", "--std R G B")) if key not in spec]  # fmt: skip
+    missing = [
+        flag
+        for key, flag in (
+            ("resize", "--input-size H W"),
+            ("mean", "--mean R G B"),
+            ("std", "--std R G B"),
+        )
+        if key not in spec
+    ]
     if missing:
         raise NsfwTuiError(f"{file}: the preprocessing lacks {', '.join(missing)}; give {DESCRIBE}")
     spec.setdefault("channel_order", "RGB")

@@ -44,8 +44,9 @@ class Guard:
     is counted as it streams, so an oversized or chunked body is cut at the limit.
     """
 
-    def __init__(self, app, *, allowed_hosts: frozenset[str] | None, token: str | None,
-                 max_body_bytes: int) -> None:  # fmt: skip
+    def __init__(
+        self, app, *, allowed_hosts: frozenset[str] | None, token: str | None, max_body_bytes: int
+    ) -> None:
         self.app, self.allowed_hosts, self.max_body_bytes = app, allowed_hosts, max_body_bytes
         self.token = token.encode("utf-8") if token else None
 
@@ -180,12 +181,26 @@ def create_app(
         if not os.path.isdir(root_real):
             raise NsfwTuiError(f"--root must be an existing folder, got {root}")
     model_id = model_id or scorer.id
-    decoders = Decoders(scorer.preprocessing, workers=decode_workers, use_draft=use_draft,
-                        max_frames=max_frames, decoder=decoder)  # fmt: skip
+    decoders = Decoders(
+        scorer.preprocessing,
+        workers=decode_workers,
+        use_draft=use_draft,
+        max_frames=max_frames,
+        decoder=decoder,
+    )
     service = Service(
-        scorer, threshold, model_id, root_real, max_images, decoders, labels, batch_size,
-        decode_timeout_s, queue_timeout_s, asyncio.Semaphore(max(1, score_slots)),
-    )  # fmt: skip
+        scorer=scorer,
+        threshold=threshold,
+        model_id=model_id,
+        root=root_real,
+        max_images=max_images,
+        decoders=decoders,
+        labels=labels,
+        batch_size=batch_size,
+        decode_timeout_s=decode_timeout_s,
+        queue_timeout_s=queue_timeout_s,
+        gate=asyncio.Semaphore(max(1, score_slots)),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -218,8 +233,11 @@ def create_app(
         403: _json(_ERROR, "a path outside the served root, paths disabled, or cross-origin"),
     }
 
-    @app.get("/health", summary="Liveness and the model in use",
-             responses={200: _json(_HEALTH, "the server is up"), **common})  # fmt: skip
+    @app.get(
+        "/health",
+        summary="Liveness and the model in use",
+        responses={200: _json(_HEALTH, "the server is up"), **common},
+    )
     async def get_health():
         return JSONResponse({"status": "ok", "model": model_id, "threshold": threshold})
 
@@ -254,9 +272,14 @@ def create_app(
         },
     )
 
-    return Guard(app, allowed_hosts=None if allowed_hosts is None else
-                 frozenset(_host_name(h) for h in allowed_hosts),
-                 token=token, max_body_bytes=max_body_bytes)  # fmt: skip
+    return Guard(
+        app,
+        allowed_hosts=None
+        if allowed_hosts is None
+        else frozenset(_host_name(h) for h in allowed_hosts),
+        token=token,
+        max_body_bytes=max_body_bytes,
+    )
 
 
 async def _multipart_tasks(request, service: Service, max_body_bytes: int) -> list[Task]:

@@ -59,9 +59,14 @@ class Decoders:
     """
 
     def __init__(
-        self, spec: Preprocessing, *, workers: int, use_draft: bool, max_frames: int,
+        self,
+        spec: Preprocessing,
+        *,
+        workers: int,
+        use_draft: bool,
+        max_frames: int,
         decoder: Decoder = decode_task,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.spec, self.workers, self.decoder = spec, workers, decoder
         self.use_draft, self.max_frames = use_draft, max_frames
         self.restarts = 0

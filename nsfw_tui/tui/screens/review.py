@@ -191,8 +191,11 @@ class ReviewScreen(Screen):
         review = message.review
         if old is not None:  # keep the person's view settings across a reload
             review.folder, review.filter, review.sort, review.search = (
-                old.folder, old.filter, old.sort, old.search
-            )  # fmt: skip
+                old.folder,
+                old.filter,
+                old.sort,
+                old.search,
+            )
             if self.app.threshold is None and old.model_id == review.model_id:
                 review.threshold = old.threshold
         self.review = review
@@ -240,8 +243,9 @@ class ReviewScreen(Screen):
         if event.worker.group == "score" and event.state == WorkerState.ERROR:
             self.on_scoring_finished(ScoringFinished(0, True))  # the bar stops saying scoring
         if event.worker.group == "adapt" and event.state in (
-            WorkerState.ERROR, WorkerState.CANCELLED
-        ):  # fmt: skip
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
             self.adaptation.finished()
             self.show_adaptation(" adaptation failed")
         self.app.on_worker_state_changed(event)
