@@ -65,11 +65,6 @@ KNOWN_LOOPS = {
     "nsfw_tui.core.watch_events",
     "nsfw_tui.core.watch_log",
     "nsfw_tui.core.watch_scoring",
-    "nsfw_tui.cli",
-    "nsfw_tui.cli_export",
-    "nsfw_tui.cli_serve",
-    "nsfw_tui.cli_train",
-    "nsfw_tui.cli_watch",
 }
 
 

@@ -1,4 +1,4 @@
-"""The `nsfw-tui watch` and `nsfw-tui release` commands (registered on the main Typer app)."""
+"""The `watch` command (a live screen, or JSON lines with --headless) and `release`."""
 
 from __future__ import annotations
 
@@ -12,19 +12,20 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from .cli import (
+from ..core.errors import NsfwTuiError
+from .options import (
     HomeOption,
     ModelOption,
     Overrides,
     ThresholdOption,
-    _open_store,
-    app,
     check_threshold,
     console,
     err_console,
     handles_errors,
+    open_store,
 )
-from .core.errors import NsfwTuiError
+
+app = typer.Typer()
 
 
 @app.command()
@@ -56,11 +57,10 @@ def watch(
     home: HomeOption = None,
 ) -> None:
     """Score new and changed files in PATH as they land; log, and optionally quarantine, them."""
-    from nsfw_tui.models.registry import load_scorer, resolve_model
-
-    from .core.config import load_config
-    from .core.scan import ScanOptions, check_folder, inference_threads
-    from .core.watch import WatchOptions, quarantine_folder
+    from ..core.config import load_config
+    from ..core.scan import ScanOptions, check_folder, inference_threads
+    from ..core.watch import WatchOptions, quarantine_folder
+    from ..models.registry import load_scorer, resolve_model
 
     cfg = load_config(None, overrides or [], section="watch")
     options = WatchOptions.from_config(cfg.watch, cfg.scan)
@@ -77,7 +77,7 @@ def watch(
         raise NsfwTuiError(f"the folder of --log {log} does not exist")
     folder = check_folder(path)
     options.quarantine = quarantine_folder(folder, options.quarantine)
-    h, store = _open_store(home)
+    h, store = open_store(home)
     with store:
         if store.readonly:
             raise NsfwTuiError(store.readonly_reason or "the store is read-only")
@@ -96,8 +96,8 @@ def watch(
         return
     import textual_image.renderable  # noqa: F401  (asks the terminal before Textual starts)
 
-    from .core.decode_pool import start_resource_tracker
-    from .tui.watch_app import make_watch_app
+    from ..core.decode_pool import start_resource_tracker
+    from ..tui.watch_app import make_watch_app
 
     start_resource_tracker()  # before Textual swaps stderr for a capture object
 
@@ -114,7 +114,7 @@ def watch(
 
 
 def _watch_headless(folder, store_path, scorer, threshold, options, scan_options, log) -> None:
-    from .core.watch import Watcher
+    from ..core.watch import Watcher
 
     def print_line(decision: dict) -> None:
         sys.stdout.write(json.dumps(decision, ensure_ascii=False) + "\n")
@@ -171,12 +171,12 @@ def release(
     home: HomeOption = None,
 ) -> None:
     """Move quarantined files back to where they came from, and record it."""
-    from .core.watch import release as release_file
+    from ..core.watch import release as release_file
 
     label = label.lower()
     if label not in ("sfw", "nsfw", "none"):
         raise NsfwTuiError(f"--label must be sfw, nsfw or none, got {label!r}")
-    _, store = _open_store(home)
+    _, store = open_store(home)
     failed = 0
     with store:
         for f in files:
