@@ -48,13 +48,7 @@ def scan(
 
     from ..core.config import load_config
     from ..core.report import decisions, summary_counts, write_report
-    from ..core.scan import (
-        ScanOptions,
-        check_folder,
-        inference_threads,
-        scan_files,
-        walk_images,
-    )
+    from ..core.scan import ScanOptions, check_folder, inference_threads, scan_folder
     from ..models.registry import load_scorer, resolve_model
 
     cfg = load_config(None, overrides or [], section="scan").scan
@@ -73,28 +67,24 @@ def scan(
         options = ScanOptions.from_config(cfg)
         scorer = load_scorer(row, threads=inference_threads(options.workers))
         thr = threshold if threshold is not None else row.threshold
-        walk_errors: list[tuple[str, str]] = []
-        paths = list(
-            walk_images(folder, pattern=pattern or cfg.pattern, recursive=not no_recursive and
-                        cfg.recursive, errors=walk_errors)
-        )  # fmt: skip
         started = time.perf_counter()
         with progress_bar(transient=True) as progress:
-            task = progress.add_task("Scoring", total=len(paths))
-            result = scan_files(
-                paths,
+            task = progress.add_task("Scoring", total=None)  # the total is known after the walk
+            result = scan_folder(
+                folder,
                 scorer,
                 store,
                 options,
-                on_progress=lambda done, total: progress.update(task, completed=done),
+                pattern=pattern or cfg.pattern,
+                recursive=not no_recursive and cfg.recursive,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         elapsed = time.perf_counter() - started
-        result.walk_errors = walk_errors
         rows = decisions(result.items, store, thr)
     if output is not None:
         write_report(rows, output)
     counts = summary_counts(rows)
-    for where, why in walk_errors:
+    for where, why in result.walk_errors:
         err_console.print(Text(f"skipped {where}: {why}", style="yellow"))
     if output is None:
         _print_table(rows, folder)
