@@ -10,14 +10,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
-from .options import HomeOption, ModelOption, console, err_console, handles_errors, open_store
+from .options import HomeOption, ModelOption, console, handles_errors, open_store, progress_bar
 
 app = typer.Typer()
 
 
 def _labelled_scores(store, model: str | None, folder: Path | None):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress
-
     from ..core.config import load_config
     from ..core.evaluate import labelled_scores
     from ..core.scan import ScanOptions, inference_threads
@@ -28,11 +26,8 @@ def _labelled_scores(store, model: str | None, folder: Path | None):
     row = resolve_model(store, model)
     options = ScanOptions.from_config(load_config(None, []).scan)
     scorer = load_scorer(row, threads=inference_threads(options.workers))
-    with Progress(
-        "Scoring labelled images", BarColumn(), MofNCompleteColumn(), console=err_console,
-        transient=True,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("", total=None)
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task("Scoring labelled images", total=None)
         data = labelled_scores(
             store,
             scorer,
