@@ -106,9 +106,7 @@ def calibrate(
         before = store.active_model()
         store.set_threshold(row.id, threshold)
         after = store.active_model()
-        console.print(
-            Text(f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g} "
-                 f"(target recall {target_recall:g})")
-        )  # fmt: skip
+        change = f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g}"
+        console.print(Text(f"{change} (target recall {target_recall:g})"))
         _print_evaluation(evaluate(data, row.id, threshold))
     console.print(Text(change_line(before, after)))

@@ -92,15 +92,17 @@ def models_add(
     """Register an ONNX file as a model; preprocessing from its metadata, else from flags."""
     from ..models.onnx_import import add_onnx_file
 
-    given = {
-        key: value
-        for key, value in {
-            "input_size": input_size, "layout": layout and layout.upper(),
-            "channel_order": channel_order and channel_order.upper(),
-            "scale": scale, "mean": mean, "std": std, "resize_mode": resize_mode, "crop": crop,
-        }.items()
-        if value is not None
-    }  # fmt: skip
+    flags = dict(
+        input_size=input_size,
+        layout=layout and layout.upper(),
+        channel_order=channel_order and channel_order.upper(),
+        scale=scale,
+        mean=mean,
+        std=std,
+        resize_mode=resize_mode,
+        crop=crop,
+    )
+    given = {key: value for key, value in flags.items() if value is not None}
     _, store = open_store(home)
     with store:
         added = add_onnx_file(

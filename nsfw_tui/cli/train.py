@@ -76,7 +76,7 @@ def train(
     if folder is not None and not folder.is_dir():
         raise NsfwTuiError(f"folder not found: {folder}")
     if resolve_config_name(config_name) == "config_adapt":
-        _adapt(cfg, folder, activate, home)
+        _adapt(cfg, folder=folder, activate=activate, home=home)
         return
     h, store = open_store(home)
     before = store.active_model()
@@ -137,7 +137,7 @@ def train(
         console.print(Text(change_line(before, store.active_model())))
 
 
-def _adapt(cfg, folder: Path | None, activate: bool, home: Path | None) -> None:
+def _adapt(cfg, *, folder: Path | None, activate: bool, home: Path | None) -> None:
     """`train --config-name adapt`: a head on the cached features, fitted in seconds."""
     from ..core.active_model import change_line
     from ..core.adapt import Settings, adapt, labelled_without_features

@@ -6,8 +6,9 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -25,7 +26,27 @@ from .options import (
     open_store,
 )
 
+if TYPE_CHECKING:
+    from ..core.home import Home
+    from ..core.scan import ScanOptions
+    from ..core.scorers import Scorer
+    from ..core.watch import WatchOptions
+
 app = typer.Typer()
+
+
+@dataclass(frozen=True)
+class WatchPlan:
+    """A checked watch, ready to start: what the screen and headless mode both need."""
+
+    folder: Path
+    home: Home
+    scorer: Scorer
+    threshold: float  # the one in force: --threshold, else the config's, else the model's
+    review_threshold: float | None  # --threshold (or the config's) only, for the review screen
+    options: WatchOptions
+    scan_options: ScanOptions
+    log: Path  # --log, else the home's journal for this folder
 
 
 @app.command()
@@ -90,10 +111,23 @@ def watch(
             raise NsfwTuiError(f"cannot create {log.parent}: {exc.strerror or exc}") from exc
     scan_options = ScanOptions.from_config(cfg.scan)
     scorer = load_scorer(row, threads=inference_threads(scan_options.workers))
-    thr = threshold if threshold is not None else row.threshold
+    plan = WatchPlan(
+        folder=folder,
+        home=h,
+        scorer=scorer,
+        threshold=threshold if threshold is not None else row.threshold,
+        review_threshold=threshold,
+        options=options,
+        scan_options=scan_options,
+        log=log,
+    )
     if headless:
-        _watch_headless(folder, h.store_path, scorer, thr, options, scan_options, log)
-        return
+        _watch_headless(plan)
+    else:
+        _watch_screen(plan)
+
+
+def _watch_screen(plan: WatchPlan) -> None:
     import textual_image.renderable  # noqa: F401  (asks the terminal before Textual starts)
 
     from ..core.decode_pool import start_resource_tracker
@@ -102,18 +136,24 @@ def watch(
     start_resource_tracker()  # before Textual swaps stderr for a capture object
 
     watch_app = make_watch_app(
-        folder, home=h, scorer=scorer, threshold=thr, options=options,
-        scan_options=scan_options, log_path=log, review_threshold=threshold,
+        plan.folder,
+        home=plan.home,
+        scorer=plan.scorer,
+        threshold=plan.threshold,
+        options=plan.options,
+        scan_options=plan.scan_options,
+        log_path=plan.log,
+        review_threshold=plan.review_threshold,
         handle_signals=True,
-    )  # fmt: skip
+    )
     watch_app.run()
     if watch_app.watcher is not None:
-        _print_summary(watch_app.watcher.stats(), options.dry_run)
+        _print_summary(watch_app.watcher.stats(), plan.options.dry_run)
     if watch_app.return_code:
         raise typer.Exit(watch_app.return_code)
 
 
-def _watch_headless(folder, store_path, scorer, threshold, options, scan_options, log) -> None:
+def _watch_headless(plan: WatchPlan) -> None:
     from ..core.watch import Watcher
 
     def print_line(decision: dict) -> None:
@@ -121,10 +161,16 @@ def _watch_headless(folder, store_path, scorer, threshold, options, scan_options
         sys.stdout.flush()
 
     watcher = Watcher(
-        folder, store_path, scorer, threshold=threshold, options=options,
-        scan_options=scan_options, on_decision=print_line, log_path=log,
+        plan.folder,
+        plan.home.store_path,
+        plan.scorer,
+        threshold=plan.threshold,
+        options=plan.options,
+        scan_options=plan.scan_options,
+        on_decision=print_line,
+        log_path=plan.log,
         on_notice=lambda text: err_console.print(Text(text, style="dim")),
-    )  # fmt: skip
+    )
     stop = threading.Event()
 
     def on_signal(signum, frame) -> None:
@@ -134,7 +180,10 @@ def _watch_headless(folder, store_path, scorer, threshold, options, scan_options
     try:
         watcher.start()
         err_console.print(
-            Text(f"watching {folder} with {scorer.id} at threshold {threshold:g}; Ctrl+C stops")
+            Text(
+                f"watching {plan.folder} with {plan.scorer.id} at threshold "
+                f"{plan.threshold:g}; Ctrl+C stops"
+            )
         )
         while not stop.wait(0.5):
             pass
@@ -143,7 +192,7 @@ def _watch_headless(folder, store_path, scorer, threshold, options, scan_options
         watcher.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _print_summary(watcher.stats(), options.dry_run)
+    _print_summary(watcher.stats(), plan.options.dry_run)
 
 
 def _print_summary(s, dry_run: bool) -> None:
