@@ -53,7 +53,6 @@ def fake_cli(argv: list[str]) -> None:
     import nsfw_tui.models.registry as reg
 
     reg.load_scorer = lambda row, threads=None: RedScorer()
-    import nsfw_tui.cli_watch  # noqa: F401
     from nsfw_tui.cli import main
 
     sys.argv = ["nsfw-tui", *argv]

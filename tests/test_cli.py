@@ -49,6 +49,43 @@ def test_every_command_has_help(cmd):
     assert "Usage" in result.output and len(result.output.splitlines()) > 3
 
 
+# One line per module of nsfw_tui/cli, in the order root.py joins them: review, score, label,
+# models and training, then shipping a model; never an accident of import order.
+HELP_ORDER = [
+    *("open", "demo"),
+    *("scan",),
+    *("watch", "release"),
+    *("import", "labels", "backup", "restore"),
+    *("models",),
+    *("train", "runs", "plots"),
+    *("eval", "calibrate"),
+    *("export",),
+    *("serve",),
+]
+
+
+def test_help_lists_every_command_in_its_order():
+    assert [cmd[0] for cmd in commands(app) if len(cmd) == 1] == HELP_ORDER
+    models = [cmd[1] for cmd in commands(app) if cmd[0] == "models" and len(cmd) == 2]
+    assert models == ["use", "add"]
+
+
+def test_python_dash_m_is_the_same_command():
+    """`python -m nsfw_tui.cli` runs the package's __main__, with every command registered."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "nsfw_tui.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    listed = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("│ ")]
+    assert [name for name in listed if name in HELP_ORDER] == HELP_ORDER
+
+
 def test_scan_writes_csv_then_reuses_the_cache(tmp_path, home):
     photo_folder(tmp_path / "photos", 4)
     truncated_jpeg(tmp_path / "photos" / "broken.jpg")

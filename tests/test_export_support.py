@@ -7,7 +7,6 @@ from pathlib import Path
 from test_trainer_support import config, home_for, labelled_store
 from typer.testing import CliRunner
 
-import nsfw_tui.cli_export  # noqa: F401  (registers export and models add until cli.py does)
 from nsfw_tui.cli import app
 from nsfw_tui.core.store import Store
 from trainer.run import RunResult, train

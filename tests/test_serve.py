@@ -229,7 +229,6 @@ def test_every_request_needs_the_token_when_one_is_set():
 
 
 def test_cli_serve_refuses_a_public_address_without_a_token(tmp_path):
-    from nsfw_tui import cli_serve  # noqa: F401  registers `serve` until cli.py imports it
     from nsfw_tui.cli import app
 
     runner = CliRunner()

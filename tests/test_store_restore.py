@@ -217,7 +217,6 @@ WATCH_WITH_FAKE_SCORER = (
     "import nsfw_tui.models.registry as reg\n"
     "from tui_support import RedScorer\n"
     "reg.load_scorer = lambda row, threads=None: RedScorer()\n"
-    "import nsfw_tui.cli_watch\n"
     "from nsfw_tui.cli import main\n"
     "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
     "main()\n"

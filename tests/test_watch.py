@@ -26,7 +26,6 @@ from textual_image.widget import HalfcellImage
 from tui_support import FAKE_ID, RedScorer, prepare_home, wait_for
 from typer.testing import CliRunner
 
-import nsfw_tui.cli_watch  # noqa: F401  (registers `watch` and `release` on the app)
 from nsfw_tui.cli import app as cli_app
 from nsfw_tui.core.decode_pool import decode_path
 from nsfw_tui.core.home import resolve_home
@@ -653,7 +652,6 @@ def test_headless_command_prints_json_lines_and_stops_cleanly(tmp_path, sig):
         "import nsfw_tui.models.registry as reg\n"
         "from tui_support import RedScorer\n"
         "reg.load_scorer = lambda row, threads=None: RedScorer()\n"
-        "import nsfw_tui.cli_watch\n"
         "from nsfw_tui.cli import main\n"
         "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
         "main()\n"

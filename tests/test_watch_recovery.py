@@ -20,7 +20,6 @@ from test_watch import Harness, image_bytes
 from tui_support import prepare_home
 from typer.testing import CliRunner
 
-import nsfw_tui.cli_watch  # noqa: F401  (registers `watch` and `release` on the app)
 from nsfw_tui.cli import app as cli_app
 from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.quarantine import quarantine_move, recover_moves, release, temp_path
@@ -285,7 +284,6 @@ def link(src, dst, **kw):
     if os.fspath(dst).startswith(Q):
         hit('link')
 os.link = link
-import nsfw_tui.cli_watch
 from nsfw_tui.cli import main
 sys.argv = ['nsfw-tui'] + sys.argv[1:]
 main()

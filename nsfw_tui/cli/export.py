@@ -1,4 +1,4 @@
-"""Export and model-file commands: `export --onnx` and `models add FILE.onnx`."""
+"""The `export` command: a trained or adapted model as a self-describing ONNX file."""
 
 from __future__ import annotations
 
@@ -8,22 +8,18 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from .cli import (
+from ..core.errors import NsfwTuiError
+from .options import (
     HomeOption,
+    InputSize,
     Overrides,
-    _open_store,
-    app,
     console,
     err_console,
     handles_errors,
-    models_app,
+    open_store,
 )
-from .core.errors import NsfwTuiError
 
-Size = Annotated[
-    tuple[int, int] | None,
-    typer.Option("--input-size", metavar="H W", help="Input height and width in pixels."),
-]
+app = typer.Typer()
 
 
 def _mb(n: int) -> str:
@@ -52,7 +48,7 @@ def export(
     static_batch: Annotated[
         bool, typer.Option("--static-batch", help="Fix the batch size at 1 (default: dynamic).")
     ] = False,
-    input_size: Size = None,
+    input_size: InputSize = None,
     quantize: Annotated[
         bool,
         typer.Option("--quantize", help="Also write an int8 copy (static QDQ, calibrated)."),
@@ -64,7 +60,7 @@ def export(
     from trainer.parity import PARITY_ATOL
     from trainer.quantize import quantize_onnx
 
-    from .core.config import load_config
+    from ..core.config import load_config
 
     if not onnx:
         raise NsfwTuiError("choose the format: nsfw-tui export --onnx (the only one so far)")
@@ -81,7 +77,7 @@ def export(
     def say(message: str) -> None:
         err_console.print(Text(message, style="yellow"))
 
-    _, store = _open_store(home)
+    _, store = open_store(home)
     with store:
         if checkpoint is None and _export_adapted(store, model, output):
             return
@@ -147,87 +143,10 @@ def export(
             console.print(Text(f"registered as {q.model_id}; use it with --model {q.model_id}"))
 
 
-@models_app.command("add")
-@handles_errors
-def models_add(
-    file: Annotated[Path, typer.Argument(help="An ONNX classifier, e.g. one `export` wrote.")],
-    model_id: Annotated[
-        str | None,
-        typer.Option("--id", help="Model id (default: as export named it, else the file name)."),
-    ] = None,
-    threshold: Annotated[
-        float | None, typer.Option(help="Decision threshold (default: the file's, else 0.5).")
-    ] = None,
-    output: Annotated[
-        str | None,
-        typer.Option(help="How to read the first output: softmax2, probability or logit."),
-    ] = None,
-    input_size: Size = None,
-    layout: Annotated[str | None, typer.Option(help="NCHW (default) or NHWC.")] = None,
-    channel_order: Annotated[str | None, typer.Option(help="RGB (default) or BGR.")] = None,
-    scale: Annotated[
-        float | None, typer.Option(help="Multiplier on 0..255 values (default 1/255).")
-    ] = None,
-    mean: Annotated[
-        tuple[float, float, float] | None,
-        typer.Option(metavar="R G B", help="Per-channel mean, in scaled units."),
-    ] = None,
-    std: Annotated[
-        tuple[float, float, float] | None,
-        typer.Option(metavar="R G B", help="Per-channel std, in scaled units."),
-    ] = None,
-    resize_mode: Annotated[
-        str | None, typer.Option(help="stretch (default) or shorter (then --crop).")
-    ] = None,
-    crop: Annotated[
-        tuple[int, int] | None, typer.Option(metavar="H W", help="Centre crop after resizing.")
-    ] = None,
-    home: HomeOption = None,
-) -> None:
-    """Register an ONNX file as a model; preprocessing from its metadata, else from flags."""
-    from nsfw_tui.models.onnx_import import add_onnx_file
-
-    given = {
-        key: value
-        for key, value in {
-            "input_size": input_size,
-            "layout": layout and layout.upper(),
-            "channel_order": channel_order and channel_order.upper(),
-            "scale": scale,
-            "mean": mean,
-            "std": std,
-            "resize_mode": resize_mode,
-            "crop": crop,
-        }.items()
-        if value is not None
-    }
-    _, store = _open_store(home)
-    with store:
-        added = add_onnx_file(
-            store, file, model_id=model_id, threshold=threshold, output=output, preprocessing=given
-        )
-    pre = added.preprocessing
-    h, w = pre.input_size
-    source = (
-        f"the file's metadata ({', '.join(added.from_metadata)})"
-        if added.from_metadata
-        else "the command line"
-    )
-    console.print(
-        Text(
-            f"registered {added.model_id}: {added.path}, output {added.output}, threshold "
-            f"{added.threshold:g}, input {h}x{w} {pre.layout} {pre.channel_order}; "
-            f"preprocessing from {source}"
-        )
-    )
-    mid = added.model_id
-    console.print(Text(f"use it with --model {mid}, or make it active: nsfw-tui models use {mid}"))
-
-
 def _export_adapted(store, model: str | None, output: Path | None) -> bool:
     """An adapted model exports as one graph: the built-in network with its head joined on."""
-    from nsfw_tui.models.adapted_onnx import export_adapted
-    from nsfw_tui.models.registry import resolve_model
+    from ..models.adapted_onnx import export_adapted
+    from ..models.registry import resolve_model
 
     row = resolve_model(store, model)
     if row.kind != "adapted":

@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from .cli import HomeOption, ModelOption, Overrides, _open_store, app, console, handles_errors
-from .core.errors import NsfwTuiError
+from ..core.errors import NsfwTuiError
+from .options import HomeOption, ModelOption, Overrides, console, handles_errors, open_store
+
+app = typer.Typer()
 
 
 @app.command()
@@ -39,11 +41,11 @@ def serve(
     home: HomeOption = None,
 ) -> None:
     """Serve the model over HTTP: POST /invocations scores paths or uploads; GET /health."""
-    from nsfw_tui.models.registry import load_scorer, resolve_model
-
-    from .core.config import load_config
-    from .core.scan import inference_threads
-    from .serve import MiB, check_binding, require_extras, run, store_labels
+    from ..core.config import load_config
+    from ..core.scan import inference_threads
+    from ..core.scorers import LazyScorer
+    from ..models.registry import load_scorer, resolve_model
+    from ..serve import MiB, check_binding, require_extras, run, store_labels
 
     cfg = load_config(None, overrides or [], section="serve").serve
     host = host or str(cfg.host)
@@ -56,11 +58,14 @@ def serve(
         raise NsfwTuiError(f"--root must be an existing folder, got {root}")
     check_binding(host, token)  # before any model loads
     require_extras()
-    h, store = _open_store(home)
+    h, store = open_store(home)
     with store:
         row = resolve_model(store, model)
     decode_workers = 2
-    scorer = load_scorer(row, threads=inference_threads(decode_workers))
+    # A server loads its model now: a broken model fails at start, not on the first request.
+    scorer = load_scorer(row, threads=inference_threads(decode_workers), cache_dir=h.cache_dir)
+    if isinstance(scorer, LazyScorer):
+        scorer = scorer.loaded()
     where = f"paths under {root.resolve()}" if root else "uploads only (no --root: paths refused)"
     banner = (
         f"serving {row.id} (threshold {row.threshold:g}) on http://{_url_host(host)}:{port} "

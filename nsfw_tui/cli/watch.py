@@ -1,4 +1,4 @@
-"""The `nsfw-tui watch` and `nsfw-tui release` commands (registered on the main Typer app)."""
+"""The `watch` command (a live screen, or JSON lines with --headless) and `release`."""
 
 from __future__ import annotations
 
@@ -6,25 +6,47 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
-from .cli import (
+from ..core.errors import NsfwTuiError
+from .options import (
     HomeOption,
     ModelOption,
     Overrides,
     ThresholdOption,
-    _open_store,
-    app,
     check_threshold,
     console,
     err_console,
     handles_errors,
+    open_store,
 )
-from .core.errors import NsfwTuiError
+
+if TYPE_CHECKING:
+    from ..core.home import Home
+    from ..core.scan import ScanOptions
+    from ..core.scorers import Scorer
+    from ..core.watch import WatchOptions
+
+app = typer.Typer()
+
+
+@dataclass(frozen=True)
+class WatchPlan:
+    """A checked watch, ready to start: what the screen and headless mode both need."""
+
+    folder: Path
+    home: Home
+    scorer: Scorer
+    threshold: float  # the one in force: --threshold, else the config's, else the model's
+    review_threshold: float | None  # --threshold (or the config's) only, for the review screen
+    options: WatchOptions
+    scan_options: ScanOptions
+    log: Path  # --log, else the home's journal for this folder
 
 
 @app.command()
@@ -56,11 +78,10 @@ def watch(
     home: HomeOption = None,
 ) -> None:
     """Score new and changed files in PATH as they land; log, and optionally quarantine, them."""
-    from nsfw_tui.models.registry import load_scorer, resolve_model
-
-    from .core.config import load_config
-    from .core.scan import ScanOptions, check_folder, inference_threads
-    from .core.watch import WatchOptions, quarantine_folder
+    from ..core.config import load_config
+    from ..core.scan import ScanOptions, check_folder, inference_threads
+    from ..core.watch import WatchOptions, quarantine_folder
+    from ..models.registry import load_scorer, resolve_model
 
     cfg = load_config(None, overrides or [], section="watch")
     options = WatchOptions.from_config(cfg.watch, cfg.scan)
@@ -77,7 +98,7 @@ def watch(
         raise NsfwTuiError(f"the folder of --log {log} does not exist")
     folder = check_folder(path)
     options.quarantine = quarantine_folder(folder, options.quarantine)
-    h, store = _open_store(home)
+    h, store = open_store(home)
     with store:
         if store.readonly:
             raise NsfwTuiError(store.readonly_reason or "the store is read-only")
@@ -89,52 +110,67 @@ def watch(
         except OSError as exc:
             raise NsfwTuiError(f"cannot create {log.parent}: {exc.strerror or exc}") from exc
     scan_options = ScanOptions.from_config(cfg.scan)
-    scorer = load_scorer(row, threads=inference_threads(scan_options.workers))
-    thr = threshold if threshold is not None else row.threshold
+    scorer = load_scorer(
+        row, threads=inference_threads(scan_options.workers), cache_dir=h.cache_dir
+    )
+    plan = WatchPlan(
+        folder=folder,
+        home=h,
+        scorer=scorer,
+        threshold=threshold if threshold is not None else row.threshold,
+        review_threshold=threshold,
+        options=options,
+        scan_options=scan_options,
+        log=log,
+    )
     if headless:
-        _watch_headless(folder, h.store_path, scorer, thr, options, scan_options, log)
-        return
+        _watch_headless(plan)
+    else:
+        _watch_screen(plan)
+
+
+def _watch_screen(plan: WatchPlan) -> None:
     import textual_image.renderable  # noqa: F401  (asks the terminal before Textual starts)
 
-    from .core.decode_pool import start_resource_tracker
-    from .tui.watch_app import make_watch_app
+    from ..core.decode_pool import start_resource_tracker
+    from ..tui.watch_app import make_watch_app
 
     start_resource_tracker()  # before Textual swaps stderr for a capture object
 
     watch_app = make_watch_app(
-        folder,
-        home=h,
-        scorer=scorer,
-        threshold=thr,
-        options=options,
-        scan_options=scan_options,
-        log_path=log,
-        review_threshold=threshold,
+        plan.folder,
+        home=plan.home,
+        scorer=plan.scorer,
+        threshold=plan.threshold,
+        options=plan.options,
+        scan_options=plan.scan_options,
+        log_path=plan.log,
+        review_threshold=plan.review_threshold,
         handle_signals=True,
     )
     watch_app.run()
     if watch_app.watcher is not None:
-        _print_summary(watch_app.watcher.stats(), options.dry_run)
+        _print_summary(watch_app.watcher.stats(), plan.options.dry_run)
     if watch_app.return_code:
         raise typer.Exit(watch_app.return_code)
 
 
-def _watch_headless(folder, store_path, scorer, threshold, options, scan_options, log) -> None:
-    from .core.watch import Watcher
+def _watch_headless(plan: WatchPlan) -> None:
+    from ..core.watch import Watcher
 
     def print_line(decision: dict) -> None:
         sys.stdout.write(json.dumps(decision, ensure_ascii=False) + "\n")
         sys.stdout.flush()
 
     watcher = Watcher(
-        folder,
-        store_path,
-        scorer,
-        threshold=threshold,
-        options=options,
-        scan_options=scan_options,
+        plan.folder,
+        plan.home.store_path,
+        plan.scorer,
+        threshold=plan.threshold,
+        options=plan.options,
+        scan_options=plan.scan_options,
         on_decision=print_line,
-        log_path=log,
+        log_path=plan.log,
         on_notice=lambda text: err_console.print(Text(text, style="dim")),
     )
     stop = threading.Event()
@@ -146,7 +182,10 @@ def _watch_headless(folder, store_path, scorer, threshold, options, scan_options
     try:
         watcher.start()
         err_console.print(
-            Text(f"watching {folder} with {scorer.id} at threshold {threshold:g}; Ctrl+C stops")
+            Text(
+                f"watching {plan.folder} with {plan.scorer.id} at threshold "
+                f"{plan.threshold:g}; Ctrl+C stops"
+            )
         )
         while not stop.wait(0.5):
             pass
@@ -155,7 +194,7 @@ def _watch_headless(folder, store_path, scorer, threshold, options, scan_options
         watcher.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _print_summary(watcher.stats(), options.dry_run)
+    _print_summary(watcher.stats(), plan.options.dry_run)
 
 
 def _print_summary(s, dry_run: bool) -> None:
@@ -183,12 +222,12 @@ def release(
     home: HomeOption = None,
 ) -> None:
     """Move quarantined files back to where they came from, and record it."""
-    from .core.watch import release as release_file
+    from ..core.watch import release as release_file
 
     label = label.lower()
     if label not in ("sfw", "nsfw", "none"):
         raise NsfwTuiError(f"--label must be sfw, nsfw or none, got {label!r}")
-    _, store = _open_store(home)
+    _, store = open_store(home)
     failed = 0
     with store:
         for f in files:

@@ -1,4 +1,4 @@
-"""Training and evaluation commands: train, runs, plots, eval, calibrate."""
+"""Training: `train` (a network, or an adapted head in seconds), `runs` and `plots`."""
 
 from __future__ import annotations
 
@@ -9,21 +9,19 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (
+from ..core.errors import NsfwTuiError
+from .options import (
     HomeOption,
-    ModelOption,
     Overrides,
-    _is_num,
-    _open_store,
-    app,
     console,
     err_console,
     handles_errors,
+    is_num,
+    open_store,
     progress_bar,
 )
-from .core.errors import NsfwTuiError
 
-# -- training ------------------------------------------------------------------------------
+app = typer.Typer()
 
 ConfigName = Annotated[
     str | None,
@@ -70,17 +68,17 @@ def train(
     """Fine-tune on the current labels and register the result as a model."""
     import signal
 
-    from .core.active_model import change_line
-    from .core.config import load_config, resolve_config_name
-    from .core.store import Store
+    from ..core.active_model import change_line
+    from ..core.config import load_config, resolve_config_name
+    from ..core.store import Store
 
     cfg = load_config(config_name, overrides or [])
     if folder is not None and not folder.is_dir():
         raise NsfwTuiError(f"folder not found: {folder}")
     if resolve_config_name(config_name) == "config_adapt":
-        _adapt(cfg, folder, activate, home)
+        _adapt(cfg, folder=folder, activate=activate, home=home)
         return
-    h, store = _open_store(home)
+    h, store = open_store(home)
     before = store.active_model()
     store.close()
     from trainer.run import train as run_training
@@ -103,7 +101,7 @@ def train(
                     progress.console.print(
                         Text(
                             f"epoch {ev.epoch}/{ev.epochs}  "
-                            + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if _is_num(v))
+                            + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if is_num(v))
                         )
                     )
 
@@ -123,7 +121,7 @@ def train(
         raise typer.Exit(130)
     if result.status != "done":
         raise NsfwTuiError(f"run {result.run_id} {result.status}: {result.message}")
-    best = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if _is_num(v))
+    best = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if is_num(v))
     console.print(Text(f"run {result.run_id}: best epoch {result.best_epoch}: {best}"))
     console.print(
         Text(
@@ -139,16 +137,16 @@ def train(
         console.print(Text(change_line(before, store.active_model())))
 
 
-def _adapt(cfg, folder: Path | None, activate: bool, home: Path | None) -> None:
+def _adapt(cfg, *, folder: Path | None, activate: bool, home: Path | None) -> None:
     """`train --config-name adapt`: a head on the cached features, fitted in seconds."""
-    from .core.active_model import change_line
-    from .core.adapt import Settings, adapt, labelled_without_features
-    from .core.config import load_config
-    from .core.scan import ScanOptions, inference_threads, scan_files
-    from .core.scorers import load_builtin
+    from ..core.active_model import change_line
+    from ..core.adapt import Settings, adapt, labelled_without_features
+    from ..core.config import load_config
+    from ..core.scan import ScanOptions, inference_threads, scan_files
+    from ..core.scorers import load_builtin
 
     settings = Settings.from_config(cfg)
-    h, store = _open_store(home)
+    h, store = open_store(home)
     with store:
         only = None
         if folder is not None:
@@ -203,7 +201,7 @@ def _print_adaptation(r) -> None:
 @handles_errors
 def runs(home: HomeOption = None) -> None:
     """List training runs with their status and best metrics."""
-    _, store = _open_store(home)
+    _, store = open_store(home)
     with store:
         rows = store.runs()
     table = Table(title="Training runs (newest last)")
@@ -218,7 +216,7 @@ def runs(home: HomeOption = None) -> None:
 
         def cell(key: str, m: dict = metrics) -> str:
             v = m.get(key)
-            return f"{v:.3f}" if _is_num(v) else "–"
+            return f"{v:.3f}" if is_num(v) else "–"
 
         table.add_row(
             Text(r.id),
@@ -243,123 +241,10 @@ def plots(
     """Write loss, AUROC (accuracy for the baseline) and combined curves of a run as PNGs."""
     from trainer.plots import write_plots
 
-    _, store = _open_store(home)
+    _, store = open_store(home)
     with store:
         r = store.run(run_id)
     if r is None:
         raise NsfwTuiError(f"no run {run_id!r}" if run_id else "no training runs yet")
     for path in write_plots(r, output):
         console.print(Text(f"wrote {path}"))
-
-
-# -- evaluation ----------------------------------------------------------------------------
-
-
-def _labelled_scores(store, model: str | None, folder: Path | None):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress
-
-    from nsfw_tui.models.registry import load_scorer, resolve_model
-
-    from .core.config import load_config
-    from .core.evaluate import labelled_scores
-    from .core.scan import ScanOptions, inference_threads
-
-    if folder is not None and not folder.is_dir():
-        raise NsfwTuiError(f"folder not found: {folder}")
-    row = resolve_model(store, model)
-    options = ScanOptions.from_config(load_config(None, []).scan)
-    scorer = load_scorer(row, threads=inference_threads(options.workers))
-    with Progress(
-        "Scoring labelled images",
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err_console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("", total=None)
-        data = labelled_scores(
-            store,
-            scorer,
-            folder=folder,
-            options=options,
-            on_progress=lambda d, t: progress.update(task, completed=d, total=t),
-        )
-    return row, data
-
-
-def _print_evaluation(ev) -> None:
-    c = ev.confusion
-    table = Table(title=f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images")
-    table.add_column("label \\ call")
-    table.add_column("NSFW", justify="right")
-    table.add_column("SFW", justify="right")
-    table.add_row("NSFW", str(c.tp), str(c.fn))
-    table.add_row("SFW", str(c.fp), str(c.tn))
-    console.print(table)
-
-    def f(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
-
-    console.print(
-        Text(
-            f"recall {f(c.recall)}  precision {f(c.precision)}  accuracy {f(c.accuracy)}  "
-            f"false alarm rate {f(c.fpr)}  AUROC {f(ev.auroc)}"
-        )
-    )
-    if ev.skipped:
-        console.print(Text(f"{ev.skipped} labelled images are no longer on disk or unreadable"))
-
-
-@app.command("eval")
-@handles_errors
-def eval_(
-    model: ModelOption = None,
-    folder: Annotated[
-        Path | None, typer.Option(help="Only labelled images under this folder.")
-    ] = None,
-    home: HomeOption = None,
-) -> None:
-    """Confusion matrix, recall, precision, accuracy and AUROC on the labelled images."""
-    from .core.evaluate import evaluate
-
-    _, store = _open_store(home)
-    with store:
-        row, data = _labelled_scores(store, model, folder)
-        _print_evaluation(evaluate(data, row.id, row.threshold))
-
-
-@app.command()
-@handles_errors
-def calibrate(
-    model: ModelOption = None,
-    target_recall: Annotated[
-        float | None,
-        typer.Option(help="Recall on NSFW to reach (default: metrics.target_recall)."),
-    ] = None,
-    folder: Annotated[
-        Path | None, typer.Option(help="Only labelled images under this folder.")
-    ] = None,
-    home: HomeOption = None,
-) -> None:
-    """Set a model's threshold from the labelled images: the highest that reaches the recall."""
-    from .core.active_model import change_line
-    from .core.config import load_config
-    from .core.evaluate import calibrated_threshold, evaluate
-
-    if target_recall is None:
-        target_recall = float(load_config(None, []).metrics.target_recall)
-    _, store = _open_store(home)
-    with store:
-        row, data = _labelled_scores(store, model, folder)
-        threshold = calibrated_threshold(data, target_recall)
-        before = store.active_model()
-        store.set_threshold(row.id, threshold)
-        after = store.active_model()
-        console.print(
-            Text(
-                f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g} "
-                f"(target recall {target_recall:g})"
-            )
-        )
-        _print_evaluation(evaluate(data, row.id, threshold))
-    console.print(Text(change_line(before, after)))

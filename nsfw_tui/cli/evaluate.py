@@ -1,0 +1,113 @@
+"""Checking a model on the labelled images: `eval`, and `calibrate` its threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ..core.errors import NsfwTuiError
+from .options import HomeOption, ModelOption, console, handles_errors, open_store, progress_bar
+
+app = typer.Typer()
+
+
+def _labelled_scores(store, model: str | None, folder: Path | None):
+    from ..core.config import load_config
+    from ..core.evaluate import labelled_scores
+    from ..core.scan import ScanOptions, inference_threads
+    from ..models.registry import load_scorer, resolve_model
+
+    if folder is not None and not folder.is_dir():
+        raise NsfwTuiError(f"folder not found: {folder}")
+    row = resolve_model(store, model)
+    options = ScanOptions.from_config(load_config(None, []).scan)
+    cache = store.path.parent / "cache"  # the home's cache, where the built-in graph is kept
+    scorer = load_scorer(row, threads=inference_threads(options.workers), cache_dir=cache)
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task("Scoring labelled images", total=None)
+        data = labelled_scores(
+            store,
+            scorer,
+            folder=folder,
+            options=options,
+            on_progress=lambda d, t: progress.update(task, completed=d, total=t),
+        )
+    return row, data
+
+
+def _print_evaluation(ev) -> None:
+    c = ev.confusion
+    table = Table(title=f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images")
+    table.add_column("label \\ call")
+    table.add_column("NSFW", justify="right")
+    table.add_column("SFW", justify="right")
+    table.add_row("NSFW", str(c.tp), str(c.fn))
+    table.add_row("SFW", str(c.fp), str(c.tn))
+    console.print(table)
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    console.print(
+        Text(
+            f"recall {f(c.recall)}  precision {f(c.precision)}  accuracy {f(c.accuracy)}  "
+            f"false alarm rate {f(c.fpr)}  AUROC {f(ev.auroc)}"
+        )
+    )
+    if ev.skipped:
+        console.print(Text(f"{ev.skipped} labelled images are no longer on disk or unreadable"))
+
+
+@app.command("eval")
+@handles_errors
+def eval_(
+    model: ModelOption = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Only labelled images under this folder.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Confusion matrix, recall, precision, accuracy and AUROC on the labelled images."""
+    from ..core.evaluate import evaluate
+
+    _, store = open_store(home)
+    with store:
+        row, data = _labelled_scores(store, model, folder)
+        _print_evaluation(evaluate(data, row.id, row.threshold))
+
+
+@app.command()
+@handles_errors
+def calibrate(
+    model: ModelOption = None,
+    target_recall: Annotated[
+        float | None,
+        typer.Option(help="Recall on NSFW to reach (default: metrics.target_recall)."),
+    ] = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Only labelled images under this folder.")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Set a model's threshold from the labelled images: the highest that reaches the recall."""
+    from ..core.active_model import change_line
+    from ..core.config import load_config
+    from ..core.evaluate import calibrated_threshold, evaluate
+
+    if target_recall is None:
+        target_recall = float(load_config(None, []).metrics.target_recall)
+    _, store = open_store(home)
+    with store:
+        row, data = _labelled_scores(store, model, folder)
+        threshold = calibrated_threshold(data, target_recall)
+        before = store.active_model()
+        store.set_threshold(row.id, threshold)
+        after = store.active_model()
+        change = f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g}"
+        console.print(Text(f"{change} (target recall {target_recall:g})"))
+        _print_evaluation(evaluate(data, row.id, threshold))
+    console.print(Text(change_line(before, after)))

@@ -1,0 +1,126 @@
+"""What every command shares: option types, the consoles, the error policy, the progress bar."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from ..core.errors import NsfwTuiError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from ..core.home import Home
+    from ..core.store import Store
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Folder for the store and models (default: $NSFW_TUI_HOME, else user data).",
+        file_okay=False,
+    ),
+]
+ThresholdOption = Annotated[
+    float | None, typer.Option(help="Decision threshold (default: the model's own).")
+]
+ModelOption = Annotated[str | None, typer.Option(help="Model id (default: the active one).")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(help="Config overrides as key=value, e.g. batch_size=32 scan.workers=1."),
+]
+InputSize = Annotated[
+    tuple[int, int] | None,
+    typer.Option("--input-size", metavar="H W", help="Input height and width in pixels."),
+]
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
+    return threshold
+
+
+def is_num(v: object) -> bool:
+    """A metric worth printing as a number (True and False are not)."""
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def progress_bar(*, transient: bool = False) -> Progress:
+    """The one Rich progress layout of the CLI, on stderr so stdout stays parseable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=transient,
+    )
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(Text(f"error: {message}", style="red"))
+    return typer.Exit(code)
+
+
+# Libraries that only an extra brings: the light install scores without any of them.
+EXTRAS = {
+    "torch": "train",
+    "torchvision": "train",
+    "timm": "train",
+    "onnxscript": "train",
+    "safetensors": "train",
+    "matplotlib": "train",
+    "mlflow": "mlflow",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+}
+
+
+def handles_errors(fn):
+    """Every expected failure becomes one clear line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NsfwTuiError as exc:
+            raise fail(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            extra = EXTRAS.get((exc.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise fail(
+                f"this command needs the {extra} extra ({exc.name} is not installed): "
+                f"pip install 'nsfw-tui[{extra}]'"
+            ) from None
+        except KeyboardInterrupt:
+            err_console.print("Cancelled; everything finished before Ctrl+C is saved.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def open_store(home: Path | None) -> tuple[Home, Store]:
+    """The home and its store, checked and migrated; the built-in model registered."""
+    from ..core.home import resolve_home
+    from ..core.scorers import ensure_builtin
+    from ..core.store import Store
+
+    h = resolve_home(home)
+    store = Store.open(h.store_path)
+    if store.readonly_reason:
+        err_console.print(Text(f"warning: {store.readonly_reason}", style="yellow"))
+    else:
+        ensure_builtin(store)
+    return h, store

@@ -1,0 +1,120 @@
+"""The `scan` command: batch scoring of a folder to a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ..core.errors import NsfwTuiError
+from .options import (
+    HomeOption,
+    ModelOption,
+    Overrides,
+    ThresholdOption,
+    check_threshold,
+    console,
+    err_console,
+    handles_errors,
+    open_store,
+    progress_bar,
+)
+
+app = typer.Typer()
+
+
+@app.command()
+@handles_errors
+def scan(
+    path: Annotated[Path, typer.Argument(help="Folder of images to score.")],
+    overrides: Overrides = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write FILE.csv or FILE.json.")
+    ] = None,
+    threshold: ThresholdOption = None,
+    model: ModelOption = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="Only files whose name matches this glob, e.g. '*.jpg'.")
+    ] = None,
+    no_recursive: Annotated[bool, typer.Option("--no-recursive", help="Skip subfolders.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Score every image under PATH with the active model (cached results are reused)."""
+
+    from ..core.config import load_config
+    from ..core.report import decisions, summary_counts, write_report
+    from ..core.scan import ScanOptions, check_folder, inference_threads, scan_folder
+    from ..models.registry import load_scorer, resolve_model
+
+    cfg = load_config(None, overrides or [], section="scan").scan
+    if threshold is None and cfg.threshold is not None:
+        threshold = float(cfg.threshold)
+    check_threshold(threshold)
+    if output is not None and output.suffix.lower() not in (".csv", ".json"):
+        raise NsfwTuiError(f"--output must end in .csv or .json, got {output.name}")
+    if output is not None and not output.resolve().parent.is_dir():
+        # Say so before the scan, not after minutes of scoring.
+        raise NsfwTuiError(f"the output folder {output.parent} does not exist")
+    folder = check_folder(path)
+    h, store = open_store(home)
+    with store:
+        row = resolve_model(store, model)
+        options = ScanOptions.from_config(cfg)
+        scorer = load_scorer(row, threads=inference_threads(options.workers), cache_dir=h.cache_dir)
+        thr = threshold if threshold is not None else row.threshold
+        started = time.perf_counter()
+        with progress_bar(transient=True) as progress:
+            task = progress.add_task("Scoring", total=None)  # the total is known after the walk
+            result = scan_folder(
+                folder,
+                scorer,
+                store,
+                options,
+                pattern=pattern or cfg.pattern,
+                recursive=not no_recursive and cfg.recursive,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        elapsed = time.perf_counter() - started
+        rows = decisions(result.items, store, thr)
+    if output is not None:
+        write_report(rows, output)
+    counts = summary_counts(rows)
+    for where, why in result.walk_errors:
+        err_console.print(Text(f"skipped {where}: {why}", style="yellow"))
+    if output is None:
+        _print_table(rows, folder)
+    msg = (
+        f"{len(rows)} images with {row.id} at threshold {thr:g}: {counts['nsfw']} NSFW, "
+        f"{counts['sfw']} SFW, {counts['error']} unreadable; {result.reused} reused from the "
+        f"cache, {result.scored} scored in {elapsed:.1f} s"
+    )
+    console.print(Text(msg))
+    if output is not None:
+        console.print(Text(f"wrote {output}"))
+
+
+def _print_table(rows: list[dict], folder: Path) -> None:
+    table = Table(title=f"Scan results: {folder}")
+    table.add_column("image", overflow="fold")
+    for name in ("probability", "class", "label"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("error", overflow="fold")
+    shown = sorted(rows, key=lambda r: (r["probability"] is not None, -(r["probability"] or 0)))
+    for r in shown[:50]:
+        prob = "" if r["probability"] is None else f"{r['probability']:.3f}"
+        style = "red" if r["class_name"] == "NSFW" else ("yellow" if r["error"] else "green")
+        table.add_row(
+            Text(os.path.relpath(r["image_path"], folder)),
+            prob,
+            Text(r["class_name"], style=style),
+            Text(r["label"] or ""),
+            Text(r["error"] or ""),
+        )
+    if len(rows) > 50:
+        table.caption = f"{len(rows) - 50} more; use -o FILE.csv for all"
+    console.print(table)
