@@ -52,7 +52,7 @@ def fake_cli(argv: list[str]) -> None:
 
     import nsfw_tui.models.registry as reg
 
-    reg.load_scorer = lambda row, threads=None: RedScorer()
+    reg.load_scorer = lambda row, **kw: RedScorer()
     from nsfw_tui.cli import main
 
     sys.argv = ["nsfw-tui", *argv]

@@ -78,7 +78,7 @@ WATCH_WITH_FAKE_SCORER = (
     "import sys; sys.path.insert(0, 'tests')\n"
     "import nsfw_tui.models.registry as reg\n"
     "from tui_support import RedScorer\n"
-    "reg.load_scorer = lambda row, threads=None: RedScorer()\n"
+    "reg.load_scorer = lambda row, **kw: RedScorer()\n"
     "from nsfw_tui.cli import main\n"
     "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
     "main()\n"

@@ -248,7 +248,7 @@ import errno, os, signal, sys
 sys.path.insert(0, 'tests')
 import nsfw_tui.models.registry as reg
 from tui_support import RedScorer
-reg.load_scorer = lambda row, threads=None: RedScorer()
+reg.load_scorer = lambda row, **kw: RedScorer()
 from nsfw_tui.core import store as store_mod
 from nsfw_tui.core.watch import log as watch_log
 point, _, count = os.environ.get('FAULT', '').partition(':')

@@ -65,6 +65,8 @@ def scan(
     with store:
         row = resolve_model(store, model)
         options = ScanOptions.from_config(cfg)
+        options.pattern = pattern or options.pattern  # the command line's word beats the config
+        options.recursive = options.recursive and not no_recursive
         scorer = load_scorer(row, threads=inference_threads(options.workers), cache_dir=h.cache_dir)
         thr = threshold if threshold is not None else row.threshold
         started = time.perf_counter()
@@ -75,8 +77,6 @@ def scan(
                 scorer,
                 store,
                 options,
-                pattern=pattern or cfg.pattern,
-                recursive=not no_recursive and cfg.recursive,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         elapsed = time.perf_counter() - started
