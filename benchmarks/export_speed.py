@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_trainer_support import make_dataset
+from support.trainer import make_dataset
 
 from nsfw_tui.core.labels import import_folders
 from nsfw_tui.core.preprocess import IMAGENET

@@ -17,7 +17,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from imagegen import photo
+from support.imagegen import photo
 
 from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.scan import ScanOptions, inference_threads, scan_folder

@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from imagegen import photo
+from support.imagegen import photo
 
 SERVER = textwrap.dedent(
     """

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_trainer_support import blobs, stripes
+from support.trainer import blobs, stripes
 
 from nsfw_tui.core.config import load_config
 from nsfw_tui.core.home import Home

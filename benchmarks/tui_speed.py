@@ -24,8 +24,8 @@ from textual_image.widget import HalfcellImage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from imagegen import photo, save
-from tui_support import RedScorer, make_test_app, prepare_home, review_screen, settle
+from support.imagegen import photo, save
+from support.tui import RedScorer, make_test_app, prepare_home, review_screen, settle
 
 from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.scan import ScanOptions, scan_folder

@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from imagegen import photo
+from support.imagegen import photo
 
 from nsfw_tui.core.config import load_config
 from nsfw_tui.core.preprocess import IMAGENET

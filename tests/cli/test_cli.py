@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from imagegen import photo, photo_folder, save, truncated_jpeg
+from support.imagegen import photo, photo_folder, save, truncated_jpeg
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app

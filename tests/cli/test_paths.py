@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from imagegen import photo, save
+from support.imagegen import photo, save
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app

@@ -25,7 +25,7 @@ from nsfw_tui.core.config import (
 from nsfw_tui.core.config_schema import SCHEMAS, ScanConfig, TrainerConfig, WatchConfig
 from nsfw_tui.core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GROUPS = [
     "data",
     "model",

@@ -18,7 +18,7 @@ from pathlib import Path
 import grimp
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # `lint-imports` through this interpreter, wherever its scripts are installed
 LINT = [sys.executable, "-c", "import importlinter.cli as c; c.lint_imports_command()"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagegen import photo_folder
+from support.imagegen import photo_folder
 
 import nsfw_tui.core.scorers as scorers
 from nsfw_tui.core.home import resolve_home
@@ -18,7 +18,7 @@ from nsfw_tui.core.scorers import BUILTIN_ID, LazyScorer, load_builtin, prepared
 from nsfw_tui.core.store import Store
 from nsfw_tui.models.registry import load_scorer, resolve_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = {"torch", "pandas", "onnx", "onnxruntime", "textual", "matplotlib", "sqlite_utils"}
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.trainer import FAST, labelled_store
+from support.tui import FAKE_ID, RedScorer, make_test_app, scene_folder, settle, wait_for
 from test_metrics import scored_home  # noqa: F401 (a fixture: scored, labelled images)
-from test_trainer_support import FAST, labelled_store
 from textual.widgets import OptionList
-from tui_support import FAKE_ID, RedScorer, make_test_app, scene_folder, settle, wait_for
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagegen import animated_gif, photo, save
 from PIL import Image
+from support.imagegen import animated_gif, photo, save
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app

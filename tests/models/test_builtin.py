@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from imagegen import photo, photo_folder, save
 from onnx import numpy_helper
 from PIL import Image
+from support.imagegen import photo, photo_folder, save
 
 import nsfw_tui
 from nsfw_tui.core.errors import ImageError

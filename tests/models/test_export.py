@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
-from test_export_support import cli, copy_home, error_lines, trained_home
+from support.export import cli, copy_home, error_lines, trained_home
 
 from nsfw_tui.core.images import decode_file
 from nsfw_tui.core.preprocess import IMAGENET, Preprocessing
@@ -148,7 +148,7 @@ def test_m1_convnext_atto_parity(exported, tmp_path):
 
 def _odd_images(folder):
     """Files where decoding choices matter: a big JPEG (draft mode), grey, RGBA, palette, EXIF."""
-    from imagegen import photo, save
+    from support.imagegen import photo, save
 
     big = save(photo((1600, 1200), 3), folder / "big.jpg", quality=90)
     grey = save(photo((90, 70), 4).convert("L"), folder / "grey.png")

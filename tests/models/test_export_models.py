@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import onnx
 import pytest
-from test_export_support import cli, copy_home, error_lines, trained_home
+from support.export import cli, copy_home, error_lines, trained_home
 
 from nsfw_tui.core.store import Store
 from nsfw_tui.models import onnx_files

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagegen import (
+from PIL import Image
+from support.imagegen import (
     animated_gif,
     faulty_decoder,
     photo,
@@ -17,7 +18,6 @@ from imagegen import (
     save,
     truncated_jpeg,
 )
-from PIL import Image
 
 from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.scan import ScanOptions, scan_files, scan_folder, walk_images

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from imagegen import photo, save, truncated_jpeg
-from test_serve_support import FakeScorer, b64, jpeg_bytes, live_server
+from support.imagegen import photo, save, truncated_jpeg
+from support.serve import FakeScorer, b64, jpeg_bytes, live_server
 from typer.testing import CliRunner
 
 from nsfw_tui.core.errors import NsfwTuiError

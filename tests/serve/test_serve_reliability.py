@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from imagegen import photo, png_header_bomb, save
-from test_serve_support import (
+from support.imagegen import photo, png_header_bomb, save
+from support.serve import (
     FakeScorer,
     b64,
     faulty_decoder,

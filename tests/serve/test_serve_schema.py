@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, settings
-from imagegen import photo, save
-from test_serve_support import FakeScorer, live_server
+from support.imagegen import photo, save
+from support.serve import FakeScorer, live_server
 
 from nsfw_tui.serve import create_app
 

@@ -77,7 +77,7 @@ def test_a_second_store_in_one_process_keeps_the_first_ones_locks(tmp_path):
 WATCH_WITH_FAKE_SCORER = (
     "import sys; sys.path.insert(0, 'tests')\n"
     "import nsfw_tui.models.registry as reg\n"
-    "from tui_support import RedScorer\n"
+    "from support.tui import RedScorer\n"
     "reg.load_scorer = lambda row, **kw: RedScorer()\n"
     "from nsfw_tui.cli import main\n"
     "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
@@ -92,11 +92,11 @@ def test_a_running_watch_keeps_its_locks_while_import_writes_and_exits(tmp_path)
     import threading
 
     from PIL import Image
-    from tui_support import FAKE_ID, prepare_home
+    from support.tui import FAKE_ID, prepare_home
 
     from nsfw_tui.core.home import resolve_home
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     inbox, other = tmp_path / "inbox", tmp_path / "other"
     inbox.mkdir()
     other.mkdir()

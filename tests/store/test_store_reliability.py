@@ -22,7 +22,7 @@ from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store
 from nsfw_tui.core.store_backup import check_backup, restore
 from nsfw_tui.core.store_schema import MIGRATIONS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPAWN = multiprocessing.get_context("spawn")
 TABLES = {
     "files", "images", "label_events", "predictions", "features", "models", "runs", "moves",

@@ -28,7 +28,7 @@ from nsfw_tui.core.store_backup import check_backup, restore
 from nsfw_tui.core.store_files import marker_path, visible_backups
 from nsfw_tui.core.store_schema import APP_ID, MIGRATIONS, SCHEMA_VERSION
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def digest(path: Path) -> str:
@@ -215,7 +215,7 @@ def test_cli_restore_empty_asks_first(tmp_path):
 WATCH_WITH_FAKE_SCORER = (
     "import sys; sys.path.insert(0, 'tests')\n"
     "import nsfw_tui.models.registry as reg\n"
-    "from tui_support import RedScorer\n"
+    "from support.tui import RedScorer\n"
     "reg.load_scorer = lambda row, **kw: RedScorer()\n"
     "from nsfw_tui.cli import main\n"
     "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
@@ -224,7 +224,7 @@ WATCH_WITH_FAKE_SCORER = (
 
 
 def test_a_good_restore_while_a_watcher_has_the_store_open_leaves_both_working(tmp_path):
-    from tui_support import FAKE_ID, prepare_home
+    from support.tui import FAKE_ID, prepare_home
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tui_support import FAKE_ID, prepare_home
+from support.tui import FAKE_ID, prepare_home
 
 from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.images import hash_file
 
-REPO = Path(__file__).resolve().parents[1]
-CHILD = str(REPO / "tests" / "stress_children.py")
+REPO = Path(__file__).resolve().parents[2]
+CHILD = str(REPO / "tests" / "support" / "stress_children.py")
 SEED = int(os.environ.get("NSFW_TUI_FAULT_SEED", "20240601"))
 ROUNDS = 20
 LOCK_S = 40.0  # longer than the store's 30 s busy timeout

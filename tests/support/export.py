@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_trainer_support import config, home_for, labelled_store
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app
 from nsfw_tui.core.store import Store
+from support.trainer import config, home_for, labelled_store
 from trainer.run import RunResult, train
 
 runner = CliRunner()

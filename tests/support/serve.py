@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from imagegen import photo
 
 from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.scorers import ScoreBatch
 from nsfw_tui.serve import decode_task, make_server
+from support.imagegen import photo
 
 
 class FakeScorer:

@@ -1,6 +1,6 @@
 """Child processes for the store stress test: each prints one JSON line per acknowledged write.
 
-Run as `python tests/stress_children.py ROLE ...`; every line is printed only after the
+Run as `python tests/support/stress_children.py ROLE ...`; every line is printed only after the
 store has committed what it reports, so a `kill -9` can lose unreported work, never reported.
 """
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for `support`
 
 
 def say(**fields) -> None:
@@ -48,9 +48,8 @@ def label_writer(store_path: str, folder: str, start: int) -> None:
 
 def fake_cli(argv: list[str]) -> None:
     """The real `nsfw-tui` command with the tests' fake scorer (no model download)."""
-    from tui_support import RedScorer
-
     import nsfw_tui.models.registry as reg
+    from support.tui import RedScorer
 
     reg.load_scorer = lambda row, **kw: RedScorer()
     from nsfw_tui.cli import main

@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from test_trainer_support import (
+from support.trainer import (
     config,
     home_for,
     labelled_store,
@@ -37,7 +37,7 @@ from trainer.models import BASELINE, BaselineCNN, ConvNextClassifier, build_mode
 from trainer.plots import plot_series, quality_metric, write_plots
 from trainer.run import choose_device, threshold_metrics, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 8
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_trainer_support import config, home_for, labelled_store
+from support.trainer import config, home_for, labelled_store
 
 from nsfw_tui.core.errors import StoreError
 from nsfw_tui.core.store import Store
@@ -28,8 +28,8 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.errors import CheckpointError
 from trainer.run import train
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 SMALL = {"name": models.BASELINE, "channels": [4, 8], "hidden": 8, "dropout": 0.0}
 
 
@@ -292,7 +292,7 @@ def _train_in_child(store_path: Path, marker_code: str) -> subprocess.Popen:
         import sys, time
         sys.path.insert(0, {str(TESTS)!r})
         from pathlib import Path
-        from test_trainer_support import config, home_for
+        from support.trainer import config, home_for
         from trainer.run import train
         {marker_code}
         path = Path({str(store_path)!r})

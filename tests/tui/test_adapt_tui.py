@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from imagegen import save
+from support.imagegen import save
+from support.tui import labels_by_sha, settle, wait_for
 from test_adapt import family_image
 from textual_image.widget import HalfcellImage
-from tui_support import labels_by_sha, settle, wait_for
 
 from nsfw_tui.core import adapt as A
 from nsfw_tui.core.home import resolve_home

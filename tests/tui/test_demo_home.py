@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from support.tui import labels_by_sha, settle, wait_for
 from textual_image.widget import HalfcellImage
-from tui_support import labels_by_sha, settle, wait_for
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagegen import save, truncated_jpeg
 from PIL import Image
-from textual.widgets import OptionList
-from tui_support import (
+from support.imagegen import save, truncated_jpeg
+from support.tui import (
     FAKE_ID,
     RedScorer,
     labels_by_name,
@@ -30,6 +29,7 @@ from tui_support import (
     solid,
     wait_for,
 )
+from textual.widgets import OptionList
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app

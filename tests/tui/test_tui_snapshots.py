@@ -8,8 +8,8 @@ the screens: `pytest --snapshot-update tests/test_tui_snapshots.py`, then look a
 from __future__ import annotations
 
 import pytest
-from imagegen import photo, save, truncated_jpeg
-from tui_support import labels_by_sha, make_test_app, scene_folder, settle, solid, wait_for
+from support.imagegen import photo, save, truncated_jpeg
+from support.tui import labels_by_sha, make_test_app, scene_folder, settle, solid, wait_for
 
 SIZE = (120, 40)
 

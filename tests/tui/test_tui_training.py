@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from test_trainer_support import FAST, home_for, labelled_store
+from support.trainer import FAST, home_for, labelled_store
+from support.tui import settle, wait_for
 from textual.widgets import Sparkline, Static
 from textual_image.widget import HalfcellImage
-from tui_support import settle, wait_for
 
 from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.store import Store

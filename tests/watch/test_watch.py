@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagegen import photo, truncated_jpeg
 from PIL import Image
+from support.imagegen import photo, truncated_jpeg
+from support.tui import FAKE_ID, RedScorer, prepare_home, wait_for
 from textual.widgets import Static
 from textual_image.widget import HalfcellImage
-from tui_support import FAKE_ID, RedScorer, prepare_home, wait_for
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app
@@ -650,7 +650,7 @@ def test_headless_command_prints_json_lines_and_stops_cleanly(tmp_path, sig):
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "import nsfw_tui.models.registry as reg\n"
-        "from tui_support import RedScorer\n"
+        "from support.tui import RedScorer\n"
         "reg.load_scorer = lambda row, **kw: RedScorer()\n"
         "from nsfw_tui.cli import main\n"
         "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
@@ -660,7 +660,7 @@ def test_headless_command_prints_json_lines_and_stops_cleanly(tmp_path, sig):
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "watch", str(inbox), "--headless", "--log", str(log),
          "--home", str(home.root), "settle_s=0.3"],
-        cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=Path(__file__).parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()

@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.tui import prepare_home
 from test_watch import Harness, image_bytes
-from tui_support import prepare_home
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app
@@ -247,7 +247,7 @@ CHILD = """
 import errno, os, signal, sys
 sys.path.insert(0, 'tests')
 import nsfw_tui.models.registry as reg
-from tui_support import RedScorer
+from support.tui import RedScorer
 reg.load_scorer = lambda row, **kw: RedScorer()
 from nsfw_tui.core import store as store_mod
 from nsfw_tui.core.watch import log as watch_log
@@ -312,7 +312,7 @@ def test_w12_w13_twenty_kill_9_rounds_during_a_burst_with_quarantine_and_log(tmp
     argv = [sys.executable, "-c", CHILD, "watch", str(inbox), "--headless", "--log", str(log),
             "--quarantine", str(q), "--home", str(home.root), "settle_s=0.2",
             "never_settles_timeout_s=1", "scan.workers=0"]  # fmt: skip
-    repo = Path(__file__).parent.parent
+    repo = Path(__file__).parents[2]
     files: dict[str, bytes] = {}
 
     def burst(r: int) -> None:
@@ -430,7 +430,7 @@ def test_w13_stdout_alone_is_at_least_once_across_a_kill(tmp_path):
     prepare_home(home)
     argv = [sys.executable, "-c", CHILD, "watch", str(inbox), "--headless",
             "--home", str(home.root), "settle_s=0.2", "scan.workers=0"]  # fmt: skip
-    repo = Path(__file__).parent.parent
+    repo = Path(__file__).parents[2]
     env = {**os.environ, "QDIR": str(tmp_path / "unused"), "FAULT": "record:1"}
     first = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == -signal.SIGKILL, first.stderr
