@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.imagegen import photo_array
 
 import nsfw_tui
 from nsfw_tui.core import images
@@ -41,25 +42,6 @@ LIMIT = Image.MAX_IMAGE_PIXELS
 RED = (220, 20, 20)
 
 # -- generators --------------------------------------------------------------------------
-
-
-def photo_array(w: int, h: int, seed: int = 0) -> np.ndarray:
-    """Photo-like uint8 (h, w, 3): gradients, a few discs, noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack(
-        [
-            128 + 100 * np.sin(x / max(1, w / 3) + seed),
-            128 + 100 * np.cos(y / max(1, h / 2) - seed),
-            128 + 80 * np.sin((x + y) / max(1, w / 4)),
-        ],
-        axis=-1,
-    )
-    for _ in range(3):
-        cx, cy, r = rng.integers(0, w), rng.integers(0, h), max(1, min(w, h) // 5)
-        base[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.integers(0, 255, 3)
-    base += rng.normal(0, 10, base.shape)
-    return np.clip(base, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from test_images import photo_array
+from support.imagegen import photo_array
 
 from nsfw_tui.core.preprocess import IMAGENET, OPEN_NSFW, Preprocessing
 

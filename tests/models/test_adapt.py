@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from support.imagegen import animated_gif, photo, save
+from support.imagegen import animated_gif, family_image, save
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app
@@ -27,27 +26,6 @@ from nsfw_tui.core.store import ScoreRecord, Store
 # (the built-in network is right).
 TRUTH = {"blob": "sfw", "dark": "nsfw", "photo": "sfw"}
 LABELLED = 12  # per family: 36 labels
-
-
-def family_image(family: str, i: int, size: int = 128) -> Image.Image:
-    if family == "photo":
-        return photo((size, size), 2000 + i)
-    dark = family == "dark"
-    rng = np.random.default_rng(i + (1000 if dark else 0))
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    ground = (np.array([60, 50, 45]) if dark else np.array([200, 170, 150])) + rng.normal(0, 10, 3)
-    img = np.ones((size, size, 3), np.float32) * ground
-    for _ in range(2 if dark else 3):
-        cx, cy = rng.uniform(0.2, 0.8, 2) * size
-        rx, ry = rng.uniform(*((0.25, 0.4) if dark else (0.15, 0.35)), 2) * size
-        d = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
-        a = np.clip(1.2 - d, 0, 1)[..., None]
-        skin = np.array([225, 170, 140]) + rng.normal(0, 12, 3)
-        img = img * (1 - a) + skin * a * (1 - 0.25 * d[..., None].clip(0, 1))
-        if dark:
-            spot = np.clip(1.5 - ((x - cx) ** 2 + (y - cy) ** 2) / (0.04 * size) ** 2, 0, 1)
-            img = img * (1 - spot[..., None]) + np.array([150, 80, 70]) * spot[..., None]
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
 def draw_families(folder: Path, per_family: int, prefix: str = "") -> dict[Path, str]:

@@ -35,6 +35,47 @@ def photo(size: tuple[int, int] = (320, 240), seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
 
 
+def photo_array(w: int, h: int, seed: int = 0) -> np.ndarray:
+    """Photo-like uint8 (h, w, 3): gradients, a few discs, noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack(
+        [
+            128 + 100 * np.sin(x / max(1, w / 3) + seed),
+            128 + 100 * np.cos(y / max(1, h / 2) - seed),
+            128 + 80 * np.sin((x + y) / max(1, w / 4)),
+        ],
+        axis=-1,
+    )
+    for _ in range(3):
+        cx, cy, r = rng.integers(0, w), rng.integers(0, h), max(1, min(w, h) // 5)
+        base[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.integers(0, 255, 3)
+    base += rng.normal(0, 10, base.shape)
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def family_image(family: str, i: int, size: int = 128) -> Image.Image:
+    """Image ``i`` of a family (blob, dark, photo) that the adaptation tests label."""
+    if family == "photo":
+        return photo((size, size), 2000 + i)
+    dark = family == "dark"
+    rng = np.random.default_rng(i + (1000 if dark else 0))
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    ground = (np.array([60, 50, 45]) if dark else np.array([200, 170, 150])) + rng.normal(0, 10, 3)
+    img = np.ones((size, size, 3), np.float32) * ground
+    for _ in range(2 if dark else 3):
+        cx, cy = rng.uniform(0.2, 0.8, 2) * size
+        rx, ry = rng.uniform(*((0.25, 0.4) if dark else (0.15, 0.35)), 2) * size
+        d = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
+        a = np.clip(1.2 - d, 0, 1)[..., None]
+        skin = np.array([225, 170, 140]) + rng.normal(0, 12, 3)
+        img = img * (1 - a) + skin * a * (1 - 0.25 * d[..., None].clip(0, 1))
+        if dark:
+            spot = np.clip(1.5 - ((x - cx) ** 2 + (y - cy) ** 2) / (0.04 * size) ** 2, 0, 1)
+            img = img * (1 - spot[..., None]) + np.array([150, 80, 70]) * spot[..., None]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
 def save(img: Image.Image, path: Path, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, **kwargs)

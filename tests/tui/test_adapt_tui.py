@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from support.imagegen import save
+from support.imagegen import family_image, save
 from support.tui import labels_by_sha, settle, wait_for
-from test_adapt import family_image
 from textual_image.widget import HalfcellImage
 
 from nsfw_tui.core import adapt as A

@@ -17,42 +17,28 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 from support.imagegen import photo, truncated_jpeg
 from support.tui import FAKE_ID, RedScorer, prepare_home, wait_for
+from support.watch import SETTLE, Harness, image_bytes
 from textual.widgets import Static
 from textual_image.widget import HalfcellImage
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app
-from nsfw_tui.core.decode_pool import decode_path
 from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.store import Store
-from nsfw_tui.core.watch import Watcher, WatchOptions, move_no_overwrite, release
+from nsfw_tui.core.watch import WatchOptions, move_no_overwrite, release
 from nsfw_tui.tui.screens.watch import WatchReviewScreen, WatchScreen
 from nsfw_tui.tui.watch_app import make_watch_app
 
 KINDS = ["native", "polling"]
-SETTLE = 0.4
-THRESHOLD = 0.5
 LINE_KEYS = {
     "time", "path", "sha256", "size", "probability", "decision", "action", "dest", "reason",
     "source", "model", "threshold", "cached",
 }  # fmt: skip
-
-
-def image_bytes(seed: int, size=(48, 32), red: int | None = None, fmt="PNG") -> bytes:
-    """Unique noise (by seed); ``red`` fixes the red channel, so P(nsfw) = red / 255."""
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    if red is not None:
-        arr[..., 0] = red
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, fmt)
-    return buf.getvalue()
 
 
 def write_chunks(path: Path, data: bytes, chunks: int = 4) -> None:
@@ -62,69 +48,6 @@ def write_chunks(path: Path, data: bytes, chunks: int = 4) -> None:
         for i in range(0, len(data), step):
             fh.write(data[i : i + step])
             fh.flush()
-
-
-class Harness:
-    """A watcher on ``tmp_path/inbox`` with a fake scorer, inline decoding and a read log."""
-
-    def __init__(self, tmp_path: Path, kind: str = "native", **options) -> None:
-        self.tmp = tmp_path
-        self.inbox = tmp_path / "inbox"
-        self.outside = tmp_path / "outside"
-        self.inbox.mkdir(exist_ok=True)
-        self.outside.mkdir(exist_ok=True)
-        self.store_path = tmp_path / "home" / "store.db"
-        Store.open(self.store_path).close()
-        self.log = tmp_path / "watch.jsonl"
-        self.kind = kind
-        self.scorer = RedScorer("fake-watch")
-        self.lines: list[dict] = []
-        self.reads: list[tuple[str, int | None]] = []  # (path, bytes read) per decode
-        self.options = options
-        self.watcher: Watcher | None = None
-
-    def decoder(self, path, spec, use_draft, max_frames):
-        result = decode_path(path, spec, use_draft, max_frames)
-        self.reads.append((path, result.size))
-        return result
-
-    def start(self, **overrides) -> Watcher:
-        opts = dict(
-            settle_s=SETTLE, polling=self.kind == "polling", poll_interval_s=0.2,
-            never_settles_timeout_s=3.0, supervise_interval_s=0.2, rescan_interval_s=600,
-        )  # fmt: skip
-        opts.update(self.options)
-        opts.update(overrides)
-        self.watcher = Watcher(
-            self.inbox, self.store_path, self.scorer, threshold=THRESHOLD,
-            options=WatchOptions(**opts),
-            scan_options=ScanOptions(workers=0, batch_size=16, decoder=self.decoder),
-            on_decision=self.lines.append, log_path=self.log,
-        )  # fmt: skip
-        self.watcher.start()
-        return self.watcher
-
-    def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.stop()
-
-    def wait_lines(self, n: int, timeout: float = 20.0, quiet: float = 3 * SETTLE) -> float:
-        """Wait for ``n`` lines, then a quiet spell in which any extra line would show."""
-        started = time.monotonic()
-        deadline = started + timeout
-        while len(self.lines) < n:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(self.lines)} of {n} lines after {timeout} s")
-            time.sleep(0.02)
-        took = time.monotonic() - started
-        time.sleep(quiet)
-        return took
-
-    def by_name(self) -> dict[str, dict]:
-        return {Path(d["path"]).name: d for d in self.lines}
-
-    def counts(self) -> Counter:
-        return Counter(Path(d["path"]).relative_to(self.inbox).as_posix() for d in self.lines)
 
 
 @pytest.fixture

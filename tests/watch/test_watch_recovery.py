@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.tui import prepare_home
-from test_watch import Harness, image_bytes
+from support.watch import Harness, image_bytes
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app
