@@ -25,11 +25,6 @@ def error_lines(result) -> list[str]:
     return [line for line in result.output.splitlines() if line.startswith("error:")]
 
 
-@pytest.fixture
-def home(tmp_path) -> Path:
-    return tmp_path / "home"
-
-
 def commands(typer_app) -> list[list[str]]:
     import typer.main
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from support.trainer import FAST, labelled_store
 from support.tui import FAKE_ID, RedScorer, make_test_app, scene_folder, settle, wait_for
-from test_metrics import scored_home  # noqa: F401 (a fixture: scored, labelled images)
 from textual.widgets import OptionList
 from typer.testing import CliRunner
 
@@ -91,7 +90,7 @@ def test_models_use_prints_the_change(tmp_path):
     assert bad.exit_code == 2 and "active model" not in bad.output
 
 
-def test_calibrate_prints_the_active_model_line(scored_home):  # noqa: F811
+def test_calibrate_prints_the_active_model_line(scored_home):
     active = run("calibrate", "--target-recall", "0.75", home=scored_home)
     assert active.exit_code == 0, active.output
     assert "active model: open_nsfw -> open_nsfw (threshold 0.2 -> 0.35)" in active.output

@@ -59,11 +59,11 @@ def scanned(tmp_path_factory, builtin) -> Path:
 
 
 @pytest.fixture
-def home(scanned, tmp_path) -> Path:
-    """A home of its own holding a copy of the scanned store."""
-    (tmp_path / "home" / "models").mkdir(parents=True)
-    shutil.copy(scanned / "store.db", tmp_path / "home" / "store.db")
-    return tmp_path / "home"
+def home(home, scanned) -> Path:
+    """The shared home (tests/conftest.py), holding a copy of the scanned store."""
+    (home / "models").mkdir(parents=True)
+    shutil.copy(scanned / "store.db", home / "store.db")
+    return home
 
 
 def label(store: Store, choose) -> None:

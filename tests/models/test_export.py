@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
-from support.export import cli, copy_home, error_lines, trained_home
+from support.export import cli, copy_home, error_lines
 
 from nsfw_tui.core.images import decode_file
 from nsfw_tui.core.preprocess import IMAGENET, Preprocessing
@@ -21,18 +21,6 @@ from nsfw_tui.models.registry import load_scorer
 from trainer import data as tdata
 from trainer import export, parity, quantize
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A trained baseline exported once through the CLI with --quantize."""
-    tmp = tmp_path_factory.mktemp("exported")
-    home, result = trained_home(tmp)
-    out = cli("export", "--onnx", "--quantize", home=home)
-    assert out.exit_code == 0, out.output
-    with Store.open(home / "store.db") as store:
-        rows = {m.id: m for m in store.models()}
-    return tmp, home, result, out.output, rows
 
 
 def _rows(exported):

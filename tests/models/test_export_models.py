@@ -7,22 +7,12 @@ import csv
 import numpy as np
 import onnx
 import pytest
-from support.export import cli, copy_home, error_lines, trained_home
+from support.export import cli, copy_home, error_lines
 
 from nsfw_tui.core.store import Store
 from nsfw_tui.models import onnx_files
 from nsfw_tui.models.registry import load_scorer
 from trainer import quantize
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A trained baseline, exported with --quantize into its own checkpoint folder."""
-    tmp = tmp_path_factory.mktemp("models")
-    home, result = trained_home(tmp)
-    out = cli("export", "--onnx", "--quantize", home=home)
-    assert out.exit_code == 0, out.output
-    return tmp, home, result
 
 
 def _row(home, model_id):
@@ -41,7 +31,7 @@ def _scan(folder, model_id, out, home) -> dict[str, float]:
 
 
 def test_scan_uses_the_exported_models(exported, tmp_path):
-    tmp, home, result = exported
+    tmp, home, result, _, _ = exported
     folder = tmp / "data"
     torch_p = _scan(folder, result.model_id, tmp_path / "torch.csv", home)
     onnx_p = _scan(folder, f"{result.model_id}-onnx", tmp_path / "onnx.csv", home)
@@ -56,7 +46,7 @@ def test_scan_uses_the_exported_models(exported, tmp_path):
 
 
 def test_static_batch_and_opset_export_scores_any_batch(exported, tmp_path):
-    _, home, result = exported
+    _, home, result, _, _ = exported
     home2 = copy_home(home, tmp_path / "home")
     out = cli("export", "--onnx", "--static-batch", "--opset", "17", "-o",
               str(tmp_path / "s.onnx"), home=home2)  # fmt: skip
@@ -78,7 +68,7 @@ def test_static_batch_and_opset_export_scores_any_batch(exported, tmp_path):
 
 
 def test_only_checkpoint_models_can_be_exported(exported, tmp_path):
-    _, home, result = exported
+    _, home, result, _, _ = exported
     home2 = copy_home(home, tmp_path / "home")
     for model_id, why in (
         ("open_nsfw", "kind builtin (the built-in network ships as ONNX already)"),
@@ -107,7 +97,7 @@ def test_only_checkpoint_models_can_be_exported(exported, tmp_path):
 
 
 def test_models_add_reads_the_files_metadata(exported, tmp_path):
-    tmp, home, result = exported
+    tmp, home, result, _, _ = exported
     home2 = copy_home(home, tmp_path / "home")
     float_row = _row(home, f"{result.model_id}-onnx")
     out = cli("models", "add", float_row.path, "--id", "mine", home=home2)
@@ -135,7 +125,7 @@ def _without_metadata(src, dest):
 
 
 def test_models_add_without_metadata_needs_flags(exported, tmp_path):
-    _, home, result = exported
+    _, home, result, _, _ = exported
     home2 = copy_home(home, tmp_path / "home")
     float_row = _row(home, f"{result.model_id}-onnx")
     plain = str(_without_metadata(float_row.path, tmp_path / "plain.onnx"))
@@ -167,7 +157,7 @@ def test_models_add_without_metadata_needs_flags(exported, tmp_path):
 
 
 def test_models_add_refuses_a_broken_file(exported, tmp_path):
-    _, home, _ = exported
+    _, home, _, _, _ = exported
     home2 = copy_home(home, tmp_path / "home")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")

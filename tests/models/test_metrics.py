@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from support.scores import S, Y
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app
 from nsfw_tui.core.metrics import auroc, confusion, threshold_for_recall
-from nsfw_tui.core.store import ScoreRecord, Store
-
-Y = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
-S = [0.9, 0.8, 0.35, 0.1, 0.7, 0.3, 0.2, 0.15, 0.05, 0.0]
+from nsfw_tui.core.store import Store
 
 
 def test_confusion_counts_at_the_threshold():
@@ -39,23 +37,6 @@ def test_threshold_is_the_highest_that_reaches_the_recall():
     assert threshold_for_recall([0, 0], [0.1, 0.2], 0.9) is None
     t = threshold_for_recall(Y, S, 0.95)
     assert confusion(Y, S, t).recall >= 0.95
-
-
-@pytest.fixture
-def scored_home(tmp_path):
-    home = tmp_path / "home"
-    with Store.open(home / "store.db") as store:
-        records, labels = [], {"nsfw": [], "sfw": []}
-        for i, (y, s) in enumerate(zip(Y, S, strict=True)):
-            sha = f"{i:064x}"
-            records.append(
-                ScoreRecord(f"/gone/{i}.jpg", 1, 1, sha, probability=s, model_id="open_nsfw")
-            )
-            labels["nsfw" if y else "sfw"].append(sha)
-        store.record_files(records)
-        store.set_labels(labels["nsfw"], "nsfw")
-        store.set_labels(labels["sfw"], "sfw")
-    return home
 
 
 def test_eval_on_cached_scores(scored_home):

@@ -22,7 +22,6 @@ from support.imagegen import (
 from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.scan import ScanOptions, scan_files, scan_folder, walk_images
 from nsfw_tui.core.scorers import ScoreBatch
-from nsfw_tui.core.store import Store
 
 
 class RednessScorer:
@@ -45,12 +44,6 @@ class RednessScorer:
 
 
 INLINE = ScanOptions(workers=0, batch_size=8)
-
-
-@pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "home" / "store.db") as s:
-        yield s
 
 
 def by_name(result) -> dict:

@@ -16,12 +16,6 @@ from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store, path_text
 TABLES = {"files", "images", "label_events", "predictions", "features", "models", "runs"}
 
 
-@pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "store.db") as s:
-        yield s
-
-
 def labels_of(store: Store) -> dict[str, str]:
     return {sha: ev.label for sha, ev in store.current_labels().items()}
 
