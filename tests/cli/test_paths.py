@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from support.imagegen import photo, save
 from typer.testing import CliRunner
 
@@ -31,6 +32,7 @@ def dataset(root, n: int = 6) -> None:
         save(photo((96, 72), 100 + i), root / "data" / "sfw" / f"s{i}.jpg", quality=90)
 
 
+@pytest.mark.slow
 def test_import_here_then_export_eval_and_adapt_from_elsewhere_agree(tmp_path, monkeypatch):
     home = tmp_path / "home"
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"

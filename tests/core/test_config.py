@@ -463,7 +463,6 @@ def test_to_container_is_a_mutable_plain_dict():
 # --- packaging -----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("hatchling") is None,
     reason="hatchling is not installed, so the wheel cannot be built offline",

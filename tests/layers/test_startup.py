@@ -78,7 +78,6 @@ def test_missing_model_files_still_fail_before_any_work(tmp_path):
             load_scorer(store.model("gone"))
 
 
-@pytest.mark.slow
 def test_a_warm_scan_loads_no_heavy_library(tmp_path):
     photo_folder(tmp_path / "p", 6, size=(64, 48))
     home = resolve_home(tmp_path / "home")

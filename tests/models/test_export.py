@@ -22,6 +22,10 @@ from trainer import data as tdata
 from trainer import export, parity, quantize
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 
+# Every test here needs `exported` (models/conftest.py): a baseline trained, then exported and
+# quantized, once per module: about 10 s on two cores before the first test can start.
+pytestmark = pytest.mark.slow
+
 
 def _rows(exported):
     _, _, result, _, rows = exported

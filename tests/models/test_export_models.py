@@ -14,6 +14,10 @@ from nsfw_tui.models import onnx_files
 from nsfw_tui.models.registry import load_scorer
 from trainer import quantize
 
+# Every test here needs `exported` (models/conftest.py): a baseline trained, then exported and
+# quantized, once per module: about 10 s on two cores before the first test can start.
+pytestmark = pytest.mark.slow
+
 
 def _row(home, model_id):
     with Store.open(home / "store.db") as store:

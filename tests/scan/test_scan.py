@@ -212,6 +212,7 @@ def test_crash_and_hang_in_a_decoder_cost_one_file_each(tmp_path, store):
     assert by_name(again)["crash.jpg"].probability is not None
 
 
+@pytest.mark.slow
 def test_in_flight_decoded_images_stay_bounded_on_5000_files(tmp_path, store):
     folder = tmp_path / "many"
     folder.mkdir()

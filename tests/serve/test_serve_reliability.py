@@ -227,6 +227,7 @@ def test_r3_bombs_are_refused_with_a_reason(faulty_server, tmp_path):
     assert [p["class"] == "error" for p in mixed.json()["predictions"]] == [True, False]
 
 
+@pytest.mark.slow
 def test_r8_a_hung_decode_times_out_and_the_next_request_is_fine(faulty_server):
     c = faulty_server.client
     started = time.perf_counter()

@@ -26,6 +26,7 @@ def api_schema(tmp_path_factory):
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 def test_r7_fuzzed_requests_never_get_a_server_error(case):

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nsfw_tui.core.store import Store
 
 WRITE_AND_CLOSE = """
@@ -85,6 +87,7 @@ WATCH_WITH_FAKE_SCORER = (
 )
 
 
+@pytest.mark.slow
 def test_a_running_watch_keeps_its_locks_while_import_writes_and_exits(tmp_path):
     """The same as above with real commands: a long-running watch, then `nsfw-tui import`."""
     import json

@@ -240,6 +240,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_s4_kill_9_during_label_writes_loses_no_acknowledged_label(tmp_path):
     path = tmp_path / "store.db"
     Store.open(path).close()

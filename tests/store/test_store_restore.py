@@ -223,6 +223,7 @@ WATCH_WITH_FAKE_SCORER = (
 )
 
 
+@pytest.mark.slow
 def test_a_good_restore_while_a_watcher_has_the_store_open_leaves_both_working(tmp_path):
     from support.tui import FAKE_ID, prepare_home
 

@@ -59,6 +59,7 @@ def trained(tmp_path_factory):
 # -- learning and the run record -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_baseline_learns_stripes_from_blobs(trained):
     _, _, result, events = trained
     assert result.status == "done", result.message
@@ -80,6 +81,7 @@ def test_baseline_learns_stripes_from_blobs(trained):
     assert kinds.count("batch") == EPOCHS * 6  # 96 training images in batches of 16
 
 
+@pytest.mark.slow
 def test_run_is_recorded_with_model_and_val_hashes(trained):
     _, store_path, result, _ = trained
     with Store.open(store_path) as store:
@@ -106,6 +108,7 @@ def test_run_is_recorded_with_model_and_val_hashes(trained):
         assert model.active  # the first model in a store becomes active
 
 
+@pytest.mark.slow
 def test_checkpoint_metadata_records_provenance(trained):
     _, _, result, _ = trained
     meta = read_meta(result.checkpoint)
@@ -121,6 +124,7 @@ def test_checkpoint_metadata_records_provenance(trained):
     assert set(os.listdir(Path(result.checkpoint).parent)) == {"model.json", "model.safetensors"}
 
 
+@pytest.mark.slow
 def test_trained_model_scores_images_through_the_registry(trained, tmp_path):
     _, store_path, result, _ = trained
     with Store.open(store_path) as store:
@@ -153,6 +157,7 @@ def _score(scorer, paths: list[str]) -> np.ndarray:
     return scorer.score(pixels).probabilities
 
 
+@pytest.mark.slow
 def test_plots_have_one_point_per_epoch(trained, tmp_path):
     _, store_path, result, _ = trained
     with Store.open(store_path) as store:
@@ -282,6 +287,7 @@ def test_local_weights_file_is_loaded(tmp_path):
         build_model({**cfg, "name": "convnext_nano"}, (64, 64))  # atto weights, nano shapes
 
 
+@pytest.mark.slow
 def test_hub_unreachable_gives_the_way_forward(tmp_path):
     """No network: one message naming model.pretrained=false and model.weights=PATH, soon.
 
@@ -334,6 +340,7 @@ def test_convnext_trains_a_few_steps_and_scores(tmp_path):
     assert probs.shape == (2,) and ((probs >= 0) & (probs <= 1)).all()
 
 
+@pytest.mark.slow
 def test_loader_worker_processes(tmp_path):
     """data.num_workers > 0 decodes in spawned processes (fork could deadlock the TUI)."""
     store_path = labelled_store(tmp_path, 5, 5)
@@ -471,6 +478,7 @@ def test_trainer_modules_import_without_torch_or_textual():
 # -- MLflow ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mlflow_logs_params_metrics_and_the_checkpoint(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     store_path = labelled_store(tmp_path, 5, 5)

@@ -321,6 +321,7 @@ def _kill_at_marker(child: subprocess.Popen) -> None:
         child.stderr.close()
 
 
+@pytest.mark.slow
 def test_kill_mid_epoch_leaves_store_and_previous_model_intact(tmp_path):
     store_path = labelled_store(tmp_path, 10, 10)
     _with_previous_model(store_path)
@@ -341,6 +342,7 @@ def test_kill_mid_epoch_leaves_store_and_previous_model_intact(tmp_path):
     assert record.status == "running" and len(record.epochs) == 1
 
 
+@pytest.mark.slow
 def test_kill_while_saving_leaves_no_visible_checkpoint(tmp_path):
     store_path = labelled_store(tmp_path, 6, 6)
     _with_previous_model(store_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from support.imagegen import family_image, save
 from support.tui import labels_by_sha, settle, wait_for
 from textual_image.widget import HalfcellImage
@@ -18,6 +19,7 @@ def status(screen) -> str:
     return str(screen.query_one(StatusBar).content)
 
 
+@pytest.mark.slow
 async def test_label_adapt_and_the_list_resorts_in_place(tmp_path):
     from nsfw_tui.models.registry import load_scorer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from support.tui import labels_by_sha, settle, wait_for
 from textual_image.widget import HalfcellImage
 from typer.testing import CliRunner
@@ -75,6 +76,7 @@ def status(screen) -> str:
     return str(screen.query_one(StatusBar).content)
 
 
+@pytest.mark.slow
 async def test_labelling_in_the_demo_leaves_the_main_home_unchanged(tmp_path, monkeypatch):
     main = main_home(tmp_path / "home")
     before = state(main)

@@ -414,6 +414,7 @@ def tiny_pngs(folder: Path, n: int) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 async def test_mounted_widgets_do_not_grow_with_the_number_of_images(tmp_path):
     counts = {}
     for n in (100, 10_000):
@@ -433,6 +434,7 @@ async def test_mounted_widgets_do_not_grow_with_the_number_of_images(tmp_path):
     assert counts[10_000] == counts[100], counts
 
 
+@pytest.mark.slow
 async def test_keys_are_handled_while_a_slow_scorer_runs(tmp_path, scenes):
     slow = RedScorer(delay=1.0)  # a second per batch of 2: three seconds in all
     app = make_test_app(tmp_path, tmp_path / "photos", scorer=slow, batch_size=2)
@@ -478,6 +480,7 @@ async def test_failing_worker_notifies_and_the_app_keeps_running(tmp_path, scene
         assert "scored 0/6" in status and "scoring" not in status, "the bar stops saying scoring"
 
 
+@pytest.mark.slow
 async def test_busy_store_tells_the_person_and_saves_the_label_later(tmp_path, scenes):
     app = make_test_app(tmp_path, tmp_path / "photos")
     async with app.run_test(size=SIZE) as pilot:
@@ -502,6 +505,7 @@ async def test_busy_store_tells_the_person_and_saves_the_label_later(tmp_path, s
         assert screen.review.rows[0].label == "nsfw"
 
 
+@pytest.mark.slow
 async def test_labels_wait_out_a_long_busy_store_counted_and_quit_asks_first(tmp_path, scenes):
     """S3: a label queued behind a busy store is never dropped, however long the wait."""
     import nsfw_tui.tui.label_writer as writer_module

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from support.trainer import FAST, home_for, labelled_store
 from support.tui import settle, wait_for
 from textual.widgets import Sparkline, Static
@@ -14,6 +15,7 @@ from nsfw_tui.tui.screens.review import ReviewScreen
 from nsfw_tui.tui.screens.training import TrainingScreen
 
 
+@pytest.mark.slow
 async def test_training_screen_trains_compares_and_activates(tmp_path):
     store_path = labelled_store(tmp_path, n_nsfw=12, n_sfw=12)
     home = home_for(store_path)

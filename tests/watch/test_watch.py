@@ -119,6 +119,7 @@ def test_w2_moved_in_and_part_renames_once_and_temporary_names_never(harness, ki
           f"{len(temporary) + 1} temporary or hidden names scored 0 times")  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_w3_slow_writers_are_never_scored_half_written(harness, kind):
     settle, max_pause = 0.8, 0.4
@@ -156,6 +157,7 @@ def test_w3_slow_writers_are_never_scored_half_written(harness, kind):
           f"size at scoring = final size for {len(datas)}/{len(datas)}")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_w4_truncated_at_rest_is_an_error_after_the_timeout_then_rescored(harness):
     timeout = 1.5
     h = harness(never_settles_timeout_s=timeout)
@@ -207,6 +209,7 @@ def test_a_file_that_never_settles_is_an_error_after_the_timeout(harness):
 # -- W5: overflow, W10: observer death --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_w5_overflow_warning_triggers_an_immediate_rescan(harness, monkeypatch):
     h = harness()
     w = h.start()
@@ -228,6 +231,7 @@ def test_w5_overflow_warning_triggers_an_immediate_rescan(harness, monkeypatch):
           f"once, recovered {took:.2f} s after the warning (settle {SETTLE} s)")  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("death", ["handler-raises", "emitter-stopped"])
 def test_w10_dead_observer_is_restarted_and_a_rescan_closes_the_gap(harness, monkeypatch, death):
     h = harness()
@@ -289,6 +293,7 @@ def test_w8_directory_moved_in_and_nested_mkdir(harness, kind):
           f"each once, in {took:.2f} s")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_w9_replaced_file_is_rescored_and_deleted_files_leave_no_row(harness):
     h = harness()
     w = h.start()
@@ -342,6 +347,7 @@ def test_w11_same_bytes_under_twenty_names_is_one_inference(harness):
 # -- stop and restart --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_restart_picks_up_what_arrived_while_down_and_repeats_nothing(harness, kind):
     h = harness(kind)
@@ -381,6 +387,7 @@ def wait_until(condition, timeout: float) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_no_catch_up_skips_files_already_there(harness):
     h = harness(catch_up=False)
     (h.inbox / "old.png").write_bytes(image_bytes(1))
@@ -426,6 +433,7 @@ def test_json_lines_schema_and_a_persons_label_outranks_the_model(harness):
     assert logged == h.lines
 
 
+@pytest.mark.slow
 def test_corrupt_file_is_quarantined_and_the_watch_goes_on(harness):
     h = harness(quarantine=None)
     q = h.tmp / "quarantine"
@@ -454,6 +462,7 @@ def test_corrupt_file_is_quarantined_and_the_watch_goes_on(harness):
         assert store.files([str(q / "hot.png")]), "the file row follows the file"
 
 
+@pytest.mark.slow
 def test_quarantine_never_overwrites_and_dry_run_moves_nothing(harness):
     h = harness()
     q = h.tmp / "quarantine"
@@ -477,6 +486,7 @@ def test_quarantine_never_overwrites_and_dry_run_moves_nothing(harness):
     assert (h.inbox / "hot.png").exists() and not (q / "hot-3.png").exists()
 
 
+@pytest.mark.slow
 def test_release_moves_a_file_back_and_records_it(harness):
     h = harness()
     q = h.tmp / "quarantine"
@@ -517,6 +527,7 @@ def test_release_moves_a_file_back_and_records_it(harness):
 # -- the screen ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_tui_pause_resume_and_enter_opens_the_review(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -149,6 +149,7 @@ def test_w12_the_intent_names_the_exact_target_and_a_lost_race_takes_the_next(
 # -- W13: the log lacks nothing and repeats nothing ----------------------------------------
 
 
+@pytest.mark.slow
 def test_w13_restart_logs_exactly_what_the_log_lacks_after_a_torn_line(tmp_path):
     h = Harness(tmp_path)
     q = tmp_path / "q"
