@@ -1,7 +1,7 @@
 """The config schema: one dataclass per section, with each setting's type, default and rule."""
 
 # configs/<group>.yaml writes these defaults out with a comment per key, and
-# tests/test_config.py checks that every file and its dataclass agree. The loader
+# tests/core/test_config.py checks that every file and its dataclass agree. The loader
 # (core/config.py) reads the dataclasses as OmegaConf structured configs; commands get their
 # typed objects from them (`ScanOptions` and `WatchOptions` extend `ScanConfig` and
 # `WatchConfig`, adapt `Settings` extends `AdaptConfig`). Only dataclasses here: core.scan
