@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.tui import CLI_WITH_FAKE_SCORER
 
 from nsfw_tui.core.store import Store
 
@@ -76,17 +77,6 @@ def test_a_second_store_in_one_process_keeps_the_first_ones_locks(tmp_path):
     assert labels == {"before": "nsfw", "after": "nsfw", "from-other-process": "sfw"}
 
 
-WATCH_WITH_FAKE_SCORER = (
-    "import sys; sys.path.insert(0, 'tests')\n"
-    "import nsfw_tui.models.registry as reg\n"
-    "from support.tui import RedScorer\n"
-    "reg.load_scorer = lambda row, **kw: RedScorer()\n"
-    "from nsfw_tui.cli import main\n"
-    "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
-    "main()\n"
-)
-
-
 @pytest.mark.slow
 def test_a_running_watch_keeps_its_locks_while_import_writes_and_exits(tmp_path):
     """The same as above with real commands: a long-running watch, then `nsfw-tui import`."""
@@ -109,7 +99,7 @@ def test_a_running_watch_keeps_its_locks_while_import_writes_and_exits(tmp_path)
     home = resolve_home(tmp_path / "home")
     prepare_home(home)
     proc = subprocess.Popen(
-        [sys.executable, "-c", WATCH_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
+        [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
          "--home", str(home.root), "settle_s=0.3"],
         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

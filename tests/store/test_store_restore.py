@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from support.tui import CLI_WITH_FAKE_SCORER
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app
@@ -212,17 +213,6 @@ def test_cli_restore_empty_asks_first(tmp_path):
     assert neither.exit_code == 2
 
 
-WATCH_WITH_FAKE_SCORER = (
-    "import sys; sys.path.insert(0, 'tests')\n"
-    "import nsfw_tui.models.registry as reg\n"
-    "from support.tui import RedScorer\n"
-    "reg.load_scorer = lambda row, **kw: RedScorer()\n"
-    "from nsfw_tui.cli import main\n"
-    "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
-    "main()\n"
-)
-
-
 @pytest.mark.slow
 def test_a_good_restore_while_a_watcher_has_the_store_open_leaves_both_working(tmp_path):
     from support.tui import FAKE_ID, prepare_home
@@ -237,7 +227,7 @@ def test_a_good_restore_while_a_watcher_has_the_store_open_leaves_both_working(t
         backup = store.backup(tmp_path / "backup.db")
         store.set_labels(["later-label"], "sfw")
     proc = subprocess.Popen(
-        [sys.executable, "-c", WATCH_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
+        [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
          "--home", str(home.root), "settle_s=0.3"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -258,3 +258,16 @@ def row_text(screen: ReviewScreen, index: int) -> str:
     """The text the image list draws for visible row ``index`` (under its header line)."""
     strip = screen.images.render_line(index + HEADER)
     return "".join(seg.text for seg in strip)
+
+
+# `python -c CLI_WITH_FAKE_SCORER ARGS...` runs the real `nsfw-tui ARGS...` in a child process
+# with RedScorer for every model (run from the repository root).
+CLI_WITH_FAKE_SCORER = (
+    "import sys; sys.path.insert(0, 'tests')\n"
+    "import nsfw_tui.models.registry as reg\n"
+    "from support.tui import RedScorer\n"
+    "reg.load_scorer = lambda row, **kw: RedScorer()\n"
+    "from nsfw_tui.cli import main\n"
+    "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
+    "main()\n"
+)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from support.imagegen import photo, truncated_jpeg
-from support.tui import FAKE_ID, RedScorer, prepare_home, wait_for
+from support.tui import CLI_WITH_FAKE_SCORER, FAKE_ID, RedScorer, prepare_home, wait_for
 from support.watch import SETTLE, Harness, image_bytes
 from textual.widgets import Static
 from textual_image.widget import HalfcellImage
@@ -581,15 +581,7 @@ def test_headless_command_prints_json_lines_and_stops_cleanly(tmp_path, sig):
     Image.new("RGB", (24, 16), (250, 90, 160)).save(inbox / "there.png")
     home = resolve_home(tmp_path / "home")
     prepare_home(home)  # the active model id is "fake": the child swaps in the fake scorer
-    code = (
-        "import sys; sys.path.insert(0, 'tests')\n"
-        "import nsfw_tui.models.registry as reg\n"
-        "from support.tui import RedScorer\n"
-        "reg.load_scorer = lambda row, **kw: RedScorer()\n"
-        "from nsfw_tui.cli import main\n"
-        "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
-        "main()\n"
-    )
+    code = CLI_WITH_FAKE_SCORER
     log = tmp_path / "w.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "watch", str(inbox), "--headless", "--log", str(log),
