@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.tui import CLI_WITH_FAKE_SCORER
 
 from nsfw_tui.core.store import Store
 
@@ -81,11 +80,9 @@ def test_a_second_store_in_one_process_keeps_the_first_ones_locks(tmp_path):
 def test_a_running_watch_keeps_its_locks_while_import_writes_and_exits(tmp_path):
     """The same as above with real commands: a long-running watch, then `nsfw-tui import`."""
     import json
-    import queue
-    import threading
 
     from PIL import Image
-    from support.tui import FAKE_ID, prepare_home
+    from support.tui import FAKE_ID, headless_watch, prepare_home
 
     from nsfw_tui.core.home import resolve_home
 
@@ -98,13 +95,7 @@ def test_a_running_watch_keeps_its_locks_while_import_writes_and_exits(tmp_path)
         Image.new("RGB", (20, 20), (i * 40, 200, 30)).save(other / f"o{i}.png")
     home = resolve_home(tmp_path / "home")
     prepare_home(home)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
-         "--home", str(home.root), "settle_s=0.3"],
-        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    proc, lines = headless_watch(inbox, home)
     try:
         assert json.loads(lines.get(timeout=60))["path"].endswith("first.png")
         imported = subprocess.run(

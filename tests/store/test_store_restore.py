@@ -9,16 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from support.tui import CLI_WITH_FAKE_SCORER
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app
@@ -215,7 +212,7 @@ def test_cli_restore_empty_asks_first(tmp_path):
 
 @pytest.mark.slow
 def test_a_good_restore_while_a_watcher_has_the_store_open_leaves_both_working(tmp_path):
-    from support.tui import FAKE_ID, prepare_home
+    from support.tui import FAKE_ID, headless_watch, prepare_home
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -226,13 +223,7 @@ def test_a_good_restore_while_a_watcher_has_the_store_open_leaves_both_working(t
         store.set_labels(["restored-label"], "nsfw")
         backup = store.backup(tmp_path / "backup.db")
         store.set_labels(["later-label"], "sfw")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
-         "--home", str(home.root), "settle_s=0.3"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    proc, lines = headless_watch(inbox, home)
     try:
         assert json.loads(lines.get(timeout=60))["path"].endswith("first.png")
         done = subprocess.run(

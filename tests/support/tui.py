@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import queue
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -271,3 +275,16 @@ CLI_WITH_FAKE_SCORER = (
     "sys.argv = ['nsfw-tui'] + sys.argv[1:]\n"
     "main()\n"
 )
+
+
+def headless_watch(inbox: Path, home: Home) -> tuple[subprocess.Popen, queue.Queue[str]]:
+    """A real `nsfw-tui watch --headless` child with the fake scorer, and its stdout lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
+         "--home", str(home.root), "settle_s=0.3"],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    return proc, lines
