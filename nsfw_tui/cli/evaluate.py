@@ -6,11 +6,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
-from .options import HomeOption, ModelOption, console, handles_errors, open_store, progress_bar
+from .options import (
+    HomeOption,
+    ModelOption,
+    console,
+    handles_errors,
+    new_table,
+    open_store,
+    progress_bar,
+)
 
 app = typer.Typer()
 
@@ -41,7 +48,8 @@ def _labelled_scores(store, model: str | None, folder: Path | None):
 
 def _print_evaluation(ev) -> None:
     c = ev.confusion
-    table = Table(title=f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images")
+    title = f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images"
+    table = new_table(title=title)
     table.add_column("label \\ call")
     table.add_column("NSFW", justify="right")
     table.add_column("SFW", justify="right")

@@ -6,10 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from .options import HomeOption, InputSize, console, handles_errors, is_num, open_store
+from .options import (
+    HomeOption,
+    InputSize,
+    console,
+    handles_errors,
+    is_num,
+    new_table,
+    open_store,
+)
 
 app = typer.Typer(name="models", help="List models and choose the active one.")
 
@@ -22,7 +29,7 @@ def models_list(ctx: typer.Context, home: HomeOption = None) -> None:
         return
     _, store = open_store(home)
     with store:
-        table = Table("", "id", "kind", "threshold", "metrics", "path")
+        table = new_table("", "id", "kind", "threshold", "metrics", "path")
         for m in store.models():
             metrics = ", ".join(f"{k}={v:.3f}" for k, v in m.metrics.items() if is_num(v))
             table.add_row(

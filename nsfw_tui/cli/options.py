@@ -14,6 +14,7 @@ from ..core.errors import NsfwTuiError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from rich.table import Table
 
     from ..core.home import Home
     from ..core.store import Store
@@ -66,6 +67,13 @@ def progress_bar(*, transient: bool = False) -> Progress:
         console=err_console,
         transient=transient,
     )
+
+
+def new_table(*columns: str, **kwargs) -> Table:
+    """A Rich table, imported when a command prints one: `--help` never pays for rich.table."""
+    from rich.table import Table
+
+    return Table(*columns, **kwargs)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 # A person's path through the tool: look at a folder, score it in batch or as files land,
 # label, choose and train models, then ship one. Groups added without a name keep their

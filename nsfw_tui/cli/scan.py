@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
@@ -21,6 +20,7 @@ from .options import (
     console,
     err_console,
     handles_errors,
+    new_table,
     open_store,
     progress_bar,
 )
@@ -99,7 +99,7 @@ def scan(
 
 
 def _print_table(rows: list[dict], folder: Path) -> None:
-    table = Table(title=f"Scan results: {folder}")
+    table = new_table(title=f"Scan results: {folder}")
     table.add_column("image", overflow="fold")
     for name in ("probability", "class", "label"):
         table.add_column(name, no_wrap=True)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
@@ -17,6 +16,7 @@ from .options import (
     err_console,
     handles_errors,
     is_num,
+    new_table,
     open_store,
     progress_bar,
 )
@@ -175,7 +175,7 @@ def _print_adaptation(r) -> None:
         return "n/a" if v is None else f"{v:.3f}"
 
     n_nsfw, n_sfw = r.labels["nsfw"], r.labels["sfw"]
-    table = Table(title=f"{r.model_id}: {r.kind} head, C {r.c:g}, {n_nsfw} NSFW + {n_sfw} SFW")
+    table = new_table(title=f"{r.model_id}: {r.kind} head, C {r.c:g}, {n_nsfw} NSFW + {n_sfw} SFW")
     keys = ("threshold", "recall", "fpr", "precision", "auroc")
     table.add_column("model")
     for key in keys:
@@ -204,7 +204,7 @@ def runs(home: HomeOption = None) -> None:
     _, store = open_store(home)
     with store:
         rows = store.runs()
-    table = Table(title="Training runs (newest last)")
+    table = new_table(title="Training runs (newest last)")
     table.add_column("run", no_wrap=True)
     table.add_column("status")
     table.add_column("model")

@@ -77,8 +77,9 @@ def test_python_dash_m_is_the_same_command():
         env={**os.environ, "COLUMNS": "200"},
     )
     assert out.returncode == 0, out.stderr
-    listed = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("│ ")]
-    assert [name for name in listed if name in HELP_ORDER] == HELP_ORDER
+    section = out.stdout.split("\nCommands:\n", 1)[1]  # plain help: Rich's costs 60 ms a start
+    listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ")]
+    assert listed == HELP_ORDER
 
 
 def test_scan_writes_csv_then_reuses_the_cache(tmp_path, home):
