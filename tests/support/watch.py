@@ -75,8 +75,12 @@ class Harness:
         if self.watcher is not None:
             self.watcher.stop()
 
-    def wait_lines(self, n: int, timeout: float = 20.0, quiet: float = 3 * SETTLE) -> float:
-        """Wait for ``n`` lines, then a quiet spell in which any extra line would show."""
+    def wait_lines(self, n: int, timeout: float = 20.0, quiet: float = SETTLE) -> float:
+        """Wait for ``n`` lines, then until the watcher has been idle for ``quiet`` s.
+
+        A late event (a duplicate in the making) makes the watcher busy again and restarts
+        the quiet spell, so an extra line still shows; ``quiet=0`` returns at ``n`` lines.
+        """
         started = time.monotonic()
         deadline = started + timeout
         while len(self.lines) < n:
@@ -84,7 +88,18 @@ class Harness:
                 raise AssertionError(f"{len(self.lines)} of {n} lines after {timeout} s")
             time.sleep(0.02)
         took = time.monotonic() - started
-        time.sleep(quiet)
+        idle_since = None
+        while quiet > 0:
+            now = time.monotonic()
+            if not self.watcher.idle():
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= quiet:
+                break
+            if now > deadline + timeout:
+                raise AssertionError(f"the watcher was still busy {timeout} s after {n} lines")
+            time.sleep(0.02)
         return took
 
     def by_name(self) -> dict[str, dict]:
