@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import queue
 import signal
@@ -10,38 +11,36 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from .errors import ImageError
-from .images import Decoded, decode_file
+from .images import Decoded, Failed, Result, decode_image, read_bytes
 from .preprocess import Preprocessing
+
+__all__ = [
+    "WORKER_MEMORY_BYTES",
+    "DecodePool",
+    "Decoded",
+    "Decoder",
+    "Failed",
+    "Result",
+    "decode_path",
+    "start_resource_tracker",
+]
 
 # Caps a worker's address space: a decoder that runs away fails alone, not the machine.
 WORKER_MEMORY_BYTES = 3 * 1024**3
 
 
-@dataclass
-class Failed:
-    path: str
-    error: ImageError
-    sha256: str | None = None  # known when the bytes were read but did not decode
-    size: int | None = None
-
-
-Result = Decoded | Failed
-
-
 def decode_path(path: str, spec: Preprocessing, use_draft: bool, max_frames: int) -> Result:
-    """Read, hash and decode one file; every failure becomes a ``Failed`` with its reason."""
-    try:
-        return decode_file(path, spec, use_draft=use_draft, max_frames=max_frames)
-    except ImageError as exc:
-        return Failed(path, exc, exc.sha256, exc.size)
-    except MemoryError:
-        return Failed(path, ImageError("bomb", "ran out of memory while decoding"))
-    except Exception as exc:  # a decoder bug must cost one file, never the scan
-        return Failed(path, ImageError("corrupt", f"{type(exc).__name__}: {exc}"))
+    """Read, hash and decode one file (``decode_image``); every failure is a ``Failed``."""
+    return decode_image(
+        functools.partial(read_bytes, path),
+        path,
+        spec,
+        use_draft=use_draft,
+        max_frames=max_frames,
+    )
 
 
 Decoder = Callable[[str, Preprocessing, bool, int], "Result"]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import multiprocessing as mp
 import queue
 import threading
@@ -16,36 +16,18 @@ from typing import Any
 
 from ..core.decode_pool import Failed, _Worker
 from ..core.errors import ImageError
-from ..core.images import Decoded, load_image
+from ..core.images import Result, decode_image
 from ..core.preprocess import Preprocessing
 from .paths import read_confined
 
 Task = tuple[str, str, Any]  # ("bytes", name, data) | ("path", name, (real_path, root))
-Result = Decoded | Failed
 
 
 def decode_task(task: Task, spec: Preprocessing, use_draft: bool, max_frames: int) -> Result:
-    """Read (paths), hash and decode one image; every failure becomes a ``Failed``."""
+    """``decode_image`` of a task: its bytes, or its file read confined under the root."""
     kind, name, payload = task
-    sha256 = size = None
-    try:
-        data = read_confined(*payload) if kind == "path" else payload
-        sha256, size = hashlib.sha256(data).hexdigest(), len(data)
-        draft = spec.draft_size() if use_draft else None
-        loaded = load_image(data, draft=draft, max_frames=max_frames)
-        del data
-        pixels = []
-        while loaded.frames:
-            pixels.append(spec.pixels(loaded.frames.pop(0)))
-        return Decoded(
-            sha256, size, loaded.width, loaded.height, loaded.format, loaded.n_frames, pixels, name
-        )
-    except ImageError as exc:
-        return Failed(name, ImageError(exc.kind, exc.reason), sha256, size)
-    except MemoryError:
-        return Failed(name, ImageError("bomb", "ran out of memory while decoding"), sha256, size)
-    except Exception as exc:  # a decoder bug costs one image, never the request
-        return Failed(name, ImageError("corrupt", f"{type(exc).__name__}: {exc}"), sha256, size)
+    source = functools.partial(read_confined, *payload) if kind == "path" else payload
+    return decode_image(source, name, spec, use_draft=use_draft, max_frames=max_frames)
 
 
 Decoder = Callable[[Task, Preprocessing, bool, int], Result]
