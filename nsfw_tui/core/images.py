@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -487,6 +488,65 @@ class Decoded:
     path: str = ""
 
 
+@dataclass
+class Failed:
+    """An image that gave no pixels, and why; ready to cross a process boundary."""
+
+    path: str
+    error: ImageError
+    sha256: str | None = None  # known when the bytes were read but did not decode
+    size: int | None = None
+
+
+Result = Decoded | Failed
+
+
+def decode_image(
+    source: bytes | Callable[[], bytes],
+    name: str,
+    preprocessing: Preprocessing,
+    *,
+    use_draft: bool = True,
+    max_frames: int = 8,
+) -> Result:
+    """The one decode pipeline: read, hash, decode and preprocess every sampled frame.
+
+    ``source`` is the bytes, or a function that reads them (``read_bytes`` of a path, or a
+    confined reader); its ImageError is a failure like any other. ``name`` becomes the
+    result's ``path``. Nothing is raised: every failure becomes a ``Failed`` with its reason
+    (an ImageError as it is, MemoryError as ``bomb``, any other exception as ``corrupt`` with
+    its type), carrying the hash and size whenever the bytes were read.
+    """
+    sha256 = size = None
+    try:
+        data = source() if callable(source) else source
+        sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+        draft = preprocessing.draft_size() if use_draft else None
+        loaded = load_image(data, draft=draft, max_frames=max_frames)
+        del data
+        pixels = []
+        while loaded.frames:  # drop each full-size frame as soon as it is preprocessed
+            pixels.append(preprocessing.pixels(loaded.frames.pop(0)))
+        return Decoded(
+            sha256=sha256,
+            size=size,
+            width=loaded.width,
+            height=loaded.height,
+            format=loaded.format,
+            n_frames=loaded.n_frames,
+            pixels=pixels,
+            path=name,
+        )
+    except ImageError as exc:
+        error = ImageError(exc.kind, exc.reason)
+    except MemoryError:
+        error = ImageError("bomb", "ran out of memory while decoding")
+    except Exception as exc:  # a decoder bug costs one image, never the scan or the request
+        error = ImageError("corrupt", f"{type(exc).__name__}: {exc}")
+    error.sha256, error.size = sha256, size
+    return Failed(name, error, sha256, size)
+
+
 def decode_file(
     path: str | os.PathLike,
     preprocessing: Preprocessing,
@@ -494,27 +554,14 @@ def decode_file(
     use_draft: bool = True,
     max_frames: int = 8,
 ) -> Decoded:
-    """Read once, hash, decode and preprocess every sampled frame; raises ImageError."""
-    data = read_bytes(path)
-    sha256 = hashlib.sha256(data).hexdigest()
-    draft = preprocessing.draft_size() if use_draft else None
-    size = len(data)
-    try:
-        loaded = load_image(data, draft=draft, max_frames=max_frames)
-    except ImageError as exc:
-        exc.sha256, exc.size = sha256, size
-        raise
-    del data
-    pixels = []
-    while loaded.frames:  # drop each full-size frame as soon as it is preprocessed
-        pixels.append(preprocessing.pixels(loaded.frames.pop(0)))
-    return Decoded(
-        sha256=sha256,
-        size=size,
-        width=loaded.width,
-        height=loaded.height,
-        format=loaded.format,
-        n_frames=loaded.n_frames,
-        pixels=pixels,
-        path=os.fspath(path),
+    """``decode_image`` of a file by its path; raises the failure's ImageError instead."""
+    result = decode_image(
+        functools.partial(read_bytes, path),
+        os.fspath(path),
+        preprocessing,
+        use_draft=use_draft,
+        max_frames=max_frames,
     )
+    if isinstance(result, Failed):
+        raise result.error
+    return result

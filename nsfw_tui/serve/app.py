@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from .. import __version__
+from ..core.decode_pool import DecodePool, Decoder
 from ..core.errors import NsfwTuiError
 from ..core.scorers import Scorer
-from .decoders import Decoder, Decoders, Task, decode_task
+from .decoders import Task, decode_task, task_name
 from .paths import MAX_PATH_CHARS, MiB, Refused
 from .service import LabelReader, Service
 
@@ -181,12 +182,14 @@ def create_app(
         if not os.path.isdir(root_real):
             raise NsfwTuiError(f"--root must be an existing folder, got {root}")
     model_id = model_id or scorer.id
-    decoders = Decoders(
+    decoders = DecodePool(
         scorer.preprocessing,
         workers=decode_workers,
+        timeout_s=decode_timeout_s,
         use_draft=use_draft,
         max_frames=max_frames,
         decoder=decoder,
+        name_of=task_name,
     )
     service = Service(
         scorer=scorer,

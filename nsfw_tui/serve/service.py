@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from ..core.decision import decide
-from ..core.decode_pool import Failed
+from ..core.decode_pool import DecodePool
 from ..core.errors import StoreError
-from ..core.images import Decoded
+from ..core.images import Decoded, Failed, Result
 from ..core.scorers import Scorer, max_over_frames
-from .decoders import Decoders, Result, Task
+from .decoders import Task
 from .paths import Refused, resolve_under_root
 
 LabelReader = Callable[[list[str]], dict[str, str]]
@@ -35,7 +35,7 @@ class Service:
     model_id: str
     root: str | None
     max_images: int
-    decoders: Decoders
+    decoders: DecodePool
     labels: LabelReader | None
     batch_size: int
     decode_timeout_s: float

@@ -46,6 +46,7 @@ def test_the_layering_contracts_hold():
         ("nsfw_tui/models/registry.py", "from trainer import checkpoint", "Layers"),
         ("trainer/fit.py", "from nsfw_tui.tui import app", "Layers"),
         ("trainer/fit.py", "import textual", "The trainer imports no UI"),
+        ("nsfw_tui/serve/decoders.py", "import starlette", "The decode path imports no web"),
     ],
 )
 def test_the_contracts_catch_a_forbidden_import(tmp_path, module, line, broken):
@@ -89,3 +90,13 @@ def test_the_models_package_loads_torch_only_for_a_checkpoint():
         "nsfw_tui.models.onnx_import, nsfw_tui.models.adapted_onnx"
     )
     assert not loaded & {"torch", "timm", "torchvision", "trainer", "textual"}
+
+
+def test_a_decode_worker_loads_no_web_library():
+    """Spawned workers import the REST face's decoder module, which imports its package: the
+    package's own modules import the web stack only inside functions."""
+    loaded = loaded_after(
+        "import nsfw_tui.core.decode_pool, nsfw_tui.serve.decoders, nsfw_tui.serve.app"
+    )
+    assert "nsfw_tui" in loaded
+    assert not loaded & {"fastapi", "starlette", "anyio", "uvicorn", "httpx", "sniffio"}

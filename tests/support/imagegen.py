@@ -127,3 +127,25 @@ def faulty_decoder(path: str, spec, use_draft: bool, max_frames: int):
     if "hang" in name:
         time.sleep(120)
     return decode_path(path, spec, use_draft, max_frames)
+
+
+class StartsOnce:
+    """Preprocessing that only the first worker process can load: later ones die at start.
+
+    Unpickling it in a worker claims ``marker``; a worker that finds the marker taken exits
+    at once, as a worker that cannot start would.
+    """
+
+    def __init__(self, spec, marker: str) -> None:
+        self.spec, self.marker = spec, marker
+
+    def __reduce__(self):
+        return (_load_once, (self.spec, self.marker))
+
+
+def _load_once(spec, marker: str):
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        os._exit(3)
+    return spec
