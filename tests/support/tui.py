@@ -28,6 +28,7 @@ from nsfw_tui.core.scorers import ScoreBatch, ensure_builtin
 from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store, path_text
 from nsfw_tui.tui.app import NsfwTuiApp, make_app
 from nsfw_tui.tui.screens.review import ReviewScreen
+from nsfw_tui.tui.settings import ReviewSettings
 from nsfw_tui.tui.widgets.image_list import HEADER
 
 FAKE_ID = "fake"
@@ -119,7 +120,8 @@ def make_test_app(
     scorer: RedScorer | None = None,
     scorers: Iterable[RedScorer] = (),
     batch_size: int = 16,
-    **kw,
+    blur: bool = True,
+    threshold: float | None = None,
 ) -> NsfwTuiApp:
     """The app over ``folder`` with fake scorers, inline decoding and the half-cell renderer.
 
@@ -130,14 +132,14 @@ def make_test_app(
     by_id = {s.id: s for s in all_scorers}
     home = resolve_home(tmp_path / "home")
     prepare_home(home, list(by_id))
-    app = make_app(
-        folder,
-        home=home,
+    settings = ReviewSettings(
+        blur=blur,
+        threshold=threshold,
         scan_options=ScanOptions(workers=0, batch_size=batch_size),
         scorer_factory=lambda row: by_id[row.id],
         image_class=HalfcellImage,
-        **kw,
     )
+    app = make_app(folder, home=home, settings=settings)
     app.scorers = by_id
     app.notes = []
     notify = app.notify

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,9 @@ def demo_app(monkeypatch, home: Home) -> tui_app.NsfwTuiApp:
     """
     built: list[tui_app.NsfwTuiApp] = []
 
-    def make_app(root, *, home, **kw):
-        app = REAL_MAKE_APP(
-            root, home=home, scan_options=ScanOptions(workers=0), image_class=HalfcellImage, **kw
-        )
+    def make_app(root, *, home, settings):
+        ours = replace(settings, scan_options=ScanOptions(workers=0), image_class=HalfcellImage)
+        app = REAL_MAKE_APP(root, home=home, settings=ours)
         app.run = lambda *a, **k: built.append(app)
         return app
 

@@ -32,6 +32,7 @@ from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.store import Store
 from nsfw_tui.core.watch import WatchOptions, move_no_overwrite, release
 from nsfw_tui.tui.screens.watch import WatchReviewScreen, WatchScreen
+from nsfw_tui.tui.settings import ReviewSettings, WatchSettings
 from nsfw_tui.tui.watch_app import make_watch_app
 
 KINDS = ["native", "polling"]
@@ -535,12 +536,18 @@ async def test_tui_pause_resume_and_enter_opens_the_review(tmp_path):
     home = resolve_home(tmp_path / "home")
     prepare_home(home)
     scorer = RedScorer()
-    app = make_watch_app(
-        inbox, home=home, scorer=scorer, threshold=0.5,
+    settings = WatchSettings(
+        scorer=scorer,
+        threshold=0.5,
         options=WatchOptions(settle_s=0.3, supervise_interval_s=0.2),
-        scan_options=ScanOptions(workers=0), scorer_factory=lambda row: scorer,
-        image_class=HalfcellImage, log_path=tmp_path / "w.jsonl",
-    )  # fmt: skip
+        log_path=tmp_path / "w.jsonl",
+        review=ReviewSettings(
+            scan_options=ScanOptions(workers=0),
+            scorer_factory=lambda row: scorer,
+            image_class=HalfcellImage,
+        ),
+    )
+    app = make_watch_app(inbox, home=home, settings=settings)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.watch_screen
         assert isinstance(app.screen, WatchScreen)

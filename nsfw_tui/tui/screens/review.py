@@ -93,7 +93,7 @@ class ReviewScreen(Screen):
         with Horizontal(id="main"):
             yield FolderTree(id="folders")
             yield ImageList(id="images")
-            yield Preview(image_class=self.app.image_class, id="preview")
+            yield Preview(image_class=self.app.settings.image_class, id="preview")
         yield Input(placeholder="search file names (Enter keeps, Esc clears)", id="search")
         yield StatusBar(id="status")
         yield Footer()
@@ -140,7 +140,9 @@ class ReviewScreen(Screen):
 
         with self._store() as store:
             row = resolve_model(store, None)
-            threshold = self.app.threshold if self.app.threshold is not None else row.threshold
+            threshold = self.app.settings.threshold
+            if threshold is None:
+                threshold = row.threshold
             review, pending = load_review(self.root, store, row.id, threshold)
             self.models = [(m.id, f"{m.kind}, threshold {m.threshold:g}") for m in store.models()]
         self.post_message(ReviewLoaded(review, pending, row.id, fitted_labels(row)))
@@ -156,7 +158,7 @@ class ReviewScreen(Screen):
                 paths,
                 scorer,
                 store,
-                self.app.scan_options,
+                self.app.settings.scan_options,
                 on_items=lambda items: self.post_message(ScoresReady(items)),
                 on_progress=lambda d, t: self.post_message(ScoringProgressed(d, t)),
                 should_stop=lambda: worker.is_cancelled,
@@ -196,7 +198,7 @@ class ReviewScreen(Screen):
                 old.sort,
                 old.search,
             )
-            if self.app.threshold is None and old.model_id == review.model_id:
+            if self.app.settings.threshold is None and old.model_id == review.model_id:
                 review.threshold = old.threshold
         self.review = review
         self.model_name = message.model_name
@@ -292,7 +294,7 @@ class ReviewScreen(Screen):
             preview.show_image(row.path, None, f"Cannot show this image.\n{message.error}")
         else:
             blurred = (
-                self.app.blur
+                self.app.settings.blur
                 and self.revealed != row.path
                 and (row.probability is None or row.probability >= review.threshold)
             )
@@ -566,7 +568,9 @@ class ReviewScreen(Screen):
         """Rescored rows in place (when the new model is active); returns the calls flipped."""
         review = self.review
         assert review is not None
-        threshold = result.threshold if self.app.threshold is None else self.app.threshold
+        threshold = self.app.settings.threshold
+        if threshold is None:
+            threshold = result.threshold
         preds = result.predictions
         before = {
             r.sha256: r.probability for r in review.rows if r.sha256 and r.probability is not None
