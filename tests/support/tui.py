@@ -204,11 +204,18 @@ def prefill(home: Home, paths: Iterable[Path], probability: Callable[[Path], flo
         sha, _ = hash_file(str(p))
         records.append(
             ScoreRecord(
-                path_text(str(p)), st.st_size, st.st_mtime_ns, sha,
-                probability=probability(p), model_id=FAKE_ID,
-                width=4, height=4, format="PNG", n_frames=1,
+                path=path_text(str(p)),
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha,
+                probability=probability(p),
+                model_id=FAKE_ID,
+                width=4,
+                height=4,
+                format="PNG",
+                n_frames=1,
             )
-        )  # fmt: skip
+        )
     with Store.open(home.store_path) as store:
         store.record_files(records)
 
@@ -281,12 +288,12 @@ CLI_WITH_FAKE_SCORER = (
 
 def headless_watch(inbox: Path, home: Home) -> tuple[subprocess.Popen, queue.Queue[str]]:
     """A real `nsfw-tui watch --headless` child with the fake scorer, and its stdout lines."""
+    argv = [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless"]
+    argv += ["--home", str(home.root), "settle_s=0.3"]
+    repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
-        [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
-         "--home", str(home.root), "settle_s=0.3"],
-        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     return proc, lines
