@@ -31,6 +31,7 @@ from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.scan import ScanOptions, scan_folder
 from nsfw_tui.core.store import Store
 from nsfw_tui.tui.app import make_app
+from nsfw_tui.tui.settings import ReviewSettings
 from nsfw_tui.tui.widgets.image_list import ImageList
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,13 +115,8 @@ async def screenshot(base: Path, out: Path) -> None:
     os.chdir(base)  # a relative folder: no temporary path on the picture
     try:
         home = resolve_home(base / "home")
-        app = make_app(
-            "photos",
-            home=home,
-            scan_options=ScanOptions(workers=0),
-            scorer_factory=None,
-            image_class=HalfcellImage,
-        )
+        settings = ReviewSettings(scan_options=ScanOptions(workers=0), image_class=HalfcellImage)
+        app = make_app("photos", home=home, settings=settings)
         t = time.perf_counter()
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot, timeout=300)

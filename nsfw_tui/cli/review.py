@@ -27,8 +27,9 @@ def _run_app(folder: Path, *, home: Path | None, blur: bool, threshold: float | 
     start_resource_tracker()  # before Textual swaps stderr for a capture object
 
     from ..tui.app import make_app
+    from ..tui.settings import ReviewSettings
 
-    make_app(folder, home=h, blur=blur, threshold=threshold).run()
+    make_app(folder, home=h, settings=ReviewSettings(blur=blur, threshold=threshold)).run()
 
 
 @app.command("open")

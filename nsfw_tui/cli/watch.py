@@ -133,21 +133,20 @@ def _watch_screen(plan: WatchPlan) -> None:
     import textual_image.renderable  # noqa: F401  (asks the terminal before Textual starts)
 
     from ..core.decode_pool import start_resource_tracker
+    from ..tui.settings import ReviewSettings, WatchSettings
     from ..tui.watch_app import make_watch_app
 
     start_resource_tracker()  # before Textual swaps stderr for a capture object
 
-    watch_app = make_watch_app(
-        plan.folder,
-        home=plan.home,
+    settings = WatchSettings(
         scorer=plan.scorer,
         threshold=plan.threshold,
         options=plan.options,
-        scan_options=plan.scan_options,
         log_path=plan.log,
-        review_threshold=plan.review_threshold,
         handle_signals=True,
+        review=ReviewSettings(threshold=plan.review_threshold, scan_options=plan.scan_options),
     )
+    watch_app = make_watch_app(plan.folder, home=plan.home, settings=settings)
     watch_app.run()
     if watch_app.watcher is not None:
         _print_summary(watch_app.watcher.stats(), plan.options.dry_run)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from textual import on, work
@@ -10,52 +9,38 @@ from textual.app import App
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ..core.home import Home
-from ..core.scan import ScanOptions, inference_threads
+from ..core.scan import inference_threads
 from ..core.scorers import Scorer, ensure_builtin
 from ..core.store import ModelRow, Store
 from .label_writer import LabelWriter
 from .messages import TrainingFinished, TrainingProgressed
 from .screens.review import ReviewScreen
 from .screens.training import TrainingScreen
+from .settings import ReviewSettings
 
 
 class NsfwTuiApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "nsfw-tui"
 
-    def __init__(
-        self,
-        root: Path,
-        home: Home,
-        *,
-        blur: bool = True,
-        threshold: float | None = None,
-        scan_options: ScanOptions | None = None,
-        scorer_factory: Callable[[ModelRow], Scorer] | None = None,
-        image_class=None,
-        train_overrides: list[str] | None = None,
-    ) -> None:
+    def __init__(self, root: Path, home: Home, settings: ReviewSettings | None = None) -> None:
         super().__init__()
-        self.train_overrides = list(train_overrides or [])
         self.root = root
         self.home = home
-        self.blur = blur
-        self.threshold = threshold
-        self.scan_options = scan_options or ScanOptions()
-        self.scorer_factory = scorer_factory
-        self.image_class = image_class
+        self.settings = settings or ReviewSettings()
         self.store_readonly: str | None = None
         self.label_writer = LabelWriter(home.store_path, self.post_message_to_review)
         self.sub_title = str(root)
 
     def make_scorer(self, row: ModelRow) -> Scorer:
-        if self.scorer_factory is not None:
-            return self.scorer_factory(row)
+        factory = self.settings.scorer_factory
+        if factory is not None:
+            return factory(row)
         from nsfw_tui.models.registry import load_scorer
 
         return load_scorer(
             row,
-            threads=inference_threads(self.scan_options.workers),
+            threads=inference_threads(self.settings.scan_options.workers),
             cache_dir=self.home.cache_dir,
         )
 
@@ -116,7 +101,7 @@ class NsfwTuiApp(App):
         counts = {"nsfw": 0, "sfw": 0}
         for ev in labels.values():
             counts[ev.label] += 1
-        cfg = load_config(config_name, self.train_overrides)
+        cfg = load_config(config_name, self.settings.train_overrides)
         t = cfg.training
         counts["config"] = (
             f"{config_name}: model {cfg.model.name}, {t.max_epochs} epochs, batch {t.batch_size}, "
@@ -144,7 +129,7 @@ class NsfwTuiApp(App):
 
         worker = get_current_worker()
         try:
-            cfg = load_config(config_name, self.train_overrides)
+            cfg = load_config(config_name, self.settings.train_overrides)
             result = train(
                 self.home.store_path,
                 self.home,
@@ -165,7 +150,9 @@ class NsfwTuiApp(App):
                 new_row = store.model(result.model_id)
                 for row, out in ((new_row, new), (active_row, active)):
                     scorer = self.make_scorer(row)
-                    data = labelled_scores(store, scorer, only=only, options=self.scan_options)
+                    data = labelled_scores(
+                        store, scorer, only=only, options=self.settings.scan_options
+                    )
                     out.update(summary(data, row.threshold))
         self._to_training(TrainingFinished(result, active_id, new, active))
 
@@ -196,24 +183,7 @@ class NsfwTuiApp(App):
             )
 
 
-def make_app(
-    root: str | Path,
-    *,
-    home: Home,
-    blur: bool = True,
-    threshold: float | None = None,
-    scan_options: ScanOptions | None = None,
-    scorer_factory: Callable[[ModelRow], Scorer] | None = None,
-    image_class=None,
-    train_overrides: list[str] | None = None,
-) -> NsfwTuiApp:
-    return NsfwTuiApp(
-        Path(root),
-        home,
-        blur=blur,
-        threshold=threshold,
-        scan_options=scan_options,
-        scorer_factory=scorer_factory,
-        image_class=image_class,
-        train_overrides=train_overrides,
-    )
+def make_app(root: str | Path, *, home: Home, settings: ReviewSettings | None = None) -> NsfwTuiApp:
+    """The review app over ``root``; ``settings`` None: the defaults (blur on, the active
+    model's threshold, default scanning options, the registry's scorers)."""
+    return NsfwTuiApp(Path(root), home, settings)

@@ -6,21 +6,20 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 from textual import events, on
 
 from ..core.errors import NsfwTuiError
 from ..core.home import Home
-from ..core.scan import ScanOptions
-from ..core.scorers import Scorer, ensure_builtin
-from ..core.store import ModelRow, Store
-from ..core.watch import Watcher, WatchOptions
+from ..core.scorers import ensure_builtin
+from ..core.store import Store
+from ..core.watch import Watcher
 from .app import NsfwTuiApp
 from .messages import DecisionLogged, WatchCounted, WatchNoticed
 from .screens.training import TrainingScreen
 from .screens.watch import WatchReviewScreen, WatchScreen
+from .settings import WatchSettings
 
 
 class WatchApp(NsfwTuiApp):
@@ -29,29 +28,13 @@ class WatchApp(NsfwTuiApp):
     CSS_PATH = ["app.tcss", "watch_app.tcss"]
     TITLE = "nsfw-tui watch"
 
-    def __init__(
-        self,
-        root: Path,
-        home: Home,
-        *,
-        scorer: Scorer,
-        watch_threshold: float,
-        options: WatchOptions,
-        scan_options: ScanOptions | None = None,
-        log_path: str | os.PathLike | None = None,
-        handle_signals: bool = False,
-        **kwargs,
-    ) -> None:
-        super().__init__(root, home, scan_options=scan_options, **kwargs)
-        self.scorer = scorer
-        self.watch_threshold = watch_threshold
-        self.options = options
-        self.dry_run = options.dry_run
-        self.log_path = log_path
-        self.handle_signals = handle_signals
+    def __init__(self, root: Path, home: Home, settings: WatchSettings) -> None:
+        super().__init__(root, home, settings.review)
+        self.run_settings = settings  # the watch run's; self.settings: its review screens'
+        self.dry_run = settings.options.dry_run
         self.watcher: Watcher | None = None
         self.watch_screen = WatchScreen(os.path.abspath(root))
-        self.sub_title = f"{root} (threshold {watch_threshold:g}, model {scorer.id})"
+        self.sub_title = f"{root} (threshold {settings.threshold:g}, model {settings.scorer.id})"
 
     def on_mount(self, event: events.Mount) -> None:
         # The review app's own on_mount would open the review screen over the whole folder.
@@ -62,14 +45,15 @@ class WatchApp(NsfwTuiApp):
         self.label_writer.start()
         self.install_screen(TrainingScreen(), name="training")
         self.push_screen(self.watch_screen)
+        run = self.run_settings
         self.watcher = Watcher(
             self.root,
             self.home.store_path,
-            self.scorer,
-            threshold=self.watch_threshold,
-            options=self.options,
-            scan_options=self.scan_options,
-            log_path=self.log_path,
+            run.scorer,
+            threshold=run.threshold,
+            options=run.options,
+            scan_options=self.settings.scan_options,
+            log_path=run.log_path,
             on_decision=self._post_decision,
             on_notice=lambda text: self.post_message(WatchNoticed(text)),
         )
@@ -80,7 +64,7 @@ class WatchApp(NsfwTuiApp):
             self.exit(return_code=2, message=f"error: {exc}")
             return
         self.set_interval(1.0, self._post_stats)
-        if self.handle_signals:
+        if self.run_settings.handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -89,7 +73,7 @@ class WatchApp(NsfwTuiApp):
     def on_unmount(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
-        if self.handle_signals:
+        if self.run_settings.handle_signals:
             with contextlib.suppress(Exception):
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -129,32 +113,5 @@ class WatchApp(NsfwTuiApp):
         self.push_screen(WatchReviewScreen(Path(os.path.dirname(path)), select=path))
 
 
-def make_watch_app(
-    root: str | Path,
-    *,
-    home: Home,
-    scorer: Scorer,
-    threshold: float,
-    options: WatchOptions,
-    scan_options: ScanOptions | None = None,
-    log_path: str | os.PathLike | None = None,
-    review_threshold: float | None = None,
-    blur: bool = True,
-    scorer_factory: Callable[[ModelRow], Scorer] | None = None,
-    image_class=None,
-    handle_signals: bool = False,
-) -> WatchApp:
-    return WatchApp(
-        Path(root),
-        home,
-        scorer=scorer,
-        watch_threshold=threshold,
-        options=options,
-        scan_options=scan_options,
-        log_path=log_path,
-        handle_signals=handle_signals,
-        blur=blur,
-        threshold=review_threshold,
-        scorer_factory=scorer_factory,
-        image_class=image_class,
-    )
+def make_watch_app(root: str | Path, *, home: Home, settings: WatchSettings) -> WatchApp:
+    return WatchApp(Path(root), home, settings)

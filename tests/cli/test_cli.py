@@ -91,9 +91,8 @@ def test_scan_writes_csv_then_reuses_the_cache(tmp_path, home):
     assert "0 reused from the cache, 4 scored" in first.output
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == [
-        "image_path", "probability", "prediction", "class_name", "error", "label"
-    ]  # fmt: skip
+    columns = list(rows[0])
+    assert columns == ["image_path", "probability", "prediction", "class_name", "error", "label"]
     by_name = {Path(r["image_path"]).name: r for r in rows}
     broken = by_name.pop("broken.jpg")
     assert broken["probability"] == "" and broken["prediction"] == "" and broken["class_name"] == ""

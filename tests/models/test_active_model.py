@@ -28,8 +28,14 @@ def run(*args: str, home: Path):
 def add_head(store_path: Path, activate: bool = True) -> None:
     """An adapted head as `adapt` registers it: its label counts in the row's meta."""
     with Store.open(store_path) as store:
-        store.add_model(HEAD, "adapted", threshold=0.5, path="/models/head.npz",
-                        meta={"labels": FITTED, "head": "logreg"}, activate=activate)  # fmt: skip
+        store.add_model(
+            HEAD,
+            "adapted",
+            threshold=0.5,
+            path="/models/head.npz",
+            meta={"labels": FITTED, "head": "logreg"},
+            activate=activate,
+        )
 
 
 def status(screen) -> str:
@@ -46,8 +52,11 @@ async def test_opening_a_folder_names_the_adapted_model_and_its_labels(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await settle(pilot)
         assert f"model {HEAD} (fitted on 12 labels)" in status(screen)
-        said = ("information", "Active model", f"{HEAD}, fitted on 12 labels (7 NSFW, 5 SFW); "
-                "m picks another.")  # fmt: skip
+        said = (
+            "information",
+            "Active model",
+            f"{HEAD}, fitted on 12 labels (7 NSFW, 5 SFW); m picks another.",
+        )
         assert said in app.notes
 
         await pilot.press("m")  # switching says from what to what; the bar follows

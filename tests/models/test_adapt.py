@@ -184,12 +184,14 @@ def test_one_sample_per_image_whatever_caches_its_features(tmp_path):
         ensure_builtin(store)
         store.add_model("adapted-x", "adapted", threshold=0.5, path=None)
         f = np.ones((1, A.DIM), np.float16)
-        store.record_files([
+        three_frames = 2 * np.ones((3, A.DIM))
+        records = [
             ScoreRecord("/a.png", 1, 1, "aa", 0.1, BUILTIN_ID, features=f),
-            ScoreRecord("/b.png", 1, 1, "aa", 0.2, "adapted-x", features=2 * np.ones((3, A.DIM))),
+            ScoreRecord("/b.png", 1, 1, "aa", 0.2, "adapted-x", features=three_frames),
             ScoreRecord("/c.png", 1, 1, "cc", 0.3, "adapted-x", features=3 * f),
             ScoreRecord("/d.png", 1, 1, "dd", 0.3, "checkpoint-y", features=4 * f),
-        ])  # fmt: skip
+        ]
+        store.record_files(records)
         feats = A.cached_features(store)
     assert feats.shas == ["aa", "cc"]  # "dd" came from a model that is not the built-in network
     assert feats.counts.tolist() == [1, 1]  # the built-in's own copy wins for "aa"
@@ -232,9 +234,11 @@ def test_the_file_alone_reproduces_the_scores_in_a_fresh_home(home, tmp_path, bu
 
 
 def test_head_file_is_npz_with_json_metadata_and_no_pickle(tmp_path):
-    head = A.Head("mlp", ((np.ones((A.DIM, 4), np.float32), np.zeros(4, np.float32)),
-                          (np.ones((4, 1), np.float32), np.zeros(1, np.float32))),
-                  {"threshold": 0.3})  # fmt: skip
+    layers = (
+        (np.ones((A.DIM, 4), np.float32), np.zeros(4, np.float32)),
+        (np.ones((4, 1), np.float32), np.zeros(1, np.float32)),
+    )
+    head = A.Head("mlp", layers, meta={"threshold": 0.3})
     path = head.save(tmp_path / "h.npz")
     with np.load(path, allow_pickle=False) as z:
         assert sorted(z.files) == ["b0", "b1", "meta", "w0", "w1"]

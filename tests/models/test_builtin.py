@@ -74,8 +74,10 @@ def test_exif_rotation_changes_nothing_the_model_sees(tmp_path, scorer):
     save(stored, tmp_path / "a" / "tagged.png", exif=exif)
     save(stored, tmp_path / "b" / "untagged.png")
     with Store.open(tmp_path / "store.db") as store:
-        a = {i.path.rsplit("/", 1)[1]: i.probability for i in scan_folder(
-            tmp_path / "a", scorer, store, ScanOptions(workers=0)).items}  # fmt: skip
+        a = {
+            i.path.rsplit("/", 1)[1]: i.probability
+            for i in scan_folder(tmp_path / "a", scorer, store, ScanOptions(workers=0)).items
+        }
         b = scan_folder(tmp_path / "b", scorer, store, ScanOptions(workers=0)).items[0]
     assert a["tagged.png"] == pytest.approx(a["upright.png"], abs=1e-6)
     assert abs(b.probability - a["upright.png"]) > 1e-4, "rotation should matter to the model"

@@ -243,8 +243,8 @@ def test_m3_dynamo_failure_falls_back_to_torchscript(
     _, home, result, _, _ = exported
     _with_op(monkeypatch, passthrough)
     home2 = copy_home(home, tmp_path / "home")
-    out = cli("export", "--onnx", "--checkpoint", str(_rows(exported)[0].path),
-              "-o", str(tmp_path / "out" / "m.onnx"), home=home2)  # fmt: skip
+    checkpoint, target = str(_rows(exported)[0].path), tmp_path / "out" / "m.onnx"
+    out = cli("export", "--onnx", "--checkpoint", checkpoint, "-o", str(target), home=home2)
     assert out.exit_code == 0, out.output
     assert "the dynamo exporter failed" in out.output and "nsfwtest" in out.output
     assert "with the torchscript exporter (opset 17" in out.output

@@ -52,8 +52,8 @@ def test_scan_uses_the_exported_models(exported, tmp_path):
 def test_static_batch_and_opset_export_scores_any_batch(exported, tmp_path):
     _, home, result, _, _ = exported
     home2 = copy_home(home, tmp_path / "home")
-    out = cli("export", "--onnx", "--static-batch", "--opset", "17", "-o",
-              str(tmp_path / "s.onnx"), home=home2)  # fmt: skip
+    target = tmp_path / "s.onnx"
+    out = cli("export", "--onnx", "--static-batch", "--opset", "17", "-o", str(target), home=home2)
     assert out.exit_code == 0, out.output
     assert "dynamo exporter (opset 17, 48x48, batch 1)" in out.output
     model = onnx.load(tmp_path / "s.onnx")
@@ -140,16 +140,15 @@ def test_models_add_without_metadata_needs_flags(exported, tmp_path):
     for flag in ("--input-size", "--mean", "--std", "--output", "--layout", "--scale"):
         assert flag in line
     mean, std = ["0.485", "0.456", "0.406"], ["0.229", "0.224", "0.225"]
-    wrong_size = cli("models", "add", plain, "--mean", *mean, "--std", *std, "--output",
-                     "probability", "--input-size", "32", "32", home=home2)  # fmt: skip
+    preprocessing = ["--mean", *mean, "--std", *std, "--output", "probability"]
+    wrong_size = cli("models", "add", plain, *preprocessing, "--input-size", "32", "32", home=home2)
     assert wrong_size.exit_code == 2
     assert "rejects a 1x3x32x32 NCHW input" in error_lines(wrong_size)[0]
-    caffe = cli("models", "add", plain, "--mean", "104", "117", "123", "--std", "1", "1", "1",
-                "--output", "probability", home=home2)  # fmt: skip
+    caffe_units = ["--mean", "104", "117", "123", "--std", "1", "1", "1", "--output", "probability"]
+    caffe = cli("models", "add", plain, *caffe_units, home=home2)
     assert "looks like 0..255 units" in error_lines(caffe)[0]
     # input size and layout come from the graph's static (3, 48, 48) input
-    ok = cli("models", "add", plain, "--mean", *mean, "--std", *std, "--output", "probability",
-             "--threshold", "0.3", home=home2)  # fmt: skip
+    ok = cli("models", "add", plain, *preprocessing, "--threshold", "0.3", home=home2)
     assert ok.exit_code == 0, ok.output
     assert "preprocessing from the command line" in ok.output
     row = _row(home2, "plain")

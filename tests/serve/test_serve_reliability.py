@@ -255,8 +255,7 @@ def test_r8_a_crashed_decoder_costs_one_image(faulty_server):
 
 
 def test_r4_two_hundred_parallel_requests_get_200_or_503(tmp_path):
-    app = create_app(FakeScorer(delay_s=0.01), threshold=0.5, decode_workers=0,
-                     queue_timeout_s=0.5)  # fmt: skip
+    app = create_app(FakeScorer(delay_s=0.01), threshold=0.5, decode_workers=0, queue_timeout_s=0.5)
     body = {"images": [b64(jpeg_bytes(size=(32, 24)))]}
     # no keep-alive: uvicorn counts open connections against limit_concurrency
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)

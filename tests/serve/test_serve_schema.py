@@ -17,8 +17,14 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: 
 def api_schema(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz") / "root"
     save(photo((48, 48), 1), root / "a.jpg")
-    app = create_app(FakeScorer(), threshold=0.5, root=root, max_images=8, decode_workers=0,
-                     max_body_bytes=256 * 1024)  # fmt: skip
+    app = create_app(
+        FakeScorer(),
+        threshold=0.5,
+        root=root,
+        max_images=8,
+        decode_workers=0,
+        max_body_bytes=256 * 1024,
+    )
     with live_server(app) as live:
         yield schemathesis.openapi.from_url(live.url + "/openapi.json")
 

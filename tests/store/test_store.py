@@ -85,14 +85,34 @@ def test_record_files_round_trip(store):
     feats_b = np.arange(8, dtype=np.float32).reshape(1, 8) / 7
     store.record_files(
         [
-            record("/p/a.gif", "sha-a", probability=0.9, model_id="m1", width=64, height=32,
-                   format="GIF", n_frames=3, features=feats_a, size=111, mtime_ns=5),
-            record("/p/b.png", "sha-b", probability=0.1, model_id="m1", width=8, height=8,
-                   format="PNG", n_frames=1, features=feats_b),
+            record(
+                "/p/a.gif",
+                "sha-a",
+                probability=0.9,
+                model_id="m1",
+                width=64,
+                height=32,
+                format="GIF",
+                n_frames=3,
+                features=feats_a,
+                size=111,
+                mtime_ns=5,
+            ),
+            record(
+                "/p/b.png",
+                "sha-b",
+                probability=0.1,
+                model_id="m1",
+                width=8,
+                height=8,
+                format="PNG",
+                n_frames=1,
+                features=feats_b,
+            ),
             record("/p/c.png", "sha-c"),  # hashed but not scored
             record("/p/broken.jpg", None, error_kind="truncated", error="truncated file"),
         ]
-    )  # fmt: skip
+    )
 
     files = store.files(["/p/a.gif", "/p/b.png", "/p/c.png", "/p/broken.jpg", "/p/none.jpg"])
     assert set(files) == {"/p/a.gif", "/p/b.png", "/p/c.png", "/p/broken.jpg"}
@@ -125,16 +145,24 @@ def test_record_files_round_trip(store):
     assert store.features("m1", "sha-c").shape == (0, 0)
     stored = store._conn.execute("SELECT count(*) FROM features WHERE sha256='sha-a'").fetchone()[0]
     assert stored == 3  # one row per frame
-    assert store.counts() == {
-        "files": 4, "images": 3, "predictions": 2, "label_events": 0, "models": 0,
-    }  # fmt: skip
+    counts = store.counts()
+    assert counts == {"files": 4, "images": 3, "predictions": 2, "label_events": 0, "models": 0}
 
 
 def test_rescoring_replaces_features_and_keeps_known_image_fields(store):
-    store.record_files([record("/p/a.gif", "s", probability=0.2, model_id="m", width=10,
-                               height=20, n_frames=3, features=np.ones((3, 4)))])  # fmt: skip
-    store.record_files([record("/p/a.gif", "s", probability=0.7, model_id="m",
-                               features=np.full((2, 4), 0.5))])  # fmt: skip
+    first = record(
+        "/p/a.gif",
+        "s",
+        probability=0.2,
+        model_id="m",
+        width=10,
+        height=20,
+        n_frames=3,
+        features=np.ones((3, 4)),
+    )
+    store.record_files([first])
+    again = record("/p/a.gif", "s", probability=0.7, model_id="m", features=np.full((2, 4), 0.5))
+    store.record_files([again])
     assert store.predictions("m") == pytest.approx({"s": 0.7})
     np.testing.assert_array_equal(store.features("m", "s"), np.full((2, 4), 0.5, np.float16))
     image = store.image("s")
@@ -281,8 +309,14 @@ def test_labelled_files_empty(store):
 
 def test_models_first_added_is_active_and_set_active_switches(store):
     assert store.active_model() is None
-    store.add_model("m1", "builtin", threshold=0.5, metrics={"auc": 0.9},
-                    preprocessing={"size": 224}, meta={"note": "x"})  # fmt: skip
+    store.add_model(
+        "m1",
+        "builtin",
+        threshold=0.5,
+        metrics={"auc": 0.9},
+        preprocessing={"size": 224},
+        meta={"note": "x"},
+    )
     assert store.active_model().id == "m1"
     store.add_model("m2", "onnx", threshold=0.4, path="/models/m2.onnx")
     assert store.active_model().id == "m1"  # a second model does not take over

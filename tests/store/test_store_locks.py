@@ -98,11 +98,9 @@ def test_a_running_watch_keeps_its_locks_while_import_writes_and_exits(tmp_path)
     proc, lines = headless_watch(inbox, home)
     try:
         assert json.loads(lines.get(timeout=60))["path"].endswith("first.png")
-        imported = subprocess.run(
-            [sys.executable, "-m", "nsfw_tui.cli", "import", str(other), "--label", "sfw",
-             "--home", str(home.root)],
-            cwd=repo, capture_output=True, text=True,
-        )  # fmt: skip
+        argv = [sys.executable, "-m", "nsfw_tui.cli", "import", str(other), "--label", "sfw"]
+        argv += ["--home", str(home.root)]
+        imported = subprocess.run(argv, cwd=repo, capture_output=True, text=True)
         assert imported.returncode == 0, imported.stderr
         assert home.store_path.with_name("store.db-wal").exists()
         Image.new("RGB", (24, 16), (5, 90, 160)).save(inbox / "later.png")

@@ -25,9 +25,16 @@ from nsfw_tui.core.store_schema import MIGRATIONS
 REPO = Path(__file__).resolve().parents[2]
 SPAWN = multiprocessing.get_context("spawn")
 TABLES = {
-    "files", "images", "label_events", "predictions", "features", "models", "runs", "moves",
+    "files",
+    "images",
+    "label_events",
+    "predictions",
+    "features",
+    "models",
+    "runs",
+    "moves",
     "store_info",
-}  # fmt: skip
+}
 # Sized for CI on two cores; a longer run takes NSFW_TUI_FAULT_SEED and larger counts.
 S1_TRANSACTIONS = 300
 S4_ROUNDS = 10

@@ -226,11 +226,9 @@ def test_a_good_restore_while_a_watcher_has_the_store_open_leaves_both_working(t
     proc, lines = headless_watch(inbox, home)
     try:
         assert json.loads(lines.get(timeout=60))["path"].endswith("first.png")
-        done = subprocess.run(
-            [sys.executable, "-m", "nsfw_tui.cli", "restore", str(backup),
-             "--home", str(home.root)],
-            cwd=REPO, capture_output=True, text=True,
-        )  # fmt: skip
+        argv = [sys.executable, "-m", "nsfw_tui.cli", "restore", str(backup)]
+        argv += ["--home", str(home.root)]
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         Image.new("RGB", (24, 16), (5, 90, 160)).save(inbox / "after.png")
         after = json.loads(lines.get(timeout=30))

@@ -33,6 +33,13 @@ CHILD = str(REPO / "tests" / "support" / "stress_children.py")
 SEED = int(os.environ.get("NSFW_TUI_FAULT_SEED", "20240601"))
 ROUNDS = 20
 LOCK_S = 40.0  # longer than the store's 30 s busy timeout
+# `python -c HOLD_LOCK STORE SECONDS`: takes the store's write lock, says so, holds it that long.
+HOLD_LOCK = (
+    "import sqlite3, sys, time\n"
+    "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True)\n"
+    "time.sleep(float(sys.argv[2])); c.execute('ROLLBACK')\n"
+)
 
 
 class Looper:
@@ -51,8 +58,11 @@ class Looper:
         while not self.stop.is_set():
             self.proc = subprocess.Popen(
                 [sys.executable, *self.argv(self.started)],
-                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             self.started += 1
             out = []
             for line in self.proc.stdout:
@@ -144,15 +154,8 @@ def test_every_writer_at_once_through_a_long_lock_and_kill_9(tmp_path):
         time.sleep(3.0)
         for round_no in range(ROUNDS):
             if round_no == ROUNDS // 2:
-                locker = subprocess.Popen(
-                    [sys.executable, "-c",
-                     "import sqlite3, sys, time\n"
-                     "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-                     "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True)\n"
-                     "time.sleep(float(sys.argv[2])); c.execute('ROLLBACK')\n",
-                     store, str(LOCK_S)],
-                    stdout=subprocess.PIPE, text=True,
-                )  # fmt: skip
+                argv = [sys.executable, "-c", HOLD_LOCK, store, str(LOCK_S)]
+                locker = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
                 assert locker.stdout.readline().strip() == "locked"
                 locker.wait(timeout=LOCK_S + 30)
                 busy = [x for x in roles["writer"].lines if "waiting" in x]

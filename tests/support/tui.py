@@ -28,6 +28,7 @@ from nsfw_tui.core.scorers import ScoreBatch, ensure_builtin
 from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store, path_text
 from nsfw_tui.tui.app import NsfwTuiApp, make_app
 from nsfw_tui.tui.screens.review import ReviewScreen
+from nsfw_tui.tui.settings import ReviewSettings
 from nsfw_tui.tui.widgets.image_list import HEADER
 
 FAKE_ID = "fake"
@@ -119,7 +120,8 @@ def make_test_app(
     scorer: RedScorer | None = None,
     scorers: Iterable[RedScorer] = (),
     batch_size: int = 16,
-    **kw,
+    blur: bool = True,
+    threshold: float | None = None,
 ) -> NsfwTuiApp:
     """The app over ``folder`` with fake scorers, inline decoding and the half-cell renderer.
 
@@ -130,14 +132,14 @@ def make_test_app(
     by_id = {s.id: s for s in all_scorers}
     home = resolve_home(tmp_path / "home")
     prepare_home(home, list(by_id))
-    app = make_app(
-        folder,
-        home=home,
+    settings = ReviewSettings(
+        blur=blur,
+        threshold=threshold,
         scan_options=ScanOptions(workers=0, batch_size=batch_size),
         scorer_factory=lambda row: by_id[row.id],
         image_class=HalfcellImage,
-        **kw,
     )
+    app = make_app(folder, home=home, settings=settings)
     app.scorers = by_id
     app.notes = []
     notify = app.notify
@@ -202,11 +204,18 @@ def prefill(home: Home, paths: Iterable[Path], probability: Callable[[Path], flo
         sha, _ = hash_file(str(p))
         records.append(
             ScoreRecord(
-                path_text(str(p)), st.st_size, st.st_mtime_ns, sha,
-                probability=probability(p), model_id=FAKE_ID,
-                width=4, height=4, format="PNG", n_frames=1,
+                path=path_text(str(p)),
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha,
+                probability=probability(p),
+                model_id=FAKE_ID,
+                width=4,
+                height=4,
+                format="PNG",
+                n_frames=1,
             )
-        )  # fmt: skip
+        )
     with Store.open(home.store_path) as store:
         store.record_files(records)
 
@@ -279,12 +288,12 @@ CLI_WITH_FAKE_SCORER = (
 
 def headless_watch(inbox: Path, home: Home) -> tuple[subprocess.Popen, queue.Queue[str]]:
     """A real `nsfw-tui watch --headless` child with the fake scorer, and its stdout lines."""
+    argv = [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless"]
+    argv += ["--home", str(home.root), "settle_s=0.3"]
+    repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
-        [sys.executable, "-c", CLI_WITH_FAKE_SCORER, "watch", str(inbox), "--headless",
-         "--home", str(home.root), "settle_s=0.3"],
-        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     return proc, lines

@@ -57,17 +57,25 @@ class Harness:
 
     def start(self, **overrides) -> Watcher:
         opts = dict(
-            settle_s=SETTLE, polling=self.kind == "polling", poll_interval_s=0.2,
-            never_settles_timeout_s=3.0, supervise_interval_s=0.2, rescan_interval_s=600,
-        )  # fmt: skip
+            settle_s=SETTLE,
+            polling=self.kind == "polling",
+            poll_interval_s=0.2,
+            never_settles_timeout_s=3.0,
+            supervise_interval_s=0.2,
+            rescan_interval_s=600,
+        )
         opts.update(self.options)
         opts.update(overrides)
         self.watcher = Watcher(
-            self.inbox, self.store_path, self.scorer, threshold=THRESHOLD,
+            self.inbox,
+            self.store_path,
+            self.scorer,
+            threshold=THRESHOLD,
             options=WatchOptions(**opts),
             scan_options=ScanOptions(workers=0, batch_size=16, decoder=self.decoder),
-            on_decision=self.lines.append, log_path=self.log,
-        )  # fmt: skip
+            on_decision=self.lines.append,
+            log_path=self.log,
+        )
         self.watcher.start()
         return self.watcher
 

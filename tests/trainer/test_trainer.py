@@ -278,8 +278,9 @@ def test_local_weights_file_is_loaded(tmp_path):
     cfg = {"name": "convnext_atto", "pretrained": True, "weights": str(path), "freeze_stages": 0}
     model = build_model(cfg, (64, 64))
     assert torch.equal(model.backbone.stem[0].weight, source.stem[0].weight)
-    assert torch.equal(model.backbone.stages[3].blocks[0].mlp.fc1.weight,
-                       source.stages[3].blocks[0].mlp.fc1.weight)  # fmt: skip
+    assert torch.equal(
+        model.backbone.stages[3].blocks[0].mlp.fc1.weight, source.stages[3].blocks[0].mlp.fc1.weight
+    )
 
     with pytest.raises(WeightsUnavailableError, match="is not a file"):
         build_model({**cfg, "weights": str(tmp_path / "missing.safetensors")}, (64, 64))

@@ -174,8 +174,8 @@ def test_same_seed_gives_bitwise_identical_weights(tmp_path):
     cfg = config("training.max_epochs=2", "training.batch_size=8")
     first = train(store_path, home, cfg)
     second = train(store_path, home, cfg)
-    other = train(store_path, home, config("training.max_epochs=2", "training.batch_size=8",
-                                           "training.seed=7"))  # fmt: skip
+    reseeded = config("training.max_epochs=2", "training.batch_size=8", "training.seed=7")
+    other = train(store_path, home, reseeded)
     assert first.status == second.status == other.status == "done"
 
     def weights(result):

@@ -12,6 +12,7 @@ from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.store import Store
 from nsfw_tui.tui.app import make_app
+from nsfw_tui.tui.settings import ReviewSettings
 from nsfw_tui.tui.widgets.status_bar import StatusBar
 
 
@@ -31,13 +32,10 @@ async def test_label_adapt_and_the_list_resorts_in_place(tmp_path):
     for i in range(6, 12):
         for family in ("blob", "dark", "photo"):
             save(family_image(family, i), folder / f"d_{family}_{i:02d}.png")
-    app = make_app(
-        folder,
-        home=resolve_home(tmp_path / "home"),
-        scan_options=ScanOptions(workers=0),
-        scorer_factory=load_scorer,
-        image_class=HalfcellImage,
+    settings = ReviewSettings(
+        scan_options=ScanOptions(workers=0), scorer_factory=load_scorer, image_class=HalfcellImage
     )
+    app = make_app(folder, home=resolve_home(tmp_path / "home"), settings=settings)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await settle(pilot, timeout=60)
         assert screen.review.model_id == "open_nsfw"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,9 @@ def state(home: Home) -> tuple:
     """Everything the demo must not change: models, the active one, labels, model files."""
     with Store.open(home.store_path, check=False) as store:
         models = [(m.id, m.kind, m.threshold, m.active, m.path) for m in store.models()]
-        labels = {sha: [ev.label for ev in store.label_history(sha)] for sha in
-                  store.current_labels()}  # fmt: skip
+        labels = {
+            sha: [ev.label for ev in store.label_history(sha)] for sha in store.current_labels()
+        }
         active = store.active_model().id
     return models, active, labels, sorted(p.name for p in home.models_dir.iterdir())
 
@@ -50,10 +52,9 @@ def demo_app(monkeypatch, home: Home) -> tui_app.NsfwTuiApp:
     """
     built: list[tui_app.NsfwTuiApp] = []
 
-    def make_app(root, *, home, **kw):
-        app = REAL_MAKE_APP(
-            root, home=home, scan_options=ScanOptions(workers=0), image_class=HalfcellImage, **kw
-        )
+    def make_app(root, *, home, settings):
+        ours = replace(settings, scan_options=ScanOptions(workers=0), image_class=HalfcellImage)
+        app = REAL_MAKE_APP(root, home=home, settings=ours)
         app.run = lambda *a, **k: built.append(app)
         return app
 
@@ -104,8 +105,9 @@ async def test_labelling_in_the_demo_leaves_the_main_home_unchanged(tmp_path, mo
     n = sum(active.meta["labels"].values())
     assert f"model {active.id} (fitted on {n} labels)" in text and "adapted (active)" in text
     notices = [m for _, title, m in app.notes if title == "Active model"]
-    assert any(m.startswith(f"active model: {BUILTIN_ID} -> {active.id}, fitted on") for m in
-               notices), app.notes  # fmt: skip
+    assert any(
+        m.startswith(f"active model: {BUILTIN_ID} -> {active.id}, fitted on") for m in notices
+    ), app.notes
     assert (main.demo_dir / "models" / f"{active.id}.npz").is_file()
 
     assert state(main) == before  # labels, models, the active one, model files: untouched

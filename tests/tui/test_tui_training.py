@@ -13,19 +13,19 @@ from nsfw_tui.core.store import Store
 from nsfw_tui.tui.app import make_app
 from nsfw_tui.tui.screens.review import ReviewScreen
 from nsfw_tui.tui.screens.training import TrainingScreen
+from nsfw_tui.tui.settings import ReviewSettings
 
 
 @pytest.mark.slow
 async def test_training_screen_trains_compares_and_activates(tmp_path):
     store_path = labelled_store(tmp_path, n_nsfw=12, n_sfw=12)
     home = home_for(store_path)
-    app = make_app(
-        tmp_path / "data",
-        home=home,
+    settings = ReviewSettings(
         scan_options=ScanOptions(workers=0),
         image_class=HalfcellImage,
-        train_overrides=[*FAST, "training.max_epochs=2", "training.batch_size=8"],
+        train_overrides=(*FAST, "training.max_epochs=2", "training.batch_size=8"),
     )
+    app = make_app(tmp_path / "data", home=home, settings=settings)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, timeout=60)
         await pilot.press("t")

@@ -32,13 +32,25 @@ from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.store import Store
 from nsfw_tui.core.watch import WatchOptions, move_no_overwrite, release
 from nsfw_tui.tui.screens.watch import WatchReviewScreen, WatchScreen
+from nsfw_tui.tui.settings import ReviewSettings, WatchSettings
 from nsfw_tui.tui.watch_app import make_watch_app
 
 KINDS = ["native", "polling"]
 LINE_KEYS = {
-    "time", "path", "sha256", "size", "probability", "decision", "action", "dest", "reason",
-    "source", "model", "threshold", "cached",
-}  # fmt: skip
+    "time",
+    "path",
+    "sha256",
+    "size",
+    "probability",
+    "decision",
+    "action",
+    "dest",
+    "reason",
+    "source",
+    "model",
+    "threshold",
+    "cached",
+}
 
 
 def write_chunks(path: Path, data: bytes, chunks: int = 4) -> None:
@@ -90,9 +102,11 @@ def test_w1_burst_of_chunked_files_each_scored_once(harness, kind):
     assert_once(h, {f"burst_{i:04d}.png" for i in range(n)})
     assert partial_reads(h) == 0
     assert h.scorer.frames == n, "each content is one inference"
-    print(f"\nW1[{kind}]: {n} files x 4 chunks written in {written:.2f} s, all scored "
-          f"exactly once, 0 read while partial, all scored {took:.2f} s after the last write "
-          f"(settle {SETTLE} s)")  # fmt: skip
+    print(
+        f"\nW1[{kind}]: {n} files x 4 chunks written in {written:.2f} s, all scored "
+        f"exactly once, 0 read while partial, all scored {took:.2f} s after the last write "
+        f"(settle {SETTLE} s)"
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -115,8 +129,10 @@ def test_w2_moved_in_and_part_renames_once_and_temporary_names_never(harness, ki
     (h.inbox / ".staging" / "inner.png").write_bytes(image_bytes(3100))
     h.wait_lines(150)
     assert_once(h, moved | renamed)
-    print(f"\nW2[{kind}]: 100/100 renamed in and 50/50 .part renames scored exactly once; "
-          f"{len(temporary) + 1} temporary or hidden names scored 0 times")  # fmt: skip
+    print(
+        f"\nW2[{kind}]: 100/100 renamed in and 50/50 .part renames scored exactly once; "
+        f"{len(temporary) + 1} temporary or hidden names scored 0 times"
+    )
 
 
 @pytest.mark.slow
@@ -152,9 +168,11 @@ def test_w3_slow_writers_are_never_scored_half_written(harness, kind):
         assert d["size"] == len(datas[name]) and d["decision"] != "error"
     partial = partial_reads(h)
     assert partial == 0
-    print(f"\nW3[{kind}]: {len(datas)} uploads in {len(pauses)} chunks, pauses up to "
-          f"{max(pauses):.2f} s, quiet window {settle} s: {partial} read while partial, "
-          f"size at scoring = final size for {len(datas)}/{len(datas)}")  # fmt: skip
+    print(
+        f"\nW3[{kind}]: {len(datas)} uploads in {len(pauses)} chunks, pauses up to "
+        f"{max(pauses):.2f} s, quiet window {settle} s: {partial} read while partial, "
+        f"size at scoring = final size for {len(datas)}/{len(datas)}"
+    )
 
 
 @pytest.mark.slow
@@ -179,8 +197,10 @@ def test_w4_truncated_at_rest_is_an_error_after_the_timeout_then_rescored(harnes
     h.wait_lines(2, timeout=10)
     assert h.lines[1]["decision"] in ("nsfw", "sfw") and h.lines[1]["size"] == len(data)
     assert len(h.lines) == 2
-    print(f"\nW4: truncated at rest logged as error after {waited:.2f} s (timeout {timeout} s, "
-          f"{retries} decode attempts); re-scored once it grew")  # fmt: skip
+    print(
+        f"\nW4: truncated at rest logged as error after {waited:.2f} s (timeout {timeout} s, "
+        f"{retries} decode attempts); re-scored once it grew"
+    )
 
 
 def test_a_file_that_never_settles_is_an_error_after_the_timeout(harness):
@@ -227,8 +247,10 @@ def test_w5_overflow_warning_triggers_an_immediate_rescan(harness, monkeypatch):
     assert_once(h, {f"lost_{i:03d}.png" for i in range(n)})
     stats = w.stats()
     assert stats.overflows == 1 and stats.rescans >= 2
-    print(f"\nW5 (simulated: events dropped, overflow warning logged): {n}/{n} scored exactly "
-          f"once, recovered {took:.2f} s after the warning (settle {SETTLE} s)")  # fmt: skip
+    print(
+        f"\nW5 (simulated: events dropped, overflow warning logged): {n}/{n} scored exactly "
+        f"once, recovered {took:.2f} s after the warning (settle {SETTLE} s)"
+    )
 
 
 @pytest.mark.slow
@@ -261,8 +283,10 @@ def test_w10_dead_observer_is_restarted_and_a_rescan_closes_the_gap(harness, mon
     assert w.stats().restarts >= 1 and w._observer is not first and w._observer.is_alive()
     (h.inbox / "after.png").write_bytes(image_bytes(6999))
     h.wait_lines(n + 1)
-    print(f"\nW10[{death}]: observer restarted ({w.stats().restarts}x), {n}/{n} files written "
-          f"across the gap scored exactly once in {took:.2f} s; events flow again")  # fmt: skip
+    print(
+        f"\nW10[{death}]: observer restarted ({w.stats().restarts}x), {n}/{n} files written "
+        f"across the gap scored exactly once in {took:.2f} s; events flow again"
+    )
 
 
 # -- W8: directories, W9: delete / replace, W11: duplicates ------------------------------
@@ -289,8 +313,10 @@ def test_w8_directory_moved_in_and_nested_mkdir(harness, kind):
     h.wait_lines(len(names), timeout=30)
     took = time.monotonic() - started
     assert_once(h, names)
-    print(f"\nW8[{kind}]: moved-in folder 200/200 and mkdir -p a/b/c + 10 writes 10/10 found, "
-          f"each once, in {took:.2f} s")  # fmt: skip
+    print(
+        f"\nW8[{kind}]: moved-in folder 200/200 and mkdir -p a/b/c + 10 writes 10/10 found, "
+        f"each once, in {took:.2f} s"
+    )
 
 
 @pytest.mark.slow
@@ -505,9 +531,8 @@ def test_release_moves_a_file_back_and_records_it(harness):
     h.wait_lines(3)
     back_line = h.lines[2]
     assert back_line["path"] == str(h.inbox / "deep" / "hot.png")
-    assert (back_line["decision"], back_line["source"], back_line["action"]) == (
-        "sfw", "human", "none"
-    )  # fmt: skip
+    decided = (back_line["decision"], back_line["source"], back_line["action"])
+    assert decided == ("sfw", "human", "none")
     assert (h.inbox / "deep" / "hot.png").exists() and not (q / "deep" / "hot.png").exists()
     h.stop()
     with Store.open(h.store_path, check=False) as store:
@@ -535,12 +560,18 @@ async def test_tui_pause_resume_and_enter_opens_the_review(tmp_path):
     home = resolve_home(tmp_path / "home")
     prepare_home(home)
     scorer = RedScorer()
-    app = make_watch_app(
-        inbox, home=home, scorer=scorer, threshold=0.5,
+    settings = WatchSettings(
+        scorer=scorer,
+        threshold=0.5,
         options=WatchOptions(settle_s=0.3, supervise_interval_s=0.2),
-        scan_options=ScanOptions(workers=0), scorer_factory=lambda row: scorer,
-        image_class=HalfcellImage, log_path=tmp_path / "w.jsonl",
-    )  # fmt: skip
+        log_path=tmp_path / "w.jsonl",
+        review=ReviewSettings(
+            scan_options=ScanOptions(workers=0),
+            scorer_factory=lambda row: scorer,
+            image_class=HalfcellImage,
+        ),
+    )
+    app = make_watch_app(inbox, home=home, settings=settings)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.watch_screen
         assert isinstance(app.screen, WatchScreen)
@@ -583,12 +614,12 @@ def test_headless_command_prints_json_lines_and_stops_cleanly(tmp_path, sig):
     prepare_home(home)  # the active model id is "fake": the child swaps in the fake scorer
     code = CLI_WITH_FAKE_SCORER
     log = tmp_path / "w.jsonl"
+    argv = [sys.executable, "-c", code, "watch", str(inbox), "--headless", "--log", str(log)]
+    argv += ["--home", str(home.root), "settle_s=0.3"]
+    repo = Path(__file__).parents[2]
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "watch", str(inbox), "--headless", "--log", str(log),
-         "--home", str(home.root), "settle_s=0.3"],
-        cwd=Path(__file__).parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+        argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True)
     reader.start()

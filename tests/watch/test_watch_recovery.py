@@ -221,9 +221,11 @@ def test_label_sources_are_human_import_and_model_as_they_are(tmp_path):
         h.start()
         model = image_bytes(963, red=250)
         for name, data in [
-            ("imported.png", imported), ("person.png", person), ("undone.png", undone),
+            ("imported.png", imported),
+            ("person.png", person),
+            ("undone.png", undone),
             ("model.png", model),
-        ]:  # fmt: skip
+        ]:
             (h.inbox / name).write_bytes(data)
         h.wait_lines(4)
     finally:
@@ -310,9 +312,9 @@ def test_w12_w13_twenty_kill_9_rounds_during_a_burst_with_quarantine_and_log(tmp
     home = resolve_home(tmp_path / "home")
     prepare_home(home)
     log = tmp_path / "watch.jsonl"
-    argv = [sys.executable, "-c", CHILD, "watch", str(inbox), "--headless", "--log", str(log),
-            "--quarantine", str(q), "--home", str(home.root), "settle_s=0.2",
-            "never_settles_timeout_s=1", "scan.workers=0"]  # fmt: skip
+    argv = [sys.executable, "-c", CHILD, "watch", str(inbox), "--headless", "--log", str(log)]
+    argv += ["--quarantine", str(q), "--home", str(home.root)]
+    argv += ["settle_s=0.2", "never_settles_timeout_s=1", "scan.workers=0"]
     repo = Path(__file__).parents[2]
     files: dict[str, bytes] = {}
 
@@ -429,8 +431,8 @@ def test_w13_stdout_alone_is_at_least_once_across_a_kill(tmp_path):
         (inbox / name).write_bytes(image_bytes(7000 + i, red=250 if i == 0 else 5))
     home = resolve_home(tmp_path / "home")
     prepare_home(home)
-    argv = [sys.executable, "-c", CHILD, "watch", str(inbox), "--headless",
-            "--home", str(home.root), "settle_s=0.2", "scan.workers=0"]  # fmt: skip
+    argv = [sys.executable, "-c", CHILD, "watch", str(inbox), "--headless"]
+    argv += ["--home", str(home.root), "settle_s=0.2", "scan.workers=0"]
     repo = Path(__file__).parents[2]
     env = {**os.environ, "QDIR": str(tmp_path / "unused"), "FAULT": "record:1"}
     first = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -23,6 +24,7 @@ from ...core.review import Review, Row, load_review
 from ...core.scan import scan_files
 from ...core.store import Store
 from ..adaptation import AdaptationController
+from ..host import ReviewHost
 from ..label_writer import SetLabels, UndoLast
 from ..messages import (
     LabelsFailed,
@@ -93,7 +95,7 @@ class ReviewScreen(Screen):
         with Horizontal(id="main"):
             yield FolderTree(id="folders")
             yield ImageList(id="images")
-            yield Preview(image_class=self.app.image_class, id="preview")
+            yield Preview(image_class=self.host.settings.image_class, id="preview")
         yield Input(placeholder="search file names (Enter keeps, Esc clears)", id="search")
         yield StatusBar(id="status")
         yield Footer()
@@ -103,6 +105,11 @@ class ReviewScreen(Screen):
         self.query_one(ImageList).focus()
         self.query_one(Preview).clear("Loading…")
         self.load()
+
+    @property
+    def host(self) -> ReviewHost:
+        """The app, typed with what this screen needs from it."""
+        return cast(ReviewHost, self.app)
 
     @property
     def images(self) -> ImageList:
@@ -120,7 +127,7 @@ class ReviewScreen(Screen):
     # -- workers -------------------------------------------------------------------------
 
     def _store(self) -> Store:
-        return Store.open(self.app.home.store_path, check=False)
+        return Store.open(self.host.home.store_path, check=False)
 
     def _load_adapt_settings(self):
         """The adapt settings from config_adapt; a bad config is said once and turns it off."""
@@ -140,7 +147,9 @@ class ReviewScreen(Screen):
 
         with self._store() as store:
             row = resolve_model(store, None)
-            threshold = self.app.threshold if self.app.threshold is not None else row.threshold
+            threshold = self.host.settings.threshold
+            if threshold is None:
+                threshold = row.threshold
             review, pending = load_review(self.root, store, row.id, threshold)
             self.models = [(m.id, f"{m.kind}, threshold {m.threshold:g}") for m in store.models()]
         self.post_message(ReviewLoaded(review, pending, row.id, fitted_labels(row)))
@@ -151,12 +160,12 @@ class ReviewScreen(Screen):
 
         worker = get_current_worker()
         with self._store() as store:
-            scorer = self.app.make_scorer(resolve_model(store, self.model_name))
+            scorer = self.host.make_scorer(resolve_model(store, self.model_name))
             result = scan_files(
                 paths,
                 scorer,
                 store,
-                self.app.scan_options,
+                self.host.settings.scan_options,
                 on_items=lambda items: self.post_message(ScoresReady(items)),
                 on_progress=lambda d, t: self.post_message(ScoringProgressed(d, t)),
                 should_stop=lambda: worker.is_cancelled,
@@ -196,7 +205,7 @@ class ReviewScreen(Screen):
                 old.sort,
                 old.search,
             )
-            if self.app.threshold is None and old.model_id == review.model_id:
+            if self.host.settings.threshold is None and old.model_id == review.model_id:
                 review.threshold = old.threshold
         self.review = review
         self.model_name = message.model_name
@@ -248,7 +257,7 @@ class ReviewScreen(Screen):
         ):
             self.adaptation.finished()
             self.show_adaptation(" adaptation failed")
-        self.app.on_worker_state_changed(event)
+        self.host.on_worker_state_changed(event)
 
     @on(ScoringProgressed)
     def on_scoring_progressed(self, message: ScoringProgressed) -> None:
@@ -292,7 +301,7 @@ class ReviewScreen(Screen):
             preview.show_image(row.path, None, f"Cannot show this image.\n{message.error}")
         else:
             blurred = (
-                self.app.blur
+                self.host.settings.blur
                 and self.revealed != row.path
                 and (row.probability is None or row.probability >= review.threshold)
             )
@@ -323,17 +332,17 @@ class ReviewScreen(Screen):
 
     def _label_rows(self, rows: list[Row], label: str | None) -> bool:
         """Queue the change; False (and the person told why) when labels cannot be saved."""
-        if self.app.store_readonly:
+        if self.host.store_readonly:
             self.notify(
-                self.app.store_readonly, title="Labels not saved", severity="error", markup=False
+                self.host.store_readonly, title="Labels not saved", severity="error", markup=False
             )
             return False
         for row in rows:
             self.optimistic.setdefault(row.path, row.label)
             row.label = label
-        self.app.label_writer.submit(SetLabels([(r.path, r.sha256) for r in rows], label))
-        if self.app.label_writer.busy:
-            self.query_one(StatusBar).waiting = self.app.label_writer.waiting
+        self.host.label_writer.submit(SetLabels([(r.path, r.sha256) for r in rows], label))
+        if self.host.label_writer.busy:
+            self.query_one(StatusBar).waiting = self.host.label_writer.waiting
         return True
 
     def action_label(self, label: str | None) -> None:
@@ -353,7 +362,7 @@ class ReviewScreen(Screen):
         if self.review is None or not self.review.view:
             return
         rows = list(self.review.view)
-        if self.app.store_readonly:
+        if self.host.store_readonly:
             self._label_rows(rows, label)  # says why at once, rather than ask first
             return
 
@@ -368,11 +377,11 @@ class ReviewScreen(Screen):
         )
 
     def action_undo(self) -> None:
-        self.app.label_writer.submit(UndoLast())
+        self.host.label_writer.submit(UndoLast())
 
     @on(LabelsSaved)
     def on_labels_saved(self, message: LabelsSaved) -> None:
-        writer = self.app.label_writer
+        writer = self.host.label_writer
         self.query_one(StatusBar).waiting = writer.waiting if writer.busy else 0
         if self.review is None:
             return
@@ -424,7 +433,7 @@ class ReviewScreen(Screen):
 
     def _show_waiting(self) -> None:
         """The status bar's count of labels waiting for a busy store (none once it is free)."""
-        writer = self.app.label_writer
+        writer = self.host.label_writer
         self.query_one(StatusBar).waiting = writer.waiting if writer.busy else 0
         self.refresh_all(tree=False)
 
@@ -515,9 +524,9 @@ class ReviewScreen(Screen):
         self.start_adaptation()
 
     def start_adaptation(self) -> None:
-        if self.app.store_readonly:
+        if self.host.store_readonly:
             self.notify(
-                self.app.store_readonly, title="Cannot adapt", severity="error", markup=False
+                self.host.store_readonly, title="Cannot adapt", severity="error", markup=False
             )
             return
         settings = self.adaptation.start()
@@ -538,7 +547,7 @@ class ReviewScreen(Screen):
 
         with self._store() as store:
             try:
-                result = adapt(store, self.app.home.models_dir, settings)
+                result = adapt(store, self.host.home.models_dir, settings)
             except NotEnoughLabels as exc:
                 need = " and ".join(f"{n} more {c.upper()}" for c, n in exc.needed.items() if n)
                 self.post_message(AdaptationFinished(None, f" adapt: {need} labels needed"))
@@ -566,7 +575,9 @@ class ReviewScreen(Screen):
         """Rescored rows in place (when the new model is active); returns the calls flipped."""
         review = self.review
         assert review is not None
-        threshold = result.threshold if self.app.threshold is None else self.app.threshold
+        threshold = self.host.settings.threshold
+        if threshold is None:
+            threshold = result.threshold
         preds = result.predictions
         before = {
             r.sha256: r.probability for r in review.rows if r.sha256 and r.probability is not None

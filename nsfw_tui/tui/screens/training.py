@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from rich.table import Table
 from rich.text import Text
 from textual import on
@@ -11,6 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Sparkline, Static
 
+from ..host import TrainingHost
 from ..messages import TrainingFinished, TrainingProgressed
 
 CONFIGS = ("config", "config_baseline")
@@ -42,6 +45,11 @@ class TrainingScreen(Screen):
         self.running = False
         self.log_lines: list[str] = []
 
+    @property
+    def host(self) -> TrainingHost:
+        """The app, typed with what this screen needs from it."""
+        return cast(TrainingHost, self.app)
+
     def compose(self) -> ComposeResult:
         with Vertical(id="training"):
             yield Static(id="train-summary")
@@ -63,7 +71,7 @@ class TrainingScreen(Screen):
         self.show_summary()
 
     def show_summary(self) -> None:
-        info = self.app.training_summary(self.config_name)
+        info = self.host.training_summary(self.config_name)
         text = Text()
         text.append("Fine-tune on your labels\n\n", style="bold")
         text.append(f"labelled: {info['nsfw']} NSFW, {info['sfw']} SFW\n")
@@ -90,19 +98,19 @@ class TrainingScreen(Screen):
         self.query_one("#train-log", Static).update("")
         self.query_one("#train-result", Static).update("")
         self.running = True
-        self.app.start_training(self.config_name)
+        self.host.start_training(self.config_name)
         self.show_summary()
 
     def action_cancel(self) -> None:
         if self.running:
-            self.app.cancel_training()
+            self.host.cancel_training()
             self.notify("Stopping after the current batch…")
 
     def action_activate(self) -> None:
         if self.result is None or not self.result.model_id:
             self.notify("No new model yet.")
             return
-        self.app.activate_model(self.result.model_id)
+        self.host.activate_model(self.result.model_id)
 
     @on(TrainingProgressed)
     def on_training_progressed(self, message: TrainingProgressed) -> None:

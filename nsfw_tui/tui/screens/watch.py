@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections import deque
 from pathlib import Path
+from typing import cast
 
 from rich.text import Text
 from textual import on
@@ -15,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ...core.watch import WatchStats
+from ..host import WatchHost
 from ..messages import DecisionLogged, ReviewLoaded, WatchCounted
 from .review import ReviewScreen
 
@@ -39,6 +41,11 @@ class WatchScreen(Screen):
         self._new: list[dict] = []
         self._seq = 0
         self.stats = WatchStats()
+
+    @property
+    def host(self) -> WatchHost:
+        """The app, typed with what this screen needs from it."""
+        return cast(WatchHost, self.app)
 
     def compose(self) -> ComposeResult:
         yield Static(id="watch-status")
@@ -72,7 +79,7 @@ class WatchScreen(Screen):
     def show_stats(self) -> None:
         s = self.stats
         state = "[b yellow]paused[/]" if s.paused else "[b green]watching[/]"
-        moved = "would quarantine" if getattr(self.app, "dry_run", False) else "quarantined"
+        moved = "would quarantine" if self.host.dry_run else "quarantined"
         self.query_one("#watch-status", Static).update(
             f"{state} {Text(self.root).markup}   seen [b]{s.seen}[/]  NSFW [b red]{s.nsfw}[/]  "
             f"SFW [b green]{s.sfw}[/]  errors [b yellow]{s.errors}[/]  {moved} [b]{s.quarantined}"
@@ -126,12 +133,12 @@ class WatchScreen(Screen):
         return self.decisions.get(key)
 
     def action_toggle_pause(self) -> None:
-        self.app.toggle_pause()
+        self.host.toggle_pause()
 
     def action_open_selected(self) -> None:
         decision = self.selected()
         if decision is not None:
-            self.app.open_review(decision)
+            self.host.open_review(decision)
 
     @on(DataTable.RowSelected, "#feed")
     def on_row_selected(self, event: DataTable.RowSelected) -> None:
