@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from .options import (
+    CommandGroup,
     HomeOption,
     InputSize,
     console,
@@ -18,7 +19,7 @@ from .options import (
     open_store,
 )
 
-app = typer.Typer(name="models", help="List models and choose the active one.")
+app = typer.Typer(name="models", cls=CommandGroup, help="List models and choose the active one.")
 
 
 @app.callback(invoke_without_command=True)

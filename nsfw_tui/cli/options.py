@@ -19,6 +19,22 @@ if TYPE_CHECKING:
     from ..core.home import Home
     from ..core.store import Store
 
+
+class CommandGroup(typer.core.TyperGroup):
+    """A command group that answers a mistyped command with the close ones, else all of them."""
+
+    def resolve_command(self, ctx, args: list[str]):
+        from difflib import get_close_matches
+
+        name = args[0] if args else ""
+        known = list(self.commands)
+        # Typer itself suggests the close ones (with the same cutoff).
+        unknown = name and not name.startswith("-") and name not in known
+        if unknown and not get_close_matches(name, known):
+            ctx.fail(f"No such command {name!r}. Commands: {', '.join(known)}.")
+        return super().resolve_command(ctx, args)
+
+
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

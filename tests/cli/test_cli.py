@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.cli import commands
 from support.imagegen import photo, photo_folder, save, truncated_jpeg
 from typer.testing import CliRunner
 
@@ -23,18 +24,6 @@ def run(*args: str, home: Path):
 
 def error_lines(result) -> list[str]:
     return [line for line in result.output.splitlines() if line.startswith("error:")]
-
-
-def commands(typer_app) -> list[list[str]]:
-    import typer.main
-
-    group = typer.main.get_command(typer_app)
-    out = []
-    for name, cmd in group.commands.items():
-        out.append([name])
-        for sub in getattr(cmd, "commands", {}):
-            out.append([name, sub])
-    return out
 
 
 @pytest.mark.parametrize("cmd", commands(app), ids=" ".join)
