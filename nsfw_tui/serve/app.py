@@ -168,9 +168,16 @@ def create_app(
     max_frames: int = 8,
     score_slots: int = 1,
     queue_timeout_s: float = 10.0,
+    max_pending: int = 32,
     batch_size: int = 16,
 ):
-    """The ASGI app. ``allowed_hosts=None`` accepts any Host (only sensible with a token)."""
+    """The ASGI app. ``allowed_hosts=None`` accepts any Host (only sensible with a token).
+
+    At most ``max_pending`` /invocations requests are in
+    flight (reading, waiting for one of ``score_slots``, decoding, scoring); one more is
+    answered 503 at once, and a request that waits ``queue_timeout_s`` for a slot gets 503
+    too. /health never waits behind them.
+    """
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -244,7 +251,21 @@ def create_app(
     async def get_health():
         return JSONResponse({"status": "ok", "model": model_id, "threshold": threshold})
 
+    pending = 0  # /invocations in flight: the event loop's own, so a plain counter
+
     async def invocations(request: Request):
+        nonlocal pending
+        if pending >= max_pending:
+            raise Refused(
+                503, f"busy: {pending} requests in flight; retry shortly", {"Retry-After": "1"}
+            )
+        pending += 1
+        try:
+            return await _invoke(request)
+        finally:
+            pending -= 1
+
+    async def _invoke(request: Request):
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media == "application/json" or media.endswith("+json"):
             body = await request.body()
@@ -270,7 +291,7 @@ def create_app(
             413: _json(_ERROR, "body over the size limit"),
             415: _json(_ERROR, "neither JSON nor multipart"),
             422: _json(_PREDICTIONS, "no image could be decoded; each item says why"),
-            503: _json(_ERROR, "overloaded: every scoring slot stayed busy"),
+            503: _json(_ERROR, "overloaded: too many requests in flight, or no scoring slot"),
             504: _json(_PREDICTIONS, "no image decoded within the time limit"),
         },
     )
