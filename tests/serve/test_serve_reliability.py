@@ -293,28 +293,28 @@ def test_r4_two_hundred_parallel_requests_get_200_or_503(tmp_path):
 def test_r4_only_work_in_flight_is_answered_503_and_health_never_waits():
     hold = threading.Event()
     scorer = FakeScorer(hold=hold)
-    app = create_app(scorer, threshold=0.5, decode_workers=0, max_pending=2, queue_timeout_s=20)
+    app = create_app(scorer, threshold=0.5, decode_workers=0, score_slots=2, max_pending=2,
+                     queue_timeout_s=20)  # fmt: skip
     body = {"images": [b64(jpeg_bytes())]}
     with (
         live_server(app, log_level="error") as live,
         httpx.Client(base_url=live.url, timeout=30) as c,
         ThreadPoolExecutor(2) as pool,
     ):
-        scoring = pool.submit(c.post, "/invocations", json=body)
-        assert scorer.entered.wait(10)
-        waiting = pool.submit(c.post, "/invocations", json=body)  # waits for the scoring slot
+        held = [pool.submit(c.post, "/invocations", json=body) for _ in range(2)]
         deadline = time.monotonic() + 10
-        while (third := c.post("/invocations", json=body)).status_code != 503:
-            assert third.status_code == 200 and time.monotonic() < deadline  # not yet waiting
+        while scorer.calls < 2:  # both requests are scoring: the two slots are taken
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         started = time.perf_counter()
-        again = c.post("/invocations", json=body)
+        third = c.post("/invocations", json=body)
         refused_in = time.perf_counter() - started
         health = [c.get("/health", timeout=2).status_code for _ in range(20)]
         hold.set()
-        assert scoring.result(30).status_code == waiting.result(30).status_code == 200
-    assert again.status_code == 503 and again.headers["retry-after"] == "1"
-    assert "2 requests in flight" in again.json()["detail"]
-    assert refused_in < 1.0  # at once, not after the 20 s wait for a slot
+        assert [f.result(30).status_code for f in held] == [200, 200]
+    assert third.status_code == 503 and third.headers["retry-after"] == "1"
+    assert "2 requests in flight" in third.json()["detail"]
+    assert refused_in < 1.0  # at once, not after the 20 s wait for a scoring slot
     assert health == [200] * 20
 
 
