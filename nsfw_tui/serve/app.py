@@ -240,7 +240,7 @@ def create_app(
     common = {
         400: _json(_ERROR, "malformed request, too many images, or a foreign Host header"),
         401: _json(_ERROR, "missing or wrong bearer token (only when started with --token)"),
-        403: _json(_ERROR, "a path outside the served root, paths disabled, or cross-origin"),
+        403: _json(_ERROR, "paths sent to a server started without --root, or cross-origin"),
     }
 
     @app.get(

@@ -92,10 +92,12 @@ def test_r1_no_payload_reads_a_file_outside_the_root(jail):
             body = json.dumps({"inputs": [p]})
             r = c.post("/invocations", content=body, headers={"content-type": "application/json"})
             statuses.append(r.status_code)
-            if r.status_code in (200, 422):  # "resolved" under the root: must not have read
-                assert r.json()["predictions"][0]["probability"] is None, p
+            if r.status_code == 422:  # that item's error: refused, unresolvable or missing
+                item = r.json()["predictions"][0]
+                assert item["probability"] is None, p
+                assert item["error"].split(":")[0] in ("refused", "unreadable", "missing"), p
             else:
-                assert r.status_code in (400, 403), (p, r.status_code)
+                assert r.status_code == 400, (p, r.status_code)  # malformed: NUL, too long
         # links that stay inside are fine; the root itself is no image
         ok = c.post("/invocations", json={"inputs": ["link_in.jpg", "sub/../inside.jpg"]})
         assert all(p["probability"] is not None for p in ok.json()["predictions"])
@@ -110,6 +112,21 @@ def test_r1_a_hard_link_inside_the_root_is_served(jail):
     with live_server(app) as live:
         r = httpx.post(live.url + "/invocations", json={"inputs": ["hardlink.jpg"]})
     assert r.status_code == 200 and r.json()["predictions"][0]["probability"] is not None
+
+
+def test_r1_a_path_outside_the_root_costs_that_item_only(jail):
+    root, outside = jail
+    app = create_app(FakeScorer(), threshold=0.5, root=root, decode_workers=0)
+    batch = ["inside.jpg", "../secret.jpg", "sub/also.jpg", str(outside), "link_out.jpg", "no.jpg"]
+    with live_server(app) as live:
+        r = httpx.post(live.url + "/invocations", json={"inputs": batch})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["probability"] is not None for p in preds] == [True, False, True, False, False, False]
+    refused = {"probability": None, "prediction": None, "class": "error",
+               "error": "refused: outside the served root"}  # fmt: skip
+    assert preds[1] == preds[3] == preds[4] == refused
+    assert preds[5]["error"] == "missing: file not found"
 
 
 def test_r1_a_swap_for_a_link_after_the_check_is_refused_at_open(jail, tmp_path):
