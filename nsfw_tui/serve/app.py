@@ -128,7 +128,10 @@ _ITEM = _obj(
 )
 _ITEM["properties"] |= {
     "error": {"type": "string", "description": "why the image has no probability"},
-    "label": {"enum": ["nsfw", "sfw"], "description": "a person's label; it decides"},
+    "label": {
+        "enum": ["nsfw", "sfw"],
+        "description": "a person's label, which decides (only from a server run with --labels)",
+    },
 }
 _PREDICTIONS = _obj(predictions={"type": "array", "items": _ITEM}, model=_TEXT)
 _HEALTH = _obj(status=_TEXT, model=_TEXT, threshold={"type": "number"})
@@ -173,7 +176,9 @@ def create_app(
 ):
     """The ASGI app. ``allowed_hosts=None`` accepts any Host (only sensible with a token).
 
-    At most ``max_pending`` /invocations requests are in
+    ``labels`` reads a person's labels from the store: only with it do answers carry a
+    label (which then decides); without it anyone who can post bytes could learn whether
+    they carry a label in the store. At most ``max_pending`` /invocations requests are in
     flight (reading, waiting for one of ``score_slots``, decoding, scoring); one more is
     answered 503 at once, and a request that waits ``queue_timeout_s`` for a slot gets 503
     too. /health never waits behind them.
