@@ -106,7 +106,8 @@ def guarded_h11(header_timeout_s: float, body_timeout_s: float, max_per_peer: in
             super().connection_lost(exc)
 
         def _watch(self) -> None:
-            """One deadline per phase: from the first byte of the headers, then of the body."""
+            """One deadline per phase: the headers' from the connection opening (or, kept
+            alive, from the next request's first byte), then the body's from the headers."""
             state = self.conn.their_state
             if state is h11.IDLE and self.timeout_keep_alive_task is not None:
                 state = None  # between requests: uvicorn's keep-alive timeout applies
