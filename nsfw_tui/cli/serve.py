@@ -38,6 +38,14 @@ def serve(
         list[str] | None,
         typer.Option(help="Another Host name to answer (repeatable; '*' for any, with a token)."),
     ] = None,
+    labels: Annotated[
+        bool,
+        typer.Option(
+            "--labels",
+            help="Answer with a person's label from the store (it decides). Off by default: "
+            "with it, anyone who can post learns which images carry a label.",
+        ),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """Serve the model over HTTP: POST /invocations scores paths or uploads; GET /health."""
@@ -67,9 +75,11 @@ def serve(
     if isinstance(scorer, LazyScorer):
         scorer = scorer.loaded()
     where = f"paths under {root.resolve()}" if root else "uploads only (no --root: paths refused)"
+    extras = "; bearer token required" if token else ""
+    extras += "; answers carry a person's labels" if labels else ""
     banner = (
         f"serving {row.id} (threshold {row.threshold:g}) on http://{_url_host(host)}:{port} "
-        f"- {where}{'; bearer token required' if token else ''}. Ctrl+C stops."
+        f"- {where}{extras}. Ctrl+C stops."
     )
     run(
         host,
@@ -82,7 +92,7 @@ def serve(
         root=root,
         max_body_bytes=int(float(cfg.max_body_mb) * MiB),
         max_images=int(cfg.max_images),
-        labels=store_labels(h.store_path),
+        labels=store_labels(h.store_path) if labels else None,
         decode_workers=decode_workers,
         announce=lambda: console.print(Text(banner)),
     )

@@ -128,7 +128,10 @@ _ITEM = _obj(
 )
 _ITEM["properties"] |= {
     "error": {"type": "string", "description": "why the image has no probability"},
-    "label": {"enum": ["nsfw", "sfw"], "description": "a person's label; it decides"},
+    "label": {
+        "enum": ["nsfw", "sfw"],
+        "description": "a person's label, which decides (only from a server run with --labels)",
+    },
 }
 _PREDICTIONS = _obj(predictions={"type": "array", "items": _ITEM}, model=_TEXT)
 _HEALTH = _obj(status=_TEXT, model=_TEXT, threshold={"type": "number"})
@@ -168,9 +171,18 @@ def create_app(
     max_frames: int = 8,
     score_slots: int = 1,
     queue_timeout_s: float = 10.0,
+    max_pending: int = 32,
     batch_size: int = 16,
 ):
-    """The ASGI app. ``allowed_hosts=None`` accepts any Host (only sensible with a token)."""
+    """The ASGI app. ``allowed_hosts=None`` accepts any Host (only sensible with a token).
+
+    ``labels`` reads a person's labels from the store: only with it do answers carry a
+    label (which then decides); without it anyone who can post bytes could learn whether
+    they carry a label in the store. At most ``max_pending`` /invocations requests are in
+    flight (reading, waiting for one of ``score_slots``, decoding, scoring); one more is
+    answered 503 at once, and a request that waits ``queue_timeout_s`` for a slot gets 503
+    too. /health never waits behind them.
+    """
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -233,7 +245,7 @@ def create_app(
     common = {
         400: _json(_ERROR, "malformed request, too many images, or a foreign Host header"),
         401: _json(_ERROR, "missing or wrong bearer token (only when started with --token)"),
-        403: _json(_ERROR, "a path outside the served root, paths disabled, or cross-origin"),
+        403: _json(_ERROR, "paths sent to a server started without --root, or cross-origin"),
     }
 
     @app.get(
@@ -244,7 +256,21 @@ def create_app(
     async def get_health():
         return JSONResponse({"status": "ok", "model": model_id, "threshold": threshold})
 
+    pending = 0  # /invocations in flight: the event loop's own, so a plain counter
+
     async def invocations(request: Request):
+        nonlocal pending
+        if pending >= max_pending:
+            raise Refused(
+                503, f"busy: {pending} requests in flight; retry shortly", {"Retry-After": "1"}
+            )
+        pending += 1
+        try:
+            return await _invoke(request)
+        finally:
+            pending -= 1
+
+    async def _invoke(request: Request):
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media == "application/json" or media.endswith("+json"):
             body = await request.body()
@@ -270,7 +296,7 @@ def create_app(
             413: _json(_ERROR, "body over the size limit"),
             415: _json(_ERROR, "neither JSON nor multipart"),
             422: _json(_PREDICTIONS, "no image could be decoded; each item says why"),
-            503: _json(_ERROR, "overloaded: every scoring slot stayed busy"),
+            503: _json(_ERROR, "overloaded: too many requests in flight, or no scoring slot"),
             504: _json(_PREDICTIONS, "no image decoded within the time limit"),
         },
     )

@@ -28,10 +28,13 @@ def _under(path: str, root: str) -> bool:
 
 
 def resolve_under_root(raw: object, root: str | None, index: int) -> str:
-    """The real path ``raw`` names under ``root`` (itself real), or Refused.
+    """The real path ``raw`` names under ``root`` (itself real).
 
     Symbolic links are resolved before the check, so a link out of the root is refused;
-    absolute paths are accepted only when they lie under the root.
+    absolute paths are accepted only when they lie under the root. A malformed entry (not
+    a string, a NUL byte, too long) or a server without a root refuses the whole request
+    (Refused); a path outside the root or one that cannot be resolved is that item's error
+    only (ImageError), as a missing file is.
     """
     where = f"inputs[{index}]"
     if root is None:
@@ -50,9 +53,9 @@ def resolve_under_root(raw: object, root: str | None, index: int) -> str:
         real = os.path.realpath(os.path.join(root, raw))
         inside = _under(real, root)
     except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, unencodable surrogates
-        raise Refused(400, f"{where} cannot be resolved: {_oserror_text(exc)}") from None
+        raise ImageError("unreadable", f"cannot resolve the path: {_oserror_text(exc)}") from None
     if not inside:
-        raise Refused(403, f"{where} is outside the served root")
+        raise ImageError("refused", "outside the served root")
     return real
 
 

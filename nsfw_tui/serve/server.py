@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import socket
@@ -15,6 +14,7 @@ from typing import Any
 from ..core.errors import NsfwTuiError
 from ..core.scorers import Scorer
 from .app import LOOPBACK_HOSTS, _host_name, create_app
+from .connections import guarded_h11
 from .paths import _oserror_text
 
 EXTRAS_HINT = "the REST endpoint needs extra packages: pip install 'nsfw-tui[serve]'"
@@ -46,70 +46,34 @@ def check_binding(host: str, token: str | None) -> None:
         )
 
 
-def _header_timeout_protocol(seconds: float):
-    """uvicorn's h11 protocol, closing connections whose request headers take too long.
-
-    uvicorn times out idle keep-alive connections only; a client that sends half its
-    headers would otherwise hold its connection (and a `limit_concurrency` slot) forever.
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeaderTimeoutH11(H11Protocol):
-        _header_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._watch_headers()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._watch_headers()
-
-        def connection_lost(self, exc) -> None:
-            self._stop_watch()
-            super().connection_lost(exc)
-
-        def _watch_headers(self) -> None:
-            if self.conn.their_state is not h11.IDLE:
-                self._stop_watch()
-            elif self._header_timer is None:
-                self._header_timer = self.loop.call_later(seconds, self._headers_late)
-
-        def _stop_watch(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _headers_late(self) -> None:
-            self._header_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()
-
-    return HeaderTimeoutH11
-
-
 def make_server(
     app,
     host: str,
     port: int,
     *,
-    limit_concurrency: int = 64,
+    max_per_peer: int = 64,
+    max_connections: int = 1024,
     timeout_keep_alive: int = 5,
     header_timeout_s: float = 10.0,
+    body_timeout_s: float = 30.0,
     log_level: str = "info",
     access_log: bool = True,
 ):
-    """A uvicorn server for ``app``; ``server.run(sockets=[...])`` serves on given sockets."""
+    """A uvicorn server for ``app``; ``server.run(sockets=[...])`` serves on given sockets.
+
+    Overload is the app's to answer (503 for /invocations work in flight, see create_app);
+    uvicorn's own limit counts every open socket, authenticated or not, and answers 503 to
+    every path, so it stays far above the cap per peer, a last guard for file descriptors.
+    """
     import uvicorn
 
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=_header_timeout_protocol(header_timeout_s),
+        http=guarded_h11(header_timeout_s, body_timeout_s, max_per_peer),
         lifespan="on",
-        limit_concurrency=limit_concurrency,
+        limit_concurrency=max_connections,
         timeout_keep_alive=timeout_keep_alive,
         timeout_graceful_shutdown=5,
         h11_max_incomplete_event_size=16 * 1024,
@@ -159,9 +123,11 @@ def run(
     threshold: float,
     token: str | None = None,
     allow_hosts: Sequence[str] = (),
-    limit_concurrency: int = 64,
+    max_per_peer: int = 64,
+    max_connections: int = 1024,
     timeout_keep_alive: int = 5,
     header_timeout_s: float = 10.0,
+    body_timeout_s: float = 30.0,
     log_level: str = "info",
     announce: Callable[[], None] | None = None,
     **app_options: Any,
@@ -181,9 +147,11 @@ def run(
         app,
         host,
         port,
-        limit_concurrency=limit_concurrency,
+        max_per_peer=max_per_peer,
+        max_connections=max_connections,
         timeout_keep_alive=timeout_keep_alive,
         header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
         log_level=log_level,
     )
     if announce is not None:

@@ -11,7 +11,7 @@ import binascii
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +19,14 @@ import numpy as np
 
 from ..core.decision import decide
 from ..core.decode_pool import DecodePool
-from ..core.errors import StoreError
+from ..core.errors import ImageError, StoreError
 from ..core.images import Decoded, Failed, Result
 from ..core.scorers import Scorer, max_over_frames
 from .decoders import Task
 from .paths import Refused, resolve_under_root
 
 LabelReader = Callable[[list[str]], dict[str, str]]
+Item = Task | Failed  # an image to decode, or one already refused (a path outside the root)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Service:
     queue_timeout_s: float
     gate: asyncio.Semaphore
 
-    def tasks_from_json(self, body: bytes) -> list[Task]:
+    def tasks_from_json(self, body: bytes) -> list[Item]:
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -59,9 +60,13 @@ class Service:
             if not isinstance(value, list):
                 raise Refused(400, f"'{key}' must be a list")
         self.check_count(len(inputs) + len(images))
-        tasks: list[Task] = []
+        tasks: list[Item] = []
         for i, raw in enumerate(inputs):
-            real = resolve_under_root(raw, self.root, i)
+            try:
+                real = resolve_under_root(raw, self.root, i)
+            except ImageError as exc:
+                tasks.append(Failed(f"inputs[{i}]", exc))
+                continue
             tasks.append(("path", f"inputs[{i}]", (real, self.root)))
         for i, text in enumerate(images):
             if not isinstance(text, str) or not text:
@@ -77,7 +82,7 @@ class Service:
         if n > self.max_images:
             raise Refused(400, f"{n} images in one request; the limit is {self.max_images}")
 
-    async def predict(self, tasks: list[Task]) -> tuple[int, list[dict]]:
+    async def predict(self, tasks: Sequence[Item]) -> tuple[int, list[dict]]:
         import anyio
 
         if not tasks:
@@ -92,14 +97,15 @@ class Service:
         try:
             deadline = time.monotonic() + self.decode_timeout_s
             limiter = anyio.CapacityLimiter(max(1, self.decoders.workers))
-            results: list[Result] = list(
-                await asyncio.gather(
-                    *(
-                        anyio.to_thread.run_sync(self.decoders.decode, t, deadline, limiter=limiter)
-                        for t in tasks
-                    )
+
+            async def decode(t: Item) -> Result:
+                if isinstance(t, Failed):
+                    return t
+                return await anyio.to_thread.run_sync(
+                    self.decoders.decode, t, deadline, limiter=limiter
                 )
-            )
+
+            results: list[Result] = list(await asyncio.gather(*map(decode, tasks)))
             decoded = [r for r in results if isinstance(r, Decoded)]
             probs = await anyio.to_thread.run_sync(self.score, decoded) if decoded else {}
         finally:

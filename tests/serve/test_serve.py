@@ -1,4 +1,5 @@
-"""The REST face: health, paths under the root, uploads, base64, labels, refusals, token, CLI."""
+"""The REST face: health, paths under the root, uploads, base64, labels (R11), refusals, token,
+CLI."""
 
 from __future__ import annotations
 
@@ -117,6 +118,49 @@ def test_a_persons_label_outranks_the_model(client, library):
     finally:
         with Store.open(store_path) as store:
             store.set_labels([sha], None)
+
+
+def test_r11_without_labels_the_answer_is_the_models_alone(library):
+    root, store_path = library
+    data = (root / "img_0.jpg").read_bytes()
+    body = {"inputs": ["img_0.jpg"], "images": [b64(data)]}
+    plain = create_app(FakeScorer(), threshold=0.5, root=root, decode_workers=0)
+    with live_server(plain) as live:
+        model = httpx.post(live.url + "/invocations", json=body).json()["predictions"]
+    flipped = "sfw" if model[0]["prediction"] == 1 else "nsfw"
+    with Store.open(store_path) as store:
+        store.set_labels([hashlib.sha256(data).hexdigest()], flipped)
+    labelled = create_app(
+        FakeScorer(), threshold=0.5, root=root, decode_workers=0, labels=store_labels(store_path)
+    )
+    try:
+        with live_server(plain) as live:
+            without = httpx.post(live.url + "/invocations", json=body).json()["predictions"]
+        with live_server(labelled) as live:
+            with_labels = httpx.post(live.url + "/invocations", json=body).json()["predictions"]
+    finally:
+        with Store.open(store_path) as store:
+            store.set_labels([hashlib.sha256(data).hexdigest()], None)
+    assert without == model and all("label" not in p for p in without)
+    assert [p["label"] for p in with_labels] == [flipped, flipped]
+    assert [p["prediction"] for p in with_labels] == [1 - model[0]["prediction"]] * 2
+
+
+def test_r11_cli_serve_reads_labels_only_with_the_flag(tmp_path, monkeypatch):
+    import nsfw_tui.models.registry as registry
+    import nsfw_tui.serve as serving
+    from nsfw_tui.cli import app
+
+    served: list[dict] = []
+    monkeypatch.setattr(registry, "load_scorer", lambda row, **kwargs: FakeScorer())
+    monkeypatch.setattr(serving, "run", lambda host, port, **kwargs: served.append(kwargs))
+    runner = CliRunner()
+    assert "--labels" in runner.invoke(app, ["serve", "--help"]).output
+    for args in ([], ["--labels"]):
+        r = runner.invoke(app, ["serve", "--home", str(tmp_path), *args])
+        assert r.exit_code == 0, r.output
+    assert served[0]["labels"] is None
+    assert served[1]["labels"](["0" * 64]) == {}  # reads the home's store
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,15 @@
-"""docs/reliability.md R1-R6, R8: traversal, body size, bombs, load, slow clients, Host, hangs."""
+"""docs/reliability.md R1-R6, R8-R10: traversal, body size, bombs, load, slow clients, Host,
+hangs, slow clients from another address, slow bodies."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import socket
 import statistics
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +18,7 @@ import pytest
 from support.imagegen import photo, png_header_bomb, save
 from support.serve import (
     FakeScorer,
+    SlowHeaders,
     b64,
     faulty_decoder,
     jpeg_bytes,
@@ -22,6 +26,7 @@ from support.serve import (
     raw_request,
     read_reply,
     rss_bytes,
+    serve_process,
     status_of,
 )
 
@@ -87,10 +92,12 @@ def test_r1_no_payload_reads_a_file_outside_the_root(jail):
             body = json.dumps({"inputs": [p]})
             r = c.post("/invocations", content=body, headers={"content-type": "application/json"})
             statuses.append(r.status_code)
-            if r.status_code in (200, 422):  # "resolved" under the root: must not have read
-                assert r.json()["predictions"][0]["probability"] is None, p
+            if r.status_code == 422:  # that item's error: refused, unresolvable or missing
+                item = r.json()["predictions"][0]
+                assert item["probability"] is None, p
+                assert item["error"].split(":")[0] in ("refused", "unreadable", "missing"), p
             else:
-                assert r.status_code in (400, 403), (p, r.status_code)
+                assert r.status_code == 400, (p, r.status_code)  # malformed: NUL, too long
         # links that stay inside are fine; the root itself is no image
         ok = c.post("/invocations", json={"inputs": ["link_in.jpg", "sub/../inside.jpg"]})
         assert all(p["probability"] is not None for p in ok.json()["predictions"])
@@ -105,6 +112,25 @@ def test_r1_a_hard_link_inside_the_root_is_served(jail):
     with live_server(app) as live:
         r = httpx.post(live.url + "/invocations", json={"inputs": ["hardlink.jpg"]})
     assert r.status_code == 200 and r.json()["predictions"][0]["probability"] is not None
+
+
+def test_r1_a_path_outside_the_root_costs_that_item_only(jail):
+    root, outside = jail
+    app = create_app(FakeScorer(), threshold=0.5, root=root, decode_workers=0)
+    batch = ["inside.jpg", "../secret.jpg", "sub/also.jpg", str(outside), "link_out.jpg", "no.jpg"]
+    with live_server(app) as live:
+        r = httpx.post(live.url + "/invocations", json={"inputs": batch})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["probability"] is not None for p in preds] == [True, False, True, False, False, False]
+    refused = {
+        "probability": None,
+        "prediction": None,
+        "class": "error",
+        "error": "refused: outside the served root",
+    }
+    assert preds[1] == preds[3] == preds[4] == refused
+    assert preds[5]["error"] == "missing: file not found"
 
 
 def test_r1_a_swap_for_a_link_after_the_check_is_refused_at_open(jail, tmp_path):
@@ -255,12 +281,17 @@ def test_r8_a_crashed_decoder_costs_one_image(faulty_server):
 
 
 def test_r4_two_hundred_parallel_requests_get_200_or_503(tmp_path):
-    app = create_app(FakeScorer(delay_s=0.01), threshold=0.5, decode_workers=0, queue_timeout_s=0.5)
+    app = create_app(
+        FakeScorer(delay_s=0.01),
+        threshold=0.5,
+        decode_workers=0,
+        queue_timeout_s=0.5,
+        max_pending=16,
+    )
     body = {"images": [b64(jpeg_bytes(size=(32, 24)))]}
-    # no keep-alive: uvicorn counts open connections against limit_concurrency
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)
     with (
-        live_server(app, limit_concurrency=16, log_level="error") as live,
+        live_server(app, log_level="error") as live,
         httpx.Client(base_url=live.url, timeout=30, limits=limits) as client,
     ):
 
@@ -285,22 +316,128 @@ def test_r4_two_hundred_parallel_requests_get_200_or_503(tmp_path):
     print(f"\nR4: 600 requests: {counts}; p95 {p95 * 1000:.0f} ms; RSS by round {rss}")
 
 
-def test_r5_stalled_headers_are_cut_and_health_keeps_answering():
+def test_r4_only_work_in_flight_is_answered_503_and_health_never_waits():
+    hold = threading.Event()
+    scorer = FakeScorer(hold=hold)
+    app = create_app(
+        scorer, threshold=0.5, decode_workers=0, score_slots=2, max_pending=2, queue_timeout_s=20
+    )
+    body = {"images": [b64(jpeg_bytes())]}
+    with (
+        live_server(app, log_level="error") as live,
+        httpx.Client(base_url=live.url, timeout=30) as c,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        held = [pool.submit(c.post, "/invocations", json=body) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while scorer.calls < 2:  # both requests are scoring: the two slots are taken
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.perf_counter()
+        third = c.post("/invocations", json=body)
+        refused_in = time.perf_counter() - started
+        health = [c.get("/health", timeout=2).status_code for _ in range(20)]
+        hold.set()
+        assert [f.result(30).status_code for f in held] == [200, 200]
+    assert third.status_code == 503 and third.headers["retry-after"] == "1"
+    assert "2 requests in flight" in third.json()["detail"]
+    assert refused_in < 1.0  # at once, not after the 20 s wait for a scoring slot
+    assert health == [200] * 20
+
+
+def test_r5_one_peers_stalled_headers_are_cut_and_others_are_served():
     app = create_app(FakeScorer(), threshold=0.5, decode_workers=0)
-    with live_server(app, limit_concurrency=4, header_timeout_s=1.0, log_level="error") as live:
+    options = {"max_per_peer": 4, "header_timeout_s": 1.0, "log_level": "error"}
+    with live_server(app, **options) as live:
         stalled = [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(4)]
         for i, s in enumerate(stalled):
             s.sendall(b"GET /health HTTP/1.1\r\nHo"[: 5 + i])
         time.sleep(0.2)
-        over = httpx.get(live.url + "/health", timeout=2)
-        assert over.status_code == 503  # over the connection cap: refused, not hung
-        time.sleep(1.2)
+        # a fifth connection from the same address is closed at once, not left hanging
+        with socket.create_connection(("127.0.0.1", live.port), timeout=2) as fifth:
+            assert fifth.recv(100) == b""
+        other = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(base_url=live.url, transport=other, timeout=2) as c:
+            assert c.get("/health").status_code == 200  # another address is served meanwhile
+        time.sleep(1.0)
         started = time.perf_counter()
         r = httpx.get(live.url + "/health", timeout=2)
         assert r.status_code == 200 and time.perf_counter() - started < 1.0
         for s in stalled:
             assert s.recv(100) == b""  # the server closed them
             s.close()
+
+
+# -- R9: slow clients from another address; R10: slow bodies ------------------------------------
+
+
+def test_r9_eighty_slow_clients_from_one_address_starve_only_themselves(tmp_path):
+    """A real `nsfw-tui serve` process with a token, its defaults (32 connections per peer,
+    10 s for headers); 80 slowloris connections from 127.0.0.2, reopened as they are closed."""
+    token = "s3cret"
+    auth = {"Authorization": f"Bearer {token}"}
+    body = {"images": [b64(jpeg_bytes())]}
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection for every request
+    with (
+        serve_process(tmp_path / "home", token=token) as served,
+        httpx.Client(base_url=served.url, headers=auth, timeout=5, limits=fresh) as c,
+    ):
+        for _ in range(5):  # warm up before measuring memory
+            c.get("/health")
+            c.post("/invocations", json=body)
+        before = rss_bytes(served.proc.pid)
+        with SlowHeaders(served.port, 80, source="127.0.0.2") as slow:
+            time.sleep(1.0)
+            ok = {"health": 0, "invocations": 0}
+            for i in range(80):
+                with contextlib.suppress(httpx.TransportError):
+                    if i % 4 == 3:
+                        ok["invocations"] += c.post("/invocations", json=body).status_code == 200
+                    else:
+                        ok["health"] += c.get("/health").status_code == 200
+                time.sleep(0.02)
+            during = rss_bytes(served.proc.pid)
+        after = rss_bytes(served.proc.pid)
+    assert ok["health"] >= 57 and ok["invocations"] >= 19  # at least 95% of 60 and of 20
+    assert slow.closed_by_server > 0  # those over the cap were closed, and came back
+    assert during - before < 20 * 1024 * 1024 and after - before < 20 * 1024 * 1024
+    print(
+        f"\nR9: 80 slow-header connections from 127.0.0.2 ({slow.opened} opened, "
+        f"{slow.closed_by_server} closed by the server): /health {ok['health']}/60, "
+        f"/invocations {ok['invocations']}/20 from 127.0.0.1; server RSS "
+        f"{before / 2**20:.1f} -> {during / 2**20:.1f} -> {after / 2**20:.1f} MiB"
+    )
+
+
+def test_r10_a_slow_body_is_cut_at_its_deadline():
+    app = create_app(FakeScorer(), threshold=0.5, decode_workers=0)
+    options = {"body_timeout_s": 1.0, "log_level": "error"}
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+    with live_server(app, **options) as live:
+        started = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as stalled:
+            stalled.sendall(head + b'{"images": [')  # then nothing
+            assert stalled.recv(100) == b""
+        stalled_for = time.perf_counter() - started
+        started = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as dribble:
+            dribble.sendall(head)
+            with contextlib.suppress(OSError):  # a byte every 0.1 s never ends the deadline
+                for _ in range(100):
+                    dribble.sendall(b" ")
+                    if select.select([dribble], [], [], 0.1)[0]:
+                        break
+            assert read_reply(dribble) == b""
+        dribbled_for = time.perf_counter() - started
+        assert httpx.get(live.url + "/health").status_code == 200
+    assert 0.9 < stalled_for < 3 and 0.9 < dribbled_for < 3
+    print(
+        f"\nR10: a stalled body was cut after {stalled_for:.1f} s, a dribbled one after "
+        f"{dribbled_for:.1f} s"
+    )
 
 
 # -- R6: Host and Origin -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Helpers for the REST tests: a fake scorer, a live uvicorn server on loopback, raw sockets."""
+"""Helpers for the REST tests: a fake scorer, live servers (a thread or a process), raw sockets."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import base64
 import contextlib
 import io
 import os
+import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import numpy as np
 
 from nsfw_tui.core.preprocess import IMAGENET
@@ -130,9 +135,125 @@ def status_of(reply: bytes) -> int:
     return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
+def rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Process:
+    url: str
+    port: int
+    proc: subprocess.Popen
+
+
+@contextlib.contextmanager
+def serve_process(home: Path, *args: str, token: str | None = None) -> Iterator[Process]:
+    """The real `nsfw-tui serve` in its own process, with the tests' fake scorer."""
+    port = free_port()
+    children = Path(__file__).with_name("stress_children.py")
+    cmd = [sys.executable, str(children), "cli", "serve", "--home", str(home), "--port", str(port)]
+    cmd += [*args, *(["--token", token] if token else [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {proc.returncode}: {proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("serve did not answer /health within 60 s")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/health", headers=auth, timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield Process(url, port, proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class SlowHeaders:
+    """Slowloris: ``n`` connections from ``source`` that send a request's headers one byte
+    per ``interval_s`` and never finish them; each one the server closes is opened again."""
+
+    HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+    def __init__(self, port: int, n: int, source: str = "127.0.0.2", interval_s: float = 0.2):
+        self.port, self.n, self.source, self.interval_s = port, n, source, interval_s
+        self.opened = self.closed_by_server = 0
+        self._socks: list[socket.socket | None] = [None] * n
+        self._sent = [0] * n
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SlowHeaders:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for s in self._socks:
+            if s is not None:
+                s.close()
+
+    def open_now(self) -> int:
+        """How many of the connections are open at this moment."""
+        return sum(s is not None for s in self._socks)
+
+    def _connect(self) -> socket.socket | None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(2)
+        try:
+            s.bind((self.source, 0))
+            s.connect(("127.0.0.1", self.port))
+        except OSError:
+            s.close()
+            return None
+        self.opened += 1
+        return s
+
+    def _closed(self, s: socket.socket) -> bool:
+        if not select.select([s], [], [], 0)[0]:
+            return False
+        try:
+            return s.recv(4096) == b""  # the server never answers these, only closes them
+        except OSError:
+            return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for i, s in enumerate(self._socks):
+                if s is not None and self._closed(s):
+                    s.close()
+                    self.closed_by_server += 1
+                    s = self._socks[i] = None
+                if s is None:
+                    s = self._socks[i] = self._connect()
+                    self._sent[i] = 0
+                    if s is None:
+                        continue
+                head, k = self.HEAD, self._sent[i]
+                try:
+                    s.send(head[k : k + 1] if k < len(head) else b"a")
+                    self._sent[i] = k + 1
+                except OSError:
+                    s.close()
+                    self.closed_by_server += 1
+                    self._socks[i] = None
+            self._stop.wait(self.interval_s)
