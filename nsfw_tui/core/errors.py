@@ -34,9 +34,10 @@ class StoreReadOnlyError(StoreError):
 class ImageError(NsfwTuiError):
     """A file could not be decoded into pixels.
 
-    ``kind`` is a short reason code (``empty``, ``unreadable``, ``unidentified``,
-    ``unsupported``, ``truncated``, ``bomb``, ``corrupt``, ``too-many-frames``,
-    ``timeout``, ``crash``); ``reason`` is a readable sentence.
+    ``kind`` is a short reason code (``empty``, ``missing``, ``unreadable``,
+    ``unidentified``, ``unsupported``, ``truncated``, ``bomb``, ``corrupt``,
+    ``too-many-frames``, ``timeout``, ``crash``, ``refused`` for a path outside what may be
+    read); ``reason`` is a readable sentence.
     """
 
     def __init__(
