@@ -204,7 +204,7 @@ def load_review(
             rows.append(Row(path, rel, folder, st.st_size, st.st_mtime_ns))
         except OSError as exc:
             rows.append(Row(path, rel, folder, error=f"unreadable: {exc.strerror or exc}"))
-    known = store.files([path_text(r.path) for r in rows])
+    known = store.files([r.path for r in rows])
     shas = {f.sha256 for f in known.values() if f.sha256}
     probs = store.predictions(model_id, list(shas)) if shas else {}
     labels = store.current_labels(list(shas)) if shas else {}
@@ -212,7 +212,7 @@ def load_review(
     for row in rows:
         if row.error:
             continue
-        f = known.get(path_text(row.path))
+        f = known.get(row.path)
         if f is None or f.size != row.size or f.mtime_ns != row.mtime_ns:
             pending.append(row.path)
             continue

@@ -165,14 +165,14 @@ def scan_files(
             stat_failures.append(
                 ScanItem(p, error_kind="unreadable", error=exc.strerror or str(exc))
             )
-    known = store.files([path_text(p) for p in stats])
+    known = store.files(list(stats))
     cached_shas = {row.sha256 for row in known.values() if row.sha256 and row.error_kind is None}
     cached_probs = store.predictions(scorer.id, list(cached_shas)) if cached_shas else {}
 
     to_decode: list[str] = []
     reused: list[ScanItem] = []
     for p, st in stats.items():
-        row = known.get(path_text(p))
+        row = known.get(p)
         unchanged = row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns
         if unchanged and row.sha256 and row.sha256 in cached_probs:
             reused.append(ScanItem(p, row.sha256, cached_probs[row.sha256], cached=True))
@@ -184,7 +184,7 @@ def scan_files(
     result.errors = len(stat_failures) + sum(1 for r in reused if r.error_kind)
     if stat_failures:
         store.record_files(
-            ScoreRecord(path_text(i.path), 0, 0, None, error_kind=i.error_kind, error=i.error)
+            ScoreRecord(i.path, 0, 0, None, error_kind=i.error_kind, error=i.error)
             for i in stat_failures
         )
     if reused or stat_failures:
@@ -225,7 +225,7 @@ def scan_files(
                 store.record_files(
                     [
                         ScoreRecord(
-                            path=path_text(res.path),
+                            path=res.path,
                             size=st.st_size,
                             mtime_ns=st.st_mtime_ns,
                             sha256=res.sha256,
@@ -288,7 +288,7 @@ def _score_batch(
             items.append(ScanItem(path, d.sha256, probs[d.sha256], cached=not scored_here))
             records.append(
                 ScoreRecord(
-                    path=path_text(path),
+                    path=path,
                     size=st.st_size,
                     mtime_ns=st.st_mtime_ns,
                     sha256=d.sha256,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ..decision import Call, decide
 from ..scan import CONTENT_ERRORS
-from ..store import FileRow, LabelEvent, Store, path_text
+from ..store import FileRow, LabelEvent, Store
 from .clock import Clock
 from .decide import Ledger, Rules, Tally
 from .scope import Key, Scope
@@ -89,13 +89,13 @@ class Rescans:
         # Gate first, ledger second: a file decided in between is in the ledger already.
         rest = [p for p in found if not self.gate.tracks(p)]
         rest = [p for p in rest if not self.ledger.told(p, found[p])]
-        known = store.files([path_text(p) for p in rest])
+        known = store.files(rest)
         shas = list({row.sha256 for row in known.values() if row.sha256})
         probs = store.predictions(self.rules.model, shas) if shas else {}
         labels = store.current_labels(shas) if (shas and self.rules.acts) else {}
         new = 0
         for p in rest:
-            row = known.get(path_text(p))
+            row = known.get(p)
             key = found[p]
             unchanged = row is not None and (row.size, row.mtime_ns) == key
             if unchanged and self._done(row, probs, labels):
