@@ -13,8 +13,8 @@ from pathlib import Path
 from .atomic import atomic_write
 from .errors import ImageError, NsfwTuiError
 from .images import hash_file
-from .scan import walk_images
 from .store import ScoreRecord, Store, path_text
+from .walk import WalkIssue, walk_images
 
 
 @dataclass
@@ -60,7 +60,9 @@ def _hash(path: str, known) -> tuple[str, os.stat_result | None, str | None, Ima
 def import_folders(store: Store, plan: list[tuple[Path, str]]) -> ImportReport:
     report = ImportReport()
     for folder, label in plan:
-        paths = list(walk_images(folder, errors=report.errors))
+        issues: list[WalkIssue] = []
+        paths = list(walk_images(folder, errors=issues))
+        report.errors.extend((path_text(i.path), f"{i.kind}: {i.reason}") for i in issues)
         known = store.files(paths)
         # hashlib releases the GIL, so threads overlap reading and hashing.
         with ThreadPoolExecutor(max_workers=4) as pool:

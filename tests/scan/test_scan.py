@@ -247,7 +247,8 @@ def test_cancel_keeps_finished_batches(tmp_path, store):
 def test_scan_files_reports_vanished_paths(tmp_path, store):
     [a] = photo_folder(tmp_path / "p", 1)
     res = scan_files([str(a), str(tmp_path / "p" / "gone.jpg")], RednessScorer(), store, INLINE)
-    assert by_name(res)["gone.jpg"].error_kind == "unreadable"
+    gone = by_name(res)["gone.jpg"]
+    assert (gone.error_kind, gone.error) == ("missing", "file not found")
     assert Path(a).exists()
 
 

@@ -1,4 +1,4 @@
-"""Names are bytes in a watch: quarantine, the log, the store and `release` (N1)."""
+"""A watch meets odd names and odd entries: names are bytes (N1), nothing passes unseen (N2)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from support.watch import Harness, image_bytes
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app
+from nsfw_tui.core.errors import NsfwTuiError
 from nsfw_tui.core.store import Store
+from nsfw_tui.core.watch.log import DecisionLog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,3 +123,49 @@ def test_n1_release_refuses_a_b64_that_is_not_one(tmp_path):
         cli_app, ["release", "--b64", "not base64!", "--home", str(tmp_path / "home")]
     )
     assert result.exit_code == 2 and "not base64" in result.output
+
+
+# -- N2: what is not a file in a watched folder is an error line, never silence -----------
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_n2_odd_entries_in_a_watched_folder_get_one_error_line_each(harness):
+    h = harness
+    q = h.tmp / "quarantine"
+    os.mkfifo(h.inbox / "early.png")  # there before the start: found by the catch-up walk
+    os.symlink("nowhere.png", h.inbox / "gone.png")
+    h.start(quarantine=str(q))
+    os.mkfifo(h.inbox / "pipe.png")  # arrives while watching: found by its event
+    (h.inbox / "dir.png").mkdir()
+    (h.inbox / "dir.png" / "inner.png").write_bytes(image_bytes(7, red=10))
+    os.symlink("loop.png", h.inbox / "loop.png")
+    (h.inbox / "ok.png").write_bytes(image_bytes(8, red=10))
+    h.wait_lines(7)
+    h.watcher.request_rescan()  # a rescan finds them all again and tells none twice
+    h.wait_lines(7)
+    by = {os.path.relpath(d["path"], h.inbox): d for d in h.lines}
+    assert len(h.lines) == len(by) == 7, [d["path"] for d in h.lines]
+    reasons = {
+        "early.png": "not a regular file (a FIFO)",
+        "pipe.png": "not a regular file (a FIFO)",
+        "gone.png": "dangling symbolic link",
+        "loop.png": "symlink loop",
+        "dir.png": "not a regular file (a folder)",
+    }
+    for name, reason in reasons.items():
+        d = by[name]
+        assert d["decision"] == "error" and d["probability"] is None, d
+        assert reason in d["reason"], d
+    assert by["dir.png"]["action"] == "quarantine-failed"  # a folder is never moved
+    assert (h.inbox / "dir.png" / "inner.png").exists()
+    for name in ("early.png", "pipe.png", "gone.png", "loop.png"):
+        assert by[name]["action"] == "quarantined" and os.path.lexists(q / name)
+    assert by["ok.png"]["decision"] == "sfw" and by["dir.png/inner.png"]["decision"] == "sfw"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_n2_a_fifo_given_as_the_log_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "log.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(NsfwTuiError, match="not a regular file"):
+        DecisionLog(str(fifo))

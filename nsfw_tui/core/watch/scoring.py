@@ -11,7 +11,7 @@ from ..scorers import Scorer
 from ..store import Store
 from .decide import Decider, Ledger, Outcome, Tally
 from .log import unlogged
-from .scope import Scope, file_key
+from .scope import Scope, entry_key
 from .settle import Settled, SettleGate
 
 
@@ -90,7 +90,7 @@ class Scoring:
         paths: list[str] = []
         try:
             for path, s in by_path.items():
-                key = file_key(path)
+                key = entry_key(path)
                 if key is None:
                     self.gate.drop(path, gone=True)
                 elif key != s.key:
@@ -126,8 +126,8 @@ class Scoring:
         labels = store.current_labels(shas) if shas else {}
         for item in items:
             s = by_path[item.path]
-            key = file_key(item.path)
-            if key is None or item.error_kind == "missing":
+            key = entry_key(item.path)
+            if key is None:  # gone (a dangling link is still there: it gets its error line)
                 self.gate.drop(item.path, gone=True)
                 continue
             if key != s.key:  # rewritten while it was being read: never log a partial file
