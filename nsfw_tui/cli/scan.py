@@ -47,6 +47,7 @@ def scan(
     """Score every image under PATH with the active model (cached results are reused)."""
 
     from ..core.config import load_config
+    from ..core.names import path_text
     from ..core.report import decisions, summary_counts, write_report
     from ..core.scan import ScanOptions, check_folder, inference_threads, scan_folder
     from ..models.registry import load_scorer, resolve_model
@@ -84,8 +85,10 @@ def scan(
     if output is not None:
         write_report(rows, output)
     counts = summary_counts(rows)
-    for where, why in result.walk_errors:
-        err_console.print(Text(f"skipped {where}: {why}", style="yellow"))
+    for issue in result.walk_errors:  # rows of their own too; told here as they stand out
+        err_console.print(
+            Text(f"not scored {path_text(issue.path)}: {issue.reason}", style="yellow")
+        )
     if output is None:
         _print_table(rows, folder)
     msg = (

@@ -210,7 +210,17 @@ def _print_summary(s, dry_run: bool) -> None:
 @app.command()
 @handles_errors
 def release(
-    files: Annotated[list[Path], typer.Argument(help="Quarantined files to move back.")],
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Quarantined files to move back.")
+    ] = None,
+    b64: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--b64",
+            help="A quarantined file named by the base64 of its bytes: the `dest_b64` of a "
+            "watch log line, for a name that is not UTF-8 (repeatable).",
+        ),
+    ] = None,
     label: Annotated[
         str,
         typer.Option(
@@ -221,22 +231,32 @@ def release(
     home: HomeOption = None,
 ) -> None:
     """Move quarantined files back to where they came from, and record it."""
+    from ..core.names import from_b64, path_text
     from ..core.watch import release as release_file
 
     label = label.lower()
     if label not in ("sfw", "nsfw", "none"):
         raise NsfwTuiError(f"--label must be sfw, nsfw or none, got {label!r}")
+    paths = [str(f) for f in files or []]
+    for text in b64 or []:
+        try:
+            paths.append(from_b64(text))
+        except ValueError as exc:
+            raise NsfwTuiError(f"--b64: {exc}") from exc
+    if not paths:
+        raise NsfwTuiError("give the quarantined files to release (FILE... or --b64 NAME)")
     _, store = open_store(home)
     failed = 0
     with store:
-        for f in files:
+        for f in paths:
             try:
                 origin, back = release_file(store, f, label=None if label == "none" else label)
             except NsfwTuiError as exc:
                 err_console.print(Text(f"error: {exc}", style="red"))
                 failed += 1
                 continue
-            note = "" if back == origin else f" ({origin} was taken)"
-            console.print(Text(f"released {f} -> {back}{note}"))
+            # Names as text to read; the file itself went back under its exact bytes (N1).
+            note = "" if back == origin else f" ({path_text(origin)} was taken)"
+            console.print(Text(f"released {path_text(f)} -> {path_text(back)}{note}"))
     if failed:
         raise typer.Exit(2)

@@ -100,7 +100,15 @@ def _too_large(size: int) -> ImageError:
 def _open_checked(path: str | os.PathLike) -> tuple[BinaryIO, int]:
     """Open a regular file for reading; ImageError for anything that is not one."""
     p = os.fspath(path)
-    # O_NONBLOCK so that a FIFO planted in a watched folder cannot block the reader
+    # A FIFO is never opened at all (N2): looked at first, then opened with O_NONBLOCK and
+    # looked at again through the descriptor, in case it was swapped in between.
+    try:
+        mode: int | None = os.stat(p).st_mode
+    except (OSError, ValueError):
+        mode = None  # the open below says why
+    if mode is not None and not stat.S_ISREG(mode):
+        what = "is a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ImageError("unreadable", f"cannot read file: {what}")
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(p, flags)

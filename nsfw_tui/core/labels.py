@@ -13,8 +13,8 @@ from pathlib import Path
 from .atomic import atomic_write
 from .errors import ImageError, NsfwTuiError
 from .images import hash_file
-from .scan import walk_images
 from .store import ScoreRecord, Store, path_text
+from .walk import WalkIssue, walk_images
 
 
 @dataclass
@@ -47,7 +47,7 @@ def _hash(path: str, known) -> tuple[str, os.stat_result | None, str | None, Ima
         st = os.stat(path)
     except OSError as exc:
         return path, None, None, ImageError("unreadable", exc.strerror or str(exc))
-    row = known.get(path_text(path))
+    row = known.get(path)
     if row and row.sha256 and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
         return path, st, row.sha256, None  # unchanged: not re-hashed
     try:
@@ -60,8 +60,10 @@ def _hash(path: str, known) -> tuple[str, os.stat_result | None, str | None, Ima
 def import_folders(store: Store, plan: list[tuple[Path, str]]) -> ImportReport:
     report = ImportReport()
     for folder, label in plan:
-        paths = list(walk_images(folder, errors=report.errors))
-        known = store.files([path_text(p) for p in paths])
+        issues: list[WalkIssue] = []
+        paths = list(walk_images(folder, errors=issues))
+        report.errors.extend((path_text(i.path), f"{i.kind}: {i.reason}") for i in issues)
+        known = store.files(paths)
         # hashlib releases the GIL, so threads overlap reading and hashing.
         with ThreadPoolExecutor(max_workers=4) as pool:
             hashed = list(pool.map(lambda p, k=known: _hash(p, k), paths))
@@ -70,7 +72,7 @@ def import_folders(store: Store, plan: list[tuple[Path, str]]) -> ImportReport:
             if err is not None:
                 report.errors.append((path_text(path), f"{err.kind}: {err.reason}"))
                 continue
-            records.append(ScoreRecord(path_text(path), st.st_size, st.st_mtime_ns, sha))
+            records.append(ScoreRecord(path, st.st_size, st.st_mtime_ns, sha))
             shas.append(sha)
         store.record_files(records)
         current = store.current_labels(shas)
@@ -96,7 +98,8 @@ def export_csv(rows: list[dict], output: str | os.PathLike) -> None:
             writer.writerow(["path", "sha256", "label", "source", "time"])
             for r in rows:
                 when = datetime.fromtimestamp(r.created_at, UTC).isoformat(timespec="seconds")
-                writer.writerow([r.path or "", r.sha256, r.label, r.source, when])
+                shown = path_text(r.path) if r.path else ""
+                writer.writerow([shown, r.sha256, r.label, r.source, when])
     except OSError as exc:
         raise NsfwTuiError(f"cannot write {output}: {exc.strerror or exc}") from exc
 

@@ -8,10 +8,12 @@ import hashlib
 import itertools
 import os
 import shutil
+import stat
 import uuid
 
 from .errors import NsfwTuiError, StoreError
-from .store import Store, path_text
+from .names import path_text
+from .store import Store
 
 # link() failures that mean "no hard link from here to there", not "the move failed".
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK)
@@ -37,12 +39,26 @@ def _free_names(dest: str):
         yield dest if n == 0 else f"{base}-{n}{ext}"
 
 
+def _open_regular(path: str):
+    """Open a regular file for reading; OSError for anything else, and a FIFO never blocks."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise OSError(errno.EINVAL, f"{kind}, its bytes cannot be copied")
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _copy_to(src: str, target: str, tmp: str) -> None:
     """Copy across file systems: the bytes go to ``tmp`` and are fsynced before the final
     name exists, so a kill never leaves a partial file under ``target``. FileExistsError
     when ``target`` is taken."""
     try:
-        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+        with _open_regular(src) as fin, open(tmp, "xb") as fout:
             shutil.copyfileobj(fin, fout, 1024 * 1024)
             fout.flush()
             os.fsync(fout.fileno())
@@ -112,12 +128,14 @@ def quarantine_move(store: Store, src: str, dest: str, sha256: str | None, reaso
     is marked done: a kill anywhere in between leaves an intent that `recover_moves`
     completes or rolls back, so `release` always finds the file.
     """
+    if stat.S_ISDIR(os.lstat(src).st_mode):
+        # A folder with an image's name: moving it would take files decided on their own.
+        raise IsADirectoryError(errno.EISDIR, "a folder is not moved into quarantine", src)
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    src_text = path_text(src)
     for target in _free_names(dest):
         if os.path.lexists(target):
             continue  # no intent for a name that is certainly taken
-        move_id = store.intend_move(src_text, path_text(target), sha256, reason)
+        move_id = store.intend_move(src, target, sha256, reason)
         try:
             _place(src, target, temp_path(target, move_id))
         except FileExistsError:
@@ -126,7 +144,7 @@ def quarantine_move(store: Store, src: str, dest: str, sha256: str | None, reaso
         except BaseException:
             store.abandon_move(move_id)  # src is where it was
             raise
-        _complete(store, move_id, src_text, path_text(target), sha256, reason)
+        _complete(store, move_id, src, target, sha256, reason)
         return target
     raise AssertionError("unreachable")
 
@@ -146,7 +164,7 @@ def _complete(
 
 def _digest(path: str) -> str | None:
     try:
-        with open(path, "rb") as fh:
+        with _open_regular(path) as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None
@@ -199,16 +217,37 @@ def release(store: Store, path: str | os.PathLike, *, label: str | None = None) 
     """
     p = os.path.abspath(os.fspath(path))
     recover_moves(store)  # a watcher killed mid-move left an intent: this file may be it
-    move = store.open_move(path_text(p))
+    move = store.open_move(p)
     if move is None:
         raise NsfwTuiError(f"{path_text(p)} is not a quarantined file (no move recorded)")
     if not os.path.lexists(p):
         raise NsfwTuiError(f"{path_text(p)} is no longer there")
     if label is not None and move.sha256:
         store.set_labels([move.sha256], label)
+    origin = move.src if move.dest == p else _escaped_origin(move.src, move.dest, p)
     try:
-        back = move_no_overwrite(p, move.src)
+        back = move_no_overwrite(p, origin)
     except OSError as exc:
         raise NsfwTuiError(f"cannot move {path_text(p)} back: {exc.strerror or exc}") from exc
-    store.record_release(move.id, path_text(back))
-    return move.src, path_text(back)
+    store.record_release(move.id, back)
+    return origin, back
+
+
+def _escaped_origin(src: str, dest: str, real: str) -> str:
+    """Where a file goes back to when its move was recorded before schema 5 (N1).
+
+    Such a move holds a name that is not UTF-8 as escaped text, ``dest`` being the text of
+    ``real``. The quarantine keeps each file's path relative to the watched folder, so the
+    trailing parts ``src`` shares with ``dest`` are the same names: they are taken from
+    ``real`` byte for byte, and only the part of ``src`` before them stays as recorded.
+    """
+    src_parts, dest_parts, real_parts = src.split(os.sep), dest.split(os.sep), real.split(os.sep)
+    shared = 0
+    while (
+        shared < min(len(src_parts), len(dest_parts)) - 1
+        and src_parts[-1 - shared] == dest_parts[-1 - shared]
+    ):
+        shared += 1
+    if shared == 0 or len(real_parts) != len(dest_parts):
+        return src
+    return os.sep.join(src_parts[:-shared] + real_parts[-shared:])

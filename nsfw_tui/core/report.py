@@ -11,6 +11,7 @@ from pathlib import Path
 from .atomic import atomic_write
 from .decision import decide
 from .errors import NsfwTuiError
+from .names import path_b64
 from .scan import ScanItem
 from .store import Store
 
@@ -21,12 +22,17 @@ def decisions(items: Sequence[ScanItem], store: Store, threshold: float) -> list
     shas = [i.sha256 for i in items if i.sha256]
     labels = store.current_labels(shas) if shas else {}
     rows = []
-    for item in sorted(items, key=lambda i: i.display_path):
+    for item in sorted(items, key=lambda i: (i.display_path, path_b64(i.path) or "")):
         label = labels[item.sha256].label if item.sha256 in labels else None
         decision = decide(item.probability, threshold, label)
+        row: dict = {"image_path": item.display_path}
+        # The text reads the same for a raw \xff and a literal "\xff": JSON also carries the
+        # bytes of a name that is not UTF-8 (N1); CSV keeps the original project's columns.
+        if (raw := path_b64(item.path)) is not None:
+            row["image_path_b64"] = raw
         rows.append(
-            {
-                "image_path": item.display_path,
+            row
+            | {
                 "probability": None if item.probability is None else round(item.probability, 6),
                 "prediction": decision.prediction,
                 "class_name": decision.class_name,

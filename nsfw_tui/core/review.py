@@ -9,8 +9,9 @@ from pathlib import Path
 
 from .decision import model_call
 from .metrics import Confusion, auroc, confusion
-from .scan import CONTENT_ERRORS, ScanItem, walk_images
+from .scan import CONTENT_ERRORS, ScanItem
 from .store import Store, path_text
+from .walk import WalkIssue, walk_images
 
 FILTERS = ("all", "unlabelled", "disagreements", "predicted NSFW", "uncertain", "errors")
 SORTS = ("name", "probability", "uncertainty")
@@ -194,17 +195,20 @@ def load_review(
 ) -> tuple[Review, list[str]]:
     """Walk the folder, fill rows from the store's cache; returns the review and what to score."""
     root = Path(os.path.abspath(root))
-    walk_errors: list[tuple[str, str]] = []
+    issues: list[WalkIssue] = []
     rows: list[Row] = []
-    for path in walk_images(root, errors=walk_errors):
-        rel = path_text(os.path.relpath(path, root))
-        folder = os.path.dirname(rel).replace(os.sep, "/")
+    for path in walk_images(root, errors=issues):
+        rel, folder = _place(path, root)
         try:
             st = os.stat(path)
             rows.append(Row(path, rel, folder, st.st_size, st.st_mtime_ns))
         except OSError as exc:
             rows.append(Row(path, rel, folder, error=f"unreadable: {exc.strerror or exc}"))
-    known = store.files([path_text(r.path) for r in rows])
+    # What the walk met and cannot score is a row too, with its reason (N2).
+    for issue in issues:
+        error = f"{issue.kind}: {issue.reason}"
+        rows.append(Row(issue.path, *_place(issue.path, root), error=error))
+    known = store.files([r.path for r in rows])
     shas = {f.sha256 for f in known.values() if f.sha256}
     probs = store.predictions(model_id, list(shas)) if shas else {}
     labels = store.current_labels(list(shas)) if shas else {}
@@ -212,7 +216,7 @@ def load_review(
     for row in rows:
         if row.error:
             continue
-        f = known.get(path_text(row.path))
+        f = known.get(row.path)
         if f is None or f.size != row.size or f.mtime_ns != row.mtime_ns:
             pending.append(row.path)
             continue
@@ -226,3 +230,9 @@ def load_review(
         if f.sha256 in labels:
             row.label = labels[f.sha256].label
     return Review(root, rows, threshold, model_id), pending
+
+
+def _place(path: str, root: Path) -> tuple[str, str]:
+    """A row's text relative to the root, and its folder's ("" for the root itself)."""
+    rel = path_text(os.path.relpath(path, root))
+    return rel, os.path.dirname(rel).replace(os.sep, "/")

@@ -1,10 +1,9 @@
-"""Folder walk and the one scoring pipeline: cache lookup, isolated decoding, batched scoring."""
+"""The one scoring pipeline: cache lookup, isolated decoding, batched scoring, folder scans."""
 
 from __future__ import annotations
 
-import fnmatch
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import numpy as np
 from .config_schema import ScanConfig
 from .decode_pool import Decoded, DecodePool, Decoder, Failed, decode_path
 from .errors import NsfwTuiError
-from .images import is_image_name
 from .scorers import Scorer, max_over_frames
 from .store import ScoreRecord, Store, path_text
+from .walk import WalkIssue, check_path, walk_images
 
 # Failures that belong to the bytes (not to the moment): an unchanged file keeps them.
 CONTENT_ERRORS = frozenset(
@@ -60,64 +59,9 @@ class ScanResult:
     reused: int = 0
     scored: int = 0
     errors: int = 0
-    walk_errors: list[tuple[str, str]] = field(default_factory=list)
+    walk_errors: list[WalkIssue] = field(default_factory=list)  # also rows in ``items``
     cancelled: bool = False
     max_in_flight: int = 0
-
-
-def walk_images(
-    root: str | os.PathLike,
-    *,
-    pattern: str | None = None,
-    recursive: bool = True,
-    errors: list[tuple[str, str]] | None = None,
-) -> Iterator[str]:
-    """Image files under ``root`` in name order; dot-files skipped, symlink loops cut.
-
-    Folders that cannot be listed are reported in ``errors`` and skipped.
-    """
-    errors = errors if errors is not None else []
-    # Absolute and normalised, symlinks kept as given: stored paths never depend on the
-    # directory a command ran from (S16).
-    root = os.path.abspath(os.fspath(root))
-    seen: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in seen:
-                continue  # a symlink loop or a second link to a folder already walked
-            seen.add((st.st_dev, st.st_ino))
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            errors.append((path_text(folder), f"cannot list folder: {exc.strerror or exc}"))
-            continue
-        subdirs = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                is_dir = entry.is_dir()
-                is_file = not is_dir and entry.is_file()
-            except OSError as exc:
-                errors.append((path_text(entry.path), exc.strerror or str(exc)))
-                continue
-            if is_dir:
-                if recursive:
-                    subdirs.append(entry.path)
-            elif is_file and _matches(entry.name, pattern):
-                yield entry.path
-            elif not is_file and entry.is_symlink() and _matches(entry.name, pattern):
-                errors.append((path_text(entry.path), "broken symbolic link"))
-        stack.extend(reversed(subdirs))
-
-
-def _matches(name: str, pattern: str | None) -> bool:
-    if pattern:
-        return fnmatch.fnmatch(name.lower(), pattern.lower())
-    return is_image_name(name)
 
 
 @dataclass
@@ -159,20 +103,21 @@ def scan_files(
     stats: dict[str, os.stat_result] = {}
     stat_failures: list[ScanItem] = []
     for p in paths:
-        try:
-            stats[p] = os.stat(p)
-        except OSError as exc:
-            stat_failures.append(
-                ScanItem(p, error_kind="unreadable", error=exc.strerror or str(exc))
-            )
-    known = store.files([path_text(p) for p in stats])
+        # Only regular files go on to be hashed and decoded: a FIFO is never opened (N2).
+        st, problem = check_path(p)
+        if st is not None and problem is None:
+            stats[p] = st
+        else:
+            kind, why = problem or ("unreadable", "cannot stat")
+            stat_failures.append(ScanItem(p, error_kind=kind, error=why))
+    known = store.files(list(stats))
     cached_shas = {row.sha256 for row in known.values() if row.sha256 and row.error_kind is None}
     cached_probs = store.predictions(scorer.id, list(cached_shas)) if cached_shas else {}
 
     to_decode: list[str] = []
     reused: list[ScanItem] = []
     for p, st in stats.items():
-        row = known.get(path_text(p))
+        row = known.get(p)
         unchanged = row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns
         if unchanged and row.sha256 and row.sha256 in cached_probs:
             reused.append(ScanItem(p, row.sha256, cached_probs[row.sha256], cached=True))
@@ -184,7 +129,7 @@ def scan_files(
     result.errors = len(stat_failures) + sum(1 for r in reused if r.error_kind)
     if stat_failures:
         store.record_files(
-            ScoreRecord(path_text(i.path), 0, 0, None, error_kind=i.error_kind, error=i.error)
+            ScoreRecord(i.path, 0, 0, None, error_kind=i.error_kind, error=i.error)
             for i in stat_failures
         )
     if reused or stat_failures:
@@ -225,7 +170,7 @@ def scan_files(
                 store.record_files(
                     [
                         ScoreRecord(
-                            path=path_text(res.path),
+                            path=res.path,
                             size=st.st_size,
                             mtime_ns=st.st_mtime_ns,
                             sha256=res.sha256,
@@ -288,7 +233,7 @@ def _score_batch(
             items.append(ScanItem(path, d.sha256, probs[d.sha256], cached=not scored_here))
             records.append(
                 ScoreRecord(
-                    path=path_text(path),
+                    path=path,
                     size=st.st_size,
                     mtime_ns=st.st_mtime_ns,
                     sha256=d.sha256,
@@ -313,12 +258,16 @@ def scan_folder(
 ) -> ScanResult:
     """Score the images under ``root`` that ``options.pattern`` and ``options.recursive`` pick."""
     options = options or ScanOptions()
-    errors: list[tuple[str, str]] = []
+    issues: list[WalkIssue] = []
     paths = list(
-        walk_images(root, pattern=options.pattern, recursive=options.recursive, errors=errors)
+        walk_images(root, pattern=options.pattern, recursive=options.recursive, errors=issues)
     )
     result = scan_files(paths, scorer, store, options, **kwargs)
-    result.walk_errors = errors
+    # Every entry the walk met and could not score is a row with its reason, never silence
+    # (N2): no probability, so no prediction.
+    result.items.extend(ScanItem(i.path, error_kind=i.kind, error=i.reason) for i in issues)
+    result.errors += len(issues)
+    result.walk_errors = issues
     return result
 
 

@@ -18,6 +18,8 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import StoreBusyError, StoreError, StoreMissingError, StoreReadOnlyError
+from .names import is_utf8, key_path, path_key
+from .names import path_text as path_text  # where most callers import it from
 from .store_files import (
     missing_store_message,
     note_backup,
@@ -34,13 +36,16 @@ from .store_rows import (
     MoveRow,
     RunRow,
     ScoreRecord,
+    file_row,
     model_row,
+    move_row,
     run_row,
 )
 from .store_schema import (
     APP_ID,
     LABELS,
     SCHEMA_VERSION,
+    TEXT_NAMES_UPTO,
     is_known_schema,
     migrate,
 )
@@ -52,16 +57,6 @@ _CHUNK = 900
 
 def _now() -> float:
     return time.time()
-
-
-def path_text(path: str | os.PathLike) -> str:
-    """A path as storable text: names that are not valid UTF-8 keep their bytes as escapes."""
-    p = os.fspath(path)
-    try:
-        p.encode("utf-8")
-        return p
-    except UnicodeEncodeError:
-        return p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _restore_hint(path: Path) -> str:
@@ -316,17 +311,22 @@ class Store:
 
     # -- files and images ----------------------------------------------------------------
 
+    # Paths go in and come out as the file system gives them (surrogate escapes for bytes
+    # that are not UTF-8); each is stored under ``path_key``: its text, or its raw bytes as a
+    # BLOB where the text would not be exact (N1, schema 5).
+
     def files(self, paths: Sequence[str]) -> dict[str, FileRow]:
-        """Known files by path (paths given as ``path_text``)."""
+        """Known files by path."""
         rows = self._in_chunks(
             "SELECT path, sha256, size, mtime_ns, error_kind, error FROM files "
             "WHERE path IN ({marks})",
-            paths,
+            [path_key(p) for p in paths],
         )
-        return {r["path"]: FileRow(**r) for r in rows}
+        return {row.path: row for row in (file_row(r) for r in rows)}
 
     def paths_for(self, sha256: str) -> list[str]:
-        return [r["path"] for r in self._rows("SELECT path FROM files WHERE sha256 = ?", [sha256])]
+        rows = self._rows("SELECT path FROM files WHERE sha256 = ?", [sha256])
+        return [key_path(r["path"]) for r in rows]
 
     def image(self, sha256: str) -> ImageRow | None:
         rows = self._rows("SELECT * FROM images WHERE sha256 = ?", [sha256])
@@ -343,16 +343,18 @@ class Store:
                     "sha256=excluded.sha256, size=excluded.size, mtime_ns=excluded.mtime_ns, "
                     "error_kind=excluded.error_kind, error=excluded.error, "
                     "seen_at=excluded.seen_at",
-                    (r.path, r.sha256, r.size, r.mtime_ns, r.error_kind, r.error, now),
+                    (path_key(r.path), r.sha256, r.size, r.mtime_ns, r.error_kind, r.error, now),
                 )
                 if r.path.startswith("/"):
                     # Rows that early versions stored relative to the working directory: the
                     # same content or the same file seen again at an absolute path replaces
                     # them; they are never resolved against the current directory (S16).
+                    # Those rows are text; a BLOB key (N1) is always an absolute path.
                     self._conn.execute(
-                        "DELETE FROM files WHERE substr(path, 1, 1) != '/' AND "
+                        "DELETE FROM files WHERE typeof(path) = 'text' AND "
+                        "substr(path, 1, 1) != '/' AND "
                         "(sha256 = ? OR substr(?, -length(path) - 1) = '/' || path)",
-                        (r.sha256, r.path),
+                        (r.sha256, path_key(r.path)),
                     )
                 if r.sha256 is None:
                     continue
@@ -401,15 +403,16 @@ class Store:
         """Drop file rows for paths that no longer exist (images and labels stay)."""
         with self.write():
             for start in range(0, len(paths), _CHUNK):
-                chunk = list(paths[start : start + _CHUNK])
+                chunk = [path_key(p) for p in paths[start : start + _CHUNK]]
                 self._conn.execute(
                     f"DELETE FROM files WHERE path IN ({','.join('?' * len(chunk))})", chunk
                 )
 
     # -- quarantine moves ----------------------------------------------------------------
 
-    def _move_file_row(self, src: str, dest: str) -> None:
+    def _move_file_row(self, src: str | bytes, dest: str | bytes) -> None:
         # The bytes, size and mtime travel with the file: its row follows it to the new path.
+        # Both are stored keys (path_key), as the moves table holds them.
         self._conn.execute("DELETE FROM files WHERE path = ?", (dest,))
         self._conn.execute("UPDATE files SET path = ? WHERE path = ?", (dest, src))
 
@@ -426,7 +429,7 @@ class Store:
             cur = self._conn.execute(
                 "INSERT INTO moves (sha256, src, dest, reason, moved_at, state) "
                 "VALUES (?,?,?,?,?,'intended')",
-                (sha256, src, dest, reason, _now()),
+                (sha256, path_key(src), path_key(dest), reason, _now()),
             )
         return int(cur.lastrowid)
 
@@ -451,16 +454,30 @@ class Store:
     def intended_moves(self) -> list[MoveRow]:
         """Moves recorded as intended and never completed or abandoned (a kill in between)."""
         rows = self._rows("SELECT * FROM moves WHERE state = 'intended' ORDER BY id")
-        return [MoveRow(**r) for r in rows]
+        return [move_row(r) for r in rows]
 
     def open_move(self, dest: str) -> MoveRow | None:
-        """The newest move into ``dest`` that has not been released, if any."""
-        rows = self._rows(
+        """The newest move into ``dest`` that has not been released, if any.
+
+        Moves recorded before schema 5 kept a name that is not UTF-8 as its escaped text;
+        for such a name those older moves (and only they) are looked up by that text.
+        """
+        sql = (
             "SELECT * FROM moves WHERE dest = ? AND released_at IS NULL AND state = 'done' "
-            "ORDER BY id DESC LIMIT 1",
-            [dest],
+            "{older}ORDER BY id DESC LIMIT 1"
         )
-        return MoveRow(**rows[0]) if rows else None
+        rows = self._rows(sql.format(older=""), [path_key(dest)])
+        if not rows and not is_utf8(dest):
+            older = "AND typeof(dest) = 'text' AND id <= ? "
+            rows = self._rows(sql.format(older=older), [path_text(dest), self._text_names_upto()])
+        return move_row(rows[0]) if rows else None
+
+    def _text_names_upto(self) -> int:
+        """The last move recorded before schema 5 (whose names may be escaped text)."""
+        row = self._conn.execute(
+            "SELECT value FROM store_info WHERE key = ?", [TEXT_NAMES_UPTO]
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def record_release(self, move_id: int, to: str) -> None:
         """Record that a quarantined file went back (to ``to``, its source or a free name)."""
@@ -470,23 +487,25 @@ class Store:
                 raise StoreError(f"no quarantine move with id {move_id}")
             self._conn.execute(
                 "UPDATE moves SET released_at = ?, released_to = ? WHERE id = ?",
-                (_now(), to, move_id),
+                (_now(), path_key(to), move_id),
             )
-            self._move_file_row(row[0]["dest"], to)
+            self._move_file_row(row[0]["dest"], path_key(to))
 
     def moves(self) -> list[MoveRow]:
         rows = self._rows("SELECT * FROM moves WHERE state = 'done' ORDER BY id")
-        return [MoveRow(**r) for r in rows]
+        return [move_row(r) for r in rows]
 
     def files_seen_since(self, folder: str, since: float) -> list[FileRow]:
         """File rows under ``folder`` recorded at or after ``since``, oldest first."""
-        prefix = folder.rstrip(os.sep) + os.sep
+        # Compared as bytes: a TEXT key casts to its UTF-8 bytes, a BLOB key (N1) is bytes.
+        prefix = os.fsencode(folder.rstrip(os.sep) + os.sep)
         rows = self._rows(
             "SELECT path, sha256, size, mtime_ns, error_kind, error, seen_at FROM files "
-            "WHERE seen_at >= ? AND substr(path, 1, ?) = ? ORDER BY seen_at, path",
+            "WHERE seen_at >= ? AND substr(CAST(path AS BLOB), 1, ?) = ? "
+            "ORDER BY seen_at, path",
             [since, len(prefix), prefix],
         )
-        return [FileRow(**r) for r in rows]
+        return [file_row(r) for r in rows]
 
     # -- predictions ---------------------------------------------------------------------
 
@@ -635,10 +654,10 @@ class Store:
         paths: dict[str, str] = {}
         for r in self._in_chunks(
             "SELECT sha256, path FROM files WHERE sha256 IN ({marks}) "
-            "AND substr(path, 1, 1) = '/' ORDER BY seen_at",
+            "AND substr(CAST(path AS BLOB), 1, 1) = x'2f' ORDER BY seen_at",
             list(labels),
         ):
-            paths[r["sha256"]] = r["path"]  # the newest sighting wins
+            paths[r["sha256"]] = key_path(r["path"])  # the newest sighting wins
         return [
             LabelledFile(paths.get(sha), sha, ev.label, ev.source, ev.created_at)
             for sha, ev in sorted(labels.items(), key=lambda kv: paths.get(kv[0]) or "")

@@ -8,10 +8,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .names import key_path
+
 
 @dataclass(frozen=True)
 class FileRow:
-    path: str
+    path: str  # as the file system gives it (surrogate escapes for bytes that are not UTF-8)
     sha256: str | None
     size: int
     mtime_ns: int
@@ -130,6 +132,24 @@ class FeatureRow(NamedTuple):
     sha256: str
     model_id: str
     vector: bytes
+
+
+def file_row(r: dict) -> FileRow:
+    """A files row with its stored key turned back into the path it stands for."""
+    return FileRow(**{**r, "path": key_path(r["path"])})
+
+
+def move_row(r: dict) -> MoveRow:
+    """A moves row with its stored keys turned back into the paths they stand for."""
+    released = r["released_to"]
+    return MoveRow(
+        **{
+            **r,
+            "src": key_path(r["src"]),
+            "dest": key_path(r["dest"]),
+            "released_to": None if released is None else key_path(released),
+        }
+    )
 
 
 def model_row(r: dict) -> ModelRow:

@@ -102,11 +102,30 @@ def _migration_4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE moves ADD COLUMN state TEXT NOT NULL DEFAULT 'done'")
 
 
+# The store_info key naming the last move recorded before schema 5.
+TEXT_NAMES_UPTO = "text_names_upto_move"
+
+
+def _migration_5(conn: sqlite3.Connection) -> None:
+    # Names that are not valid UTF-8 are stored as a BLOB of their raw bytes in files.path,
+    # moves.src, moves.dest and moves.released_to (N1): their escaped text also names another
+    # possible file. No table changes, but an older nsfw-tui would take those BLOBs for text,
+    # so the version moves on (it opens this store read-only, S8). Rows written before hold
+    # such names as escaped text: the last move among them is remembered, so that `release`
+    # looks a name up by that text only there, never in a move recorded since.
+    conn.execute(
+        "INSERT OR REPLACE INTO store_info (key, value) "
+        "SELECT ?, CAST(coalesce(max(id), 0) AS TEXT) FROM moves",
+        (TEXT_NAMES_UPTO,),
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -15,6 +15,7 @@ from ..core.home import Home
 from ..core.scorers import ensure_builtin
 from ..core.store import Store
 from ..core.watch import Watcher
+from ..core.watch.log import exact_path
 from .app import NsfwTuiApp
 from .messages import DecisionLogged, WatchCounted, WatchNoticed
 from .screens.training import TrainingScreen
@@ -106,9 +107,11 @@ class WatchApp(NsfwTuiApp):
 
     def open_review(self, decision: dict) -> None:
         moved = decision.get("action") == "quarantined" and decision.get("dest")
-        path = decision["dest"] if moved else decision["path"]
-        if not os.path.exists(path):
-            self.notify(f"{path} is no longer there", severity="warning")
+        # The exact name (from path_b64/dest_b64 where it is not UTF-8), not its text.
+        path = exact_path(decision, "dest" if moved else "path")
+        if path is None or not os.path.exists(path):
+            shown = decision["dest"] if moved else decision["path"]
+            self.notify(f"{shown} is no longer there", severity="warning")
             return
         self.push_screen(WatchReviewScreen(Path(os.path.dirname(path)), select=path))
 

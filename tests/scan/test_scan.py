@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from support.imagegen import (
 )
 
 from nsfw_tui.core.preprocess import IMAGENET
+from nsfw_tui.core.report import decisions
 from nsfw_tui.core.scan import ScanOptions, scan_files, scan_folder, walk_images
 from nsfw_tui.core.scorers import ScoreBatch
 
@@ -178,6 +180,24 @@ def test_non_utf8_names_are_scored_and_stored(tmp_path, store):
     assert again.reused == 1
 
 
+def test_n1_a_raw_name_and_its_escaped_text_are_two_rows_and_json_keeps_the_bytes(tmp_path, store):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    raw, literal = os.fsencode(folder) + b"/a\xff.png", os.fsencode(folder) + b"/a\\xff.png"
+    for name, colour in ((raw, (250, 0, 0)), (literal, (0, 200, 200))):
+        with open(name, "wb") as fh:
+            Image.new("RGB", (20, 20), colour).save(fh, "PNG")
+    res = scan_folder(folder, RednessScorer(), store, INLINE)
+    assert len(res.items) == 2 and store.counts()["files"] == 2
+    rows = decisions(res.items, store, 0.5)
+    assert rows[0]["image_path"] == rows[1]["image_path"] == os.fsdecode(literal)
+    by = {r.get("image_path_b64"): r for r in rows}
+    assert set(by) == {None, base64.b64encode(raw).decode()}
+    assert by[None]["prediction"] == 0 and by[base64.b64encode(raw).decode()]["prediction"] == 1
+    again = scan_folder(folder, RednessScorer(), store, INLINE)
+    assert again.reused == 2  # each answered from its own row
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file_and_folder(tmp_path, store):
     folder = tmp_path / "perm"
@@ -247,7 +267,8 @@ def test_cancel_keeps_finished_batches(tmp_path, store):
 def test_scan_files_reports_vanished_paths(tmp_path, store):
     [a] = photo_folder(tmp_path / "p", 1)
     res = scan_files([str(a), str(tmp_path / "p" / "gone.jpg")], RednessScorer(), store, INLINE)
-    assert by_name(res)["gone.jpg"].error_kind == "unreadable"
+    gone = by_name(res)["gone.jpg"]
+    assert (gone.error_kind, gone.error) == ("missing", "file not found")
     assert Path(a).exists()
 
 

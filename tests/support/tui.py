@@ -25,7 +25,7 @@ from nsfw_tui.core.images import hash_file
 from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.scorers import ScoreBatch, ensure_builtin
-from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store, path_text
+from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store
 from nsfw_tui.tui.app import NsfwTuiApp, make_app
 from nsfw_tui.tui.screens.review import ReviewScreen
 from nsfw_tui.tui.settings import ReviewSettings
@@ -204,7 +204,7 @@ def prefill(home: Home, paths: Iterable[Path], probability: Callable[[Path], flo
         sha, _ = hash_file(str(p))
         records.append(
             ScoreRecord(
-                path=path_text(str(p)),
+                path=str(p),
                 size=st.st_size,
                 mtime_ns=st.st_mtime_ns,
                 sha256=sha,

@@ -602,7 +602,8 @@ async def test_file_names_are_shown_literally(tmp_path, monkeypatch):
 # -- the command line ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [["nowhere"], ["open", "nowhere"]], ids=["default", "open"])
+# A bare word that is no path is a mistyped command (tests/cli/test_cli_usage.py).
+@pytest.mark.parametrize("args", [["./nowhere"], ["open", "nowhere"]], ids=["default", "open"])
 def test_missing_folder_is_one_line_before_the_app_starts(tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli_app, [*args, "--home", str(tmp_path / "home")])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ..decision import Call, decide
+from ..names import path_b64
 from ..quarantine import quarantine_move
 from ..store import LabelEvent, Store, path_text
 from ..watch_options import WatchStats
@@ -199,21 +200,26 @@ class Decider:
         self.emit(o, v, action="quarantined", dest=dest)
 
     def emit(self, o: Outcome, v: Verdict, *, action: str, dest: str | None) -> None:
-        line = {
-            "time": self._now_iso(),
-            "path": path_text(o.path),
+        line: dict = {"time": self._now_iso(), "path": path_text(o.path)}
+        # `path` and `dest` are for reading; a name that is not UTF-8 also travels exactly,
+        # as base64 of its bytes, which `release --b64` and the log's own tail read (N1).
+        if (raw := path_b64(o.path)) is not None:
+            line["path_b64"] = raw
+        line |= {
             "sha256": o.sha256,
             "size": o.key[0] if o.key else None,
             "probability": None if o.probability is None else round(float(o.probability), 6),
             "decision": v.decision.value,
             "action": action,
-            "dest": dest,
+            "dest": None if dest is None else path_text(dest),
             "reason": v.reason,
             "source": v.source,
             "model": self.rules.model,
             "threshold": self.rules.threshold,
             "cached": bool(o.cached),
         }
+        if dest is not None and (raw := path_b64(dest)) is not None:
+            line["dest_b64"] = raw
         self.tally.decision(v.decision, action)
         # stdout (or the screen) first, the log last: a kill in between repeats the line on
         # stdout at the next start (at-least-once) and never loses it from the log (W13).
@@ -241,10 +247,10 @@ class Decider:
             while os.path.lexists(target):
                 n += 1
                 target = f"{base}-{n}{ext}"
-            return "would-quarantine", path_text(target)
+            return "would-quarantine", target
         try:
             moved = quarantine_move(store, path, target, sha256, reason)
         except OSError as exc:
             self.notice(f"cannot quarantine {path_text(path)}: {exc.strerror or exc}")
             return "quarantine-failed", None
-        return "quarantined", path_text(moved)
+        return "quarantined", moved

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO
 
 from ..errors import NsfwTuiError
+from ..names import from_b64, path_text
 from ..store import FileRow, LabelEvent, MoveRow, Store
 from .scope import Key, file_key
 from .settle import RETRYABLE
@@ -65,12 +67,29 @@ def _parse_time(text: object) -> float | None:
         return None
 
 
+def exact_path(line: dict, field: str) -> str | None:
+    """A line's ``path`` or ``dest`` as the file system names it: from its base64 twin
+    (``path_b64``, ``dest_b64``) where the name is not UTF-8, else the text itself."""
+    raw = line.get(f"{field}_b64")
+    if isinstance(raw, str):
+        try:
+            return from_b64(raw)
+        except ValueError:
+            return None  # a damaged line: its text is not exact either
+    text = line.get(field)
+    return text if isinstance(text, str) else None
+
+
 def read_tail(path: str, limit: int = TAIL_BYTES) -> LogTail:
     """Parse the last ``limit`` bytes of a log; a torn or foreign line is skipped."""
     tail = LogTail()
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK and a type check: a FIFO given as the log must not hang the start.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise NsfwTuiError(f"the log {path_text(path)} is not a regular file")
             tail.size, tail.mtime = st.st_size, st.st_mtime
             start = max(0, tail.size - limit)
             fh.seek(start)
@@ -92,7 +111,7 @@ def read_tail(path: str, limit: int = TAIL_BYTES) -> LogTail:
         when = _parse_time(line.get("time"))
         if when is None:
             continue
-        tail.logged.add((line["path"], line.get("sha256")))
+        tail.logged.add((exact_path(line, "path") or line["path"], line.get("sha256")))
         tail.newest = when if tail.newest is None else max(tail.newest, when)
         tail.oldest = when if tail.oldest is None else min(tail.oldest, when)
     return tail

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from ..decision import Call, decide
 from ..scan import CONTENT_ERRORS
 from ..store import FileRow, LabelEvent, Store, path_text
+from ..walk import WalkIssue
 from .clock import Clock
 from .decide import Ledger, Rules, Tally
 from .scope import Key, Scope
@@ -84,18 +85,18 @@ class Rescans:
     def run(self, store: Store, reason: str) -> None:
         """Hint every file the events may have missed: unknown, changed, or not yet done."""
         started = self.clock.monotonic()
-        errors: list[tuple[str, str]] = []
+        errors: list[WalkIssue] = []
         found = self.scope.walk(errors)
         # Gate first, ledger second: a file decided in between is in the ledger already.
         rest = [p for p in found if not self.gate.tracks(p)]
         rest = [p for p in rest if not self.ledger.told(p, found[p])]
-        known = store.files([path_text(p) for p in rest])
+        known = store.files(rest)
         shas = list({row.sha256 for row in known.values() if row.sha256})
         probs = store.predictions(self.rules.model, shas) if shas else {}
         labels = store.current_labels(shas) if (shas and self.rules.acts) else {}
         new = 0
         for p in rest:
-            row = known.get(path_text(p))
+            row = known.get(p)
             key = found[p]
             unchanged = row is not None and (row.size, row.mtime_ns) == key
             if unchanged and self._done(row, probs, labels):
@@ -108,8 +109,8 @@ class Rescans:
         if reason not in ("catch-up", "start") or new:
             took = now - started
             self.notice(f"rescan ({reason}): {len(found)} files, {new} to score, {took:.2f} s")
-        for where, why in errors:
-            self.notice(f"cannot read {where}: {why}")
+        for issue in errors:  # not a wanted name: told, though it gets no line
+            self.notice(f"cannot read {path_text(issue.path)}: {issue.reason}")
 
     def _done(self, row: FileRow, probs: dict[str, float], labels: dict[str, LabelEvent]) -> bool:
         """Whether a file the store knows, unchanged, needs nothing more from the watcher."""

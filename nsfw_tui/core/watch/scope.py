@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..images import is_image_name
-from ..scan import walk_images
+from ..walk import WalkIssue, walk_images
 
 Key = tuple[int, int]  # (size, mtime_ns)
 
@@ -29,6 +29,20 @@ def file_key(path: str) -> Key | None:
     except (OSError, ValueError):
         return None
     return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def entry_key(path: str) -> Key | None:
+    """``file_key`` for a regular file; (0, 0) for any other entry that is there (a FIFO, a
+    folder, a dangling link: what it holds does not change its line); None when it is gone.
+    """
+    key = file_key(path)
+    if key is not None:
+        return key
+    try:
+        os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    return (0, 0)
 
 
 @dataclass(frozen=True)
@@ -63,15 +77,28 @@ class Scope:
         rel = os.path.relpath(folder, self.root)
         return not rel.startswith("..") and not any(p.startswith(".") for p in rel.split(os.sep))
 
-    def walk(self, errors: list[tuple[str, str]] | None = None) -> dict[str, Key]:
-        """Every wanted file under the root with its key (a rescan's view of the folder)."""
+    def walk(self, errors: list[WalkIssue] | None = None) -> dict[str, Key]:
+        """Every wanted file under the root with its key (a rescan's view of the folder).
+
+        Wanted entries that are not regular files (a FIFO, a folder or a dangling link with
+        an image's name) are in it too, to be decided as errors (N2); ``errors`` gets the
+        walk's other issues (folders that cannot be listed or hold themselves).
+        """
+        issues: list[WalkIssue] = []
         found: dict[str, Key] = {}
-        for path in walk_images(self.root, pattern=self.pattern, errors=errors):
+        for path in walk_images(self.root, pattern=self.pattern, errors=issues):
             if self.wanted(path) and (key := file_key(path)) is not None:
                 found[path] = key
+        for issue in issues:
+            if self.wanted(issue.path) and (key := entry_key(issue.path)) is not None:
+                found[issue.path] = key
+            elif errors is not None and not self._in_quarantine(issue.path):
+                errors.append(issue)
         return found
 
     def tree(self, folder: str) -> Iterator[str]:
-        """The files under a folder that was moved in or created: they bring no events."""
+        """The entries under a folder that was moved in or created: they bring no events."""
         if os.path.isdir(folder) and (folder == self.root or self.wanted_dir(folder)):
-            yield from walk_images(folder, pattern=self.pattern)
+            issues: list[WalkIssue] = []
+            yield from walk_images(folder, pattern=self.pattern, errors=issues)
+            yield from (i.path for i in issues if self.wanted(i.path))

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from ..quarantine import recover_moves
 from ..scan import ScanItem, ScanOptions, scan_files
 from ..scorers import Scorer
-from ..store import Store, path_text
+from ..store import Store
 from .decide import Decider, Ledger, Outcome, Tally
 from .log import unlogged
-from .scope import Scope, file_key
+from .scope import Scope, entry_key
 from .settle import Settled, SettleGate
 
 
@@ -71,7 +71,7 @@ class Scoring:
                 self.decider.tell_moved(o, dest=u.move.dest, reason=u.move.reason or "")
             elif u.key is not None:
                 self._decide(store, o)
-            log.tail.logged.add((path_text(u.path), u.sha256))  # a retry skips it
+            log.tail.logged.add((u.path, u.sha256))  # a retry skips it
         if missing:
             self.notice(f"log: logged {len(missing)} decisions the log lacked")
         log.tail.logged.clear()  # only needed at start
@@ -81,7 +81,7 @@ class Scoring:
         missing = [p for p in paths if not os.path.lexists(p)]
         self.ledger.forget(missing)
         if missing:
-            store.forget_missing([path_text(p) for p in missing])
+            store.forget_missing(missing)
 
     def score(self, store: Store, batch: list[Settled]) -> None:
         by_path: dict[str, Settled] = {}
@@ -90,7 +90,7 @@ class Scoring:
         paths: list[str] = []
         try:
             for path, s in by_path.items():
-                key = file_key(path)
+                key = entry_key(path)
                 if key is None:
                     self.gate.drop(path, gone=True)
                 elif key != s.key:
@@ -126,8 +126,8 @@ class Scoring:
         labels = store.current_labels(shas) if shas else {}
         for item in items:
             s = by_path[item.path]
-            key = file_key(item.path)
-            if key is None or item.error_kind == "missing":
+            key = entry_key(item.path)
+            if key is None:  # gone (a dangling link is still there: it gets its error line)
                 self.gate.drop(item.path, gone=True)
                 continue
             if key != s.key:  # rewritten while it was being read: never log a partial file

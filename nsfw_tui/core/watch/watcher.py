@@ -18,7 +18,7 @@ from .decide import Decider, Ledger, Rules, Tally
 from .log import DecisionLog
 from .observer import Handler, Supervisor
 from .rescan import Rescans
-from .scope import Key, Scope
+from .scope import Key, Scope, entry_key
 from .scoring import Scoring
 from .settle import SettleGate
 
@@ -69,8 +69,13 @@ class Watcher:
         self._tick = max(0.02, min(0.1, opts.settle_s / 5))
 
         self.scope = Scope(self.root, self.quarantine, opts.pattern)
+        # Keyed by entry_key: a FIFO or a folder with an image's name settles like a file
+        # and is decided as an error by the scan's own check, never opened (N2).
         self.gate = SettleGate(
-            settle_s=opts.settle_s, never_settles_s=opts.never_settles_timeout_s, clock=self.clock
+            settle_s=opts.settle_s,
+            never_settles_s=opts.never_settles_timeout_s,
+            clock=self.clock,
+            key_of=entry_key,
         )
         self.ledger = Ledger()
         self.tally = Tally(self.clock)
@@ -207,6 +212,7 @@ class Watcher:
 
     def _add_tree(self, folder: str) -> None:
         self.rescans.add_tree(folder)
+        self._hint(folder)  # a folder named like an image is an entry to decide (N2)
         self._wake.set()
 
     def _on_overflow(self) -> None:
