@@ -138,8 +138,8 @@ def _riff_chunks(data: bytes, pos: int, stop: int, where: str) -> str | None:
             problem = _riff_chunks(data, pos + 24, end, " of an animation frame")
             if problem:
                 return problem
-        pos = end + (size & 1)  # odd chunks carry a pad byte (some writers drop the last one)
-    if pos < stop and stop - pos > 1:
+        pos = end + (size & 1)  # an odd-sized chunk is followed by a pad byte
+    if pos < stop:
         return _cut("WEBP", f"a chunk header at byte {pos:,} is cut", data, pos)
     return None
 
