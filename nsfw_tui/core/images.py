@@ -18,7 +18,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError, features
 
 from .errors import ImageError
 from .preprocess import Preprocessing
-from .structure import incomplete
+from .structure import incomplete, sniff
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,18 @@ def _decode(data: bytes, draft: tuple[int, int] | None, max_frames: int) -> Load
     if orientation >= 5:
         width, height = height, width
     return LoadedImage(frames=frames, width=width, height=height, format=fmt, n_frames=n_frames)
+
+
+def check_structure(data: bytes) -> str:
+    """The loader's completeness check alone, without decoding: the format's name, else
+    ImageError ``unidentified`` (no image format's magic bytes) or ``truncated`` (P12)."""
+    fmt = sniff(data)
+    if fmt is None:
+        raise ImageError("unidentified", "not a recognised image file")
+    reason = incomplete(data, fmt)
+    if reason:
+        raise ImageError("truncated", reason)
+    return fmt
 
 
 def load_image(
