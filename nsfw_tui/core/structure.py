@@ -14,6 +14,8 @@ import struct
 import zlib
 from collections.abc import Callable
 
+import numpy as np
+
 # -- shared ---------------------------------------------------------------------------------
 
 _NONZERO = re.compile(rb"[^\x00]")
@@ -31,9 +33,31 @@ def _cut(fmt: str, what: str, data: bytes, at: int) -> str:
 
 # -- JPEG (and MPO, whose first image is a JPEG) ----------------------------------------------
 
-# A marker after entropy-coded data: 0xFF then anything but a stuffed 0x00, a restart marker
-# (RST0-7) or another fill 0xFF. Entropy-coded data contains no other 0xFF pair.
-_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_FIRST_WINDOW, _LAST_WINDOW = 1 << 16, 1 << 24
+
+
+def _scan_end(data: bytes, start: int) -> int:
+    """Where the entropy-coded data from ``start`` ends: its first marker, or -1 for none.
+
+    A marker is 0xFF then anything but a stuffed 0x00, a restart marker (RST0-7) or another
+    fill 0xFF; entropy-coded data holds no other 0xFF pair. In a photo about one byte in 150
+    is 0xFF, nearly all of them stuffed, so the search runs in numpy over growing windows:
+    about 0.5 ms per MB, a third of what a regular expression takes (benchmarks/import_speed.py).
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    last = len(data) - 1
+    pos, window = start, _FIRST_WINDOW
+    while pos < last:
+        stop = min(last, pos + window)
+        ff = np.flatnonzero(arr[pos:stop] == 0xFF) + pos
+        after = arr[ff + 1]
+        hits = np.flatnonzero((after != 0) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7)))
+        if hits.size:
+            return int(ff[hits[0]])
+        pos, window = stop, min(window * 4, _LAST_WINDOW)
+    return -1
+
+
 # A marker where one is expected: libjpeg skips stray bytes up to the next one, so do we.
 _MARKER = re.compile(rb"\xff[^\x00\xff]")
 _SOS, _EOI = 0xDA, 0xD9
@@ -73,13 +97,12 @@ def jpeg(data: bytes) -> str | None:
             pos = end
             continue
         scanned = True
-        found = _SCAN_END.search(data, end)
-        if found is None:
+        pos = _scan_end(data, end)
+        if pos < 0:
             zeros = n - len(data.rstrip(b"\0"))
             return _cut(
                 "JPEG", "its image data ends without an end-of-image marker", data, n - zeros
             )
-        pos = found.start()
 
 
 # -- PNG (APNG too) -----------------------------------------------------------------------------
