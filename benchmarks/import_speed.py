@@ -1,5 +1,7 @@
 """`import DIR --label nsfw` over 2,000 files: a new store (every file read), then again (none).
 
+Then the files training reads before its first epoch (`trainer.data.labelled_samples`).
+
 Run alone (nothing else on the cores):  PYTHONUNBUFFERED=1 python benchmarks/import_speed.py
 Options: --files N (default 2000), --rounds R (default 3, median shown), --baseline-src DIR
 (another checkout of the project, e.g. `git archive REV | tar -x -C /tmp/before`: measured
@@ -45,6 +47,11 @@ with Store.open(store_path) as store:
         report = import_folders(store, plan)
         out[run] = {"s": time.perf_counter() - t, "labelled": report.labelled["nsfw"],
                     "unchanged": report.unchanged, "skipped": len(report.errors)}
+    from trainer.data import labelled_samples
+    t = time.perf_counter()
+    samples, skipped = labelled_samples(store)
+    out["train's files"] = {"s": time.perf_counter() - t, "labelled": len(samples),
+                            "unchanged": 0, "skipped": len(skipped)}
 print(json.dumps(out))
 """
 
@@ -124,17 +131,19 @@ def main() -> None:
             for name, src in sources.items():
                 results[name].append(run(src, folder))
     print(f"import of {args.files} files, median of {args.rounds} rounds")
-    print(f"{'code':<15}{'run':<11}{'seconds':>9}{'files/s':>9}{'MiB/s':>8}  outcome")
+    print(f"{'code':<15}{'run':<15}{'seconds':>9}{'files/s':>9}{'MiB/s':>8}  outcome")
     for name, rounds in results.items():
-        for which in ("new store", "again"):
+        for which in ("new store", "again", "train's files"):
             s = statistics.median(r[which]["s"] for r in rounds)
             last = rounds[-1][which]
             outcome = (
                 f"{last['labelled']} labelled, {last['unchanged']} unchanged, "
                 f"{last['skipped']} skipped"
+                if which != "train's files"
+                else f"{last['labelled']} samples, {last['skipped']} skipped"
             )
             mib = total / 2**20 / s
-            print(f"{name:<15}{which:<11}{s:>9.3f}{args.files / s:>9.0f}{mib:>8.0f}  {outcome}")
+            print(f"{name:<15}{which:<15}{s:>9.3f}{args.files / s:>9.0f}{mib:>8.0f}  {outcome}")
 
 
 if __name__ == "__main__":
