@@ -129,11 +129,11 @@ def png(data: bytes) -> str | None:
             return _cut("PNG", f"chunk {name} at byte {pos:,} runs past the end", data, pos)
         crc = int.from_bytes(data[end - 4 : end], "big")
         if zlib.crc32(view[pos + 4 : end - 4]) != crc:
-            name = kind.decode("ascii")
+            what = f"chunk {kind.decode('ascii')} at byte {pos:,} fails its CRC check"
             zeros_from = len(data[:end].rstrip(b"\0"))
-            return _cut(
-                "PNG", f"chunk {name} at byte {pos:,} fails its CRC check", data, zeros_from
-            )
+            if _NONZERO.search(data, zeros_from) is None:
+                return _cut("PNG", what, data, zeros_from)
+            return f"PNG file is damaged or incomplete: {what}"
         if kind == b"IEND":
             return None
         pos = end
@@ -247,10 +247,9 @@ def bmp(data: bytes) -> str | None:
 
 # -- TIFF ---------------------------------------------------------------------------------------
 
-_TIFF_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
-_TIFF_TYPE_SIZE |= {13: 4, 16: 8, 17: 8, 18: 8}
-_TIFF_INT = {3: "H", 4: "I", 13: "I", 16: "Q"}
+_TIFF_INT = {3: "H", 4: "I", 13: "I", 16: "Q"}  # SHORT, LONG, IFD, LONG8
 _TIFF_DATA = {273: 279, 324: 325}  # strip and tile offsets, and the tag of their byte counts
+_TIFF_TAGS = frozenset(_TIFF_DATA) | frozenset(_TIFF_DATA.values())
 _TIFF_MAX_IFDS = 10_001  # one past images.MAX_FRAMES_IN_FILE, which refuses more pages
 
 
@@ -271,14 +270,16 @@ def _tiff_ifd(data: bytes, ifd: int, e: str, big: bool) -> tuple[str | None, int
     values: dict[int, tuple[int, ...]] = {}
     for at in range(ifd + head, end, entry):
         tag, kind, number = struct.unpack_from(e + "HH" + word, data, at)
-        size = _TIFF_TYPE_SIZE.get(kind, 0) * number
-        where = at + 4 + inline  # the value itself, when it fits in the entry
+        # only where the pixels are: libtiff shrugs off a stray offset in another tag
+        if tag not in _TIFF_TAGS or kind not in _TIFF_INT:
+            continue
+        size = struct.calcsize(e + _TIFF_INT[kind]) * number
+        where = at + 4 + inline  # the values themselves, when they fit in the entry
         if size > inline:
             where = struct.unpack_from(e + word, data, where)[0]
             if where + size > n:
                 return _cut("TIFF", f"the values of tag {tag} lie past the end", data, n), 0
-        if (tag in _TIFF_DATA or tag in _TIFF_DATA.values()) and kind in _TIFF_INT:
-            values[tag] = struct.unpack_from(f"{e}{number}{_TIFF_INT[kind]}", data, where)
+        values[tag] = struct.unpack_from(f"{e}{number}{_TIFF_INT[kind]}", data, where)
     for offsets, counts in _TIFF_DATA.items():
         for start, length in zip(values.get(offsets, ()), values.get(counts, ()), strict=False):
             if start + length > n:
@@ -288,7 +289,7 @@ def _tiff_ifd(data: bytes, ifd: int, e: str, big: bool) -> tuple[str | None, int
 
 
 def tiff(data: bytes) -> str | None:
-    """Every directory in the chain, each tag's values and each strip or tile inside the file."""
+    """Every directory in the chain, and each strip or tile it declares, inside the file."""
     if len(data) < 16:
         return _cut("TIFF", "its header is cut", data, 0)
     e = "<" if data[:2] == b"II" else ">"
