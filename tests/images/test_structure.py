@@ -328,6 +328,12 @@ def test_real_world_quirks_are_accepted():
     # data after the EOI: a phone's motion photo appends a video, MPO a second image
     motion = jpeg + b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 40
     padded = jpeg + bytes(4096)  # zeros after the EOI are outside the image
+    # a thumbnail JPEG inside an APPn segment, EOI and all: walked over by its length
+    thumb = encoded(picture(40, 30, seed=2), "JPEG", quality=70)
+    thumbed = jpeg[:2] + b"\xff\xef" + struct.pack(">H", len(thumb) + 2) + thumb + jpeg[2:]
+    # stray bytes before a marker, which libjpeg skips with a warning
+    dqt = jpeg.index(b"\xff\xdb")
+    stray = jpeg[:dqt] + b"\x12\x34" + jpeg[dqt:]
     png = encoded(img, "PNG")
     png_trailing = png + b"trailing bytes after IEND" + bytes(100)
     png_text = png[:33] + png_chunk(b"tEXt", b"Comment\0odd-sized text!") + png[33:]
@@ -335,12 +341,17 @@ def test_real_world_quirks_are_accepted():
         ("jpeg fill bytes", filled),
         ("jpeg motion photo", motion),
         ("jpeg zeros after EOI", padded),
+        ("jpeg thumbnail in APP15", thumbed),
+        ("jpeg stray bytes", stray),
         ("png trailing data", png_trailing),
         ("png odd text chunk", png_text),
         ("16-bit png", encoded(_mode_image("I;16", 1), "PNG")),
     ]:
         assert structure.incomplete(data) is None, label
         load_image(data)
+    # the thumbnail's EOI does not stand in for the main image's
+    err = assert_truncated(zero_tail(thumbed, len(thumbed) - 200))
+    assert "end-of-image" in err.reason
 
 
 def test_webp_with_odd_sized_chunks_and_their_pad_bytes_is_accepted():
