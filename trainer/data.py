@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from nsfw_tui.core.errors import ImageError
-from nsfw_tui.core.images import hash_file, load_image
+from nsfw_tui.core.images import check_structure, load_image, read_bytes
 from nsfw_tui.core.preprocess import Preprocessing
+from nsfw_tui.core.scan import CONTENT_ERRORS
 from nsfw_tui.core.store import FileRow, Store
 
 from .errors import NotEnoughLabelsError
@@ -42,17 +44,19 @@ class Sample:
 def labelled_samples(
     store: Store, folder: str | os.PathLike | None = None
 ) -> tuple[list[Sample], list[tuple[str, str]]]:
-    """Images with a current label (any source) and a file that still holds their bytes.
+    """Images with a current label (any source) and a file that still holds all their bytes.
 
-    Each image is taken from its newest sighting, else from any other known path. A file
-    whose size and mtime still match the store's row is trusted; one that changed is
-    re-hashed and kept only if its content is still the labelled image. ``folder`` keeps
-    only paths under it. Returns (samples sorted by hash, skipped [(path or hash, reason)]).
+    Each image is taken from its newest sighting, else from any other known path. Every
+    file is read once and checked whole (P12), so that the skipped images are known, counted
+    and named before the first epoch rather than met again in each one; a file whose size and
+    mtime still match the store's row is not re-hashed, one that changed is kept only if its
+    content is still the labelled image. ``folder`` keeps only paths under it. Returns
+    (samples sorted by hash, skipped [(path or hash, reason)]).
     """
     labels = store.current_labels()
     newest = {row.sha256: row.path for row in store.labelled_files() if row.path}
     root = _Root(folder) if folder is not None else None
-    samples: list[Sample] = []
+    todo: list[tuple[str, int, list[str], dict[str, FileRow]]] = []
     skipped: list[tuple[str, str]] = []
     for sha, event in sorted(labels.items()):
         first = newest.get(sha)
@@ -65,16 +69,25 @@ def labelled_samples(
         if not candidates:
             skipped.append((sha, "no known file holds this image (never scanned, or forgotten)"))
             continue
-        rows = store.files(candidates)
-        reason = ""
-        for path in candidates:
-            reason = _confirm(path, sha, rows.get(path))
-            if not reason:
-                samples.append(Sample(sha, path, 1 if event.label == "nsfw" else 0))
-                break
-        else:
-            skipped.append((candidates[0], reason))
+        todo.append((sha, 1 if event.label == "nsfw" else 0, candidates, store.files(candidates)))
+    # hashlib, zlib and numpy do their work without the GIL: threads overlap reads and checks
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(lambda job: _first_whole(*job), todo))
+    samples = [f for f in found if isinstance(f, Sample)]
+    skipped += [f for f in found if not isinstance(f, Sample)]
     return samples, skipped
+
+
+def _first_whole(
+    sha: str, label: int, candidates: list[str], rows: dict[str, FileRow]
+) -> Sample | tuple[str, str]:
+    """The first candidate that holds the whole image, else (first candidate, why not)."""
+    reason = ""
+    for path in candidates:
+        reason = _confirm(path, sha, rows.get(path))
+        if not reason:
+            return Sample(sha, path, label)
+    return candidates[0], reason
 
 
 class _Root:
@@ -89,20 +102,24 @@ class _Root:
 
 
 def _confirm(path: str, sha: str, row: FileRow | None) -> str:
-    """Empty when ``path`` still holds the image ``sha``; else why not."""
+    """Empty when ``path`` still holds the whole image ``sha``; else why not."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return "file missing"
     except (OSError, ValueError) as exc:
         return f"cannot read file: {getattr(exc, 'strerror', None) or exc}"
-    if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
-        return ""
+    unchanged = row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns
+    if unchanged and row.error_kind in CONTENT_ERRORS:
+        return f"{row.error_kind}: {row.error}"  # a scan or an import already found why
     try:
-        actual, _ = hash_file(path)
+        data = read_bytes(path)
+        if not unchanged and hashlib.sha256(data).hexdigest() != sha:
+            return "file changed since it was labelled (different content now)"
+        check_structure(data)
     except ImageError as exc:
         return f"{exc.kind}: {exc.reason}"
-    return "" if actual == sha else "file changed since it was labelled (different content now)"
+    return ""
 
 
 # -- split and checks ---------------------------------------------------------------------
@@ -252,6 +269,8 @@ class ImageDataset:
         self.samples = list(samples)
         self.preprocessing = preprocessing
         self.transform = transform
+        self.failed: dict[str, str] = {}
+        """Files that passed the check before training and still failed to decode."""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -270,7 +289,10 @@ class ImageDataset:
             else:
                 pixels = self.preprocessing.pixels(image)
         except ImageError as exc:
-            log.warning("skipping %s in training: %s", sample.path, exc)
+            # every epoch meets the same file again: say so once (per loader process)
+            if sample.path not in self.failed:
+                self.failed[sample.path] = str(exc)
+                log.warning("skipping %s in training: %s", sample.path, exc)
             h, w = self.preprocessing.input_size
             pixels = np.zeros((h, w, 3), dtype=np.uint8)
             ok = False

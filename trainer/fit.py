@@ -28,7 +28,7 @@ EPOCH_METRICS = (
 
 @dataclass
 class TrainEvent:
-    kind: str  # "start" | "batch" | "epoch" | "done" | "failed" | "cancelled"
+    kind: str  # "start" | "skipped" | "batch" | "epoch" | "done" | "failed" | "cancelled"
     epoch: int = 0
     epochs: int = 0
     batch: int = 0

@@ -136,6 +136,9 @@ def _train(
             f"NSFW + {va['sfw']} SFW ({len(skipped)} labelled images skipped)",
         )
     )
+    # one line per image the count above left out, once: the files were checked up front
+    for where, why in skipped:
+        emit(TrainEvent("skipped", message=f"skipped {where}: {why}"))
     val_hashes = [s.sha256 for s in val_set]
     seed = int(cfg.training.seed)
     deterministic = bool(cfg.training.deterministic)

@@ -93,6 +93,8 @@ def train(
             def on_event(ev) -> None:
                 if ev.kind == "start":
                     progress.console.print(Text(ev.message))
+                elif ev.kind == "skipped":
+                    progress.console.print(Text(ev.message, style="yellow"))
                 elif ev.kind == "batch":
                     progress.update(batches, total=ev.batches, completed=ev.batch)
                 elif ev.kind == "epoch":

@@ -19,6 +19,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError, features
 
 from .errors import ImageError
 from .preprocess import Preprocessing
+from .structure import incomplete, sniff
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ _DRAFTABLE = frozenset({"JPEG", "MPO"})
 # Formats whose later frames are animation frames worth sampling; in TIFF, MPO and HEIF
 # they are pages, stereo views or thumbnails, so only the primary image is used.
 _ANIMATED = frozenset({"GIF", "PNG", "WEBP", "AVIF"})
-# ISO-BMFF major brands of still and animated AVIF/HEIF images (not MP4 video)
-_IMAGE_BRANDS = frozenset(
-    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
-)
 # ImageOps.exif_transpose's table, applied to every frame from one reading of the tag:
 # exif_transpose re-serialises the EXIF block on each call, which raises on a corrupt one.
 _TRANSPOSE = {
@@ -362,33 +359,6 @@ def _unidentified(data: bytes) -> ImageError:
     return ImageError("unidentified", f"{fmt} files are not allowed")
 
 
-def _looks_cut(data: bytes) -> bool:
-    """True when the file ends before its format says it should (only asked after a failure).
-
-    A cut file is usually one still being written, worth retrying; decoders often report
-    it as an unreadable header instead.
-    """
-    if data[:2] == b"\xff\xd8":
-        return not data.rstrip(b"\0").endswith(b"\xff\xd9")  # no EOI marker
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return b"IEND" not in data[-16:]
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return int.from_bytes(data[4:8], "little") + 8 > len(data)
-    if data[4:8] != b"ftyp" or data[8:12] not in _IMAGE_BRANDS:
-        return False
-    pos = 0
-    while pos + 8 <= len(data):
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        if size == 1 and pos + 16 <= len(data):
-            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
-        if size == 0:  # box runs to the end of the file
-            return False
-        if size < 8:
-            return False
-        pos += size
-    return pos > len(data)
-
-
 def _classify(exc: Exception, fmt: str | None, data: bytes) -> ImageError:
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         match = re.search(r"\((\d+) pixels\)", str(exc))
@@ -397,10 +367,12 @@ def _classify(exc: Exception, fmt: str | None, data: bytes) -> ImageError:
         return ImageError("bomb", "ran out of memory while decoding (possible decompression bomb)")
     what = fmt or _sniff(data[:16]) or "image"
     text = " ".join(str(exc).split())[:200] or type(exc).__name__
-    if (
-        isinstance(exc, EOFError)
-        or (isinstance(exc, OSError) and re.search(r"truncat|end of (file|data)", text, re.I))
-        or _looks_cut(data)
+    # decoders often report a cut file as an unreadable header: its structure tells
+    reason = incomplete(data, fmt)
+    if reason:
+        return ImageError("truncated", reason)
+    if isinstance(exc, EOFError) or (
+        isinstance(exc, OSError) and re.search(r"truncat|end of (file|data)", text, re.I)
     ):
         return ImageError("truncated", f"{what} file is truncated")
     if isinstance(exc, UnidentifiedImageError):
@@ -418,6 +390,11 @@ def _decode(data: bytes, draft: tuple[int, int] | None, max_frames: int) -> Load
                 raise ImageError("corrupt", f"{fmt} image has no pixels ({width}x{height})")
             _check_pixels(im)
             n_frames = _count_frames(im, data)
+            # Decoders turn a zero tail (an interrupted or preallocated download) into grey
+            # pixels without complaint, so completeness is walked, not left to them (P12).
+            reason = incomplete(data, fmt)
+            if reason:
+                raise ImageError("truncated", reason)
             orientation = 1
             if draft is not None and fmt in _DRAFTABLE:
                 # draft() only works before load(), and EXIF may swap the requested sides
@@ -448,6 +425,18 @@ def _decode(data: bytes, draft: tuple[int, int] | None, max_frames: int) -> Load
     if orientation >= 5:
         width, height = height, width
     return LoadedImage(frames=frames, width=width, height=height, format=fmt, n_frames=n_frames)
+
+
+def check_structure(data: bytes) -> str:
+    """The loader's completeness check alone, without decoding: the format's name, else
+    ImageError ``unidentified`` (no image format's magic bytes) or ``truncated`` (P12)."""
+    fmt = sniff(data)
+    if fmt is None:
+        raise ImageError("unidentified", "not a recognised image file")
+    reason = incomplete(data, fmt)
+    if reason:
+        raise ImageError("truncated", reason)
+    return fmt
 
 
 def load_image(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +13,9 @@ from pathlib import Path
 
 from .atomic import atomic_write
 from .errors import ImageError, NsfwTuiError
-from .images import hash_file
-from .store import ScoreRecord, Store, path_text
+from .images import check_structure, read_bytes
+from .scan import CONTENT_ERRORS
+from .store import FileRow, ScoreRecord, Store, path_text
 from .walk import WalkIssue, walk_images
 
 
@@ -23,6 +25,8 @@ class ImportReport:
     unchanged: int = 0
     kept_human: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of each folder that could not be listed and each file not labelled:
+    unreadable, not an image, or not a whole one (P12)."""
 
 
 def plan_import(path: str | os.PathLike, label: str | None) -> list[tuple[Path, str]]:
@@ -42,39 +46,76 @@ def plan_import(path: str | os.PathLike, label: str | None) -> list[tuple[Path, 
     return plan
 
 
-def _hash(path: str, known) -> tuple[str, os.stat_result | None, str | None, ImageError | None]:
+@dataclass
+class _Checked:
+    path: str
+    stat: os.stat_result | None
+    sha256: str | None
+    error: ImageError | None = None
+    cached: bool = False  # the store's verdict on the unchanged file was reused
+
+
+def _check(path: str, known: dict[str, FileRow]) -> _Checked:
+    """Hash the file and check that it is a whole image (P12), or reuse the store's verdict."""
     try:
         st = os.stat(path)
     except OSError as exc:
-        return path, None, None, ImageError("unreadable", exc.strerror or str(exc))
+        return _Checked(path, None, None, ImageError("unreadable", exc.strerror or str(exc)))
     row = known.get(path)
-    if row and row.sha256 and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
-        return path, st, row.sha256, None  # unchanged: not re-hashed
+    if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
+        # unchanged since a scan decoded it, or an import checked it: not read again
+        if row.error_kind in CONTENT_ERRORS:
+            error = ImageError(row.error_kind, row.error or row.error_kind)
+            return _Checked(path, st, row.sha256, error, cached=True)
+        if row.error_kind is None and row.sha256:
+            return _Checked(path, st, row.sha256, cached=True)
     try:
-        sha, _ = hash_file(path)
+        data = read_bytes(path)
     except ImageError as exc:
-        return path, st, None, exc
-    return path, st, sha, None
+        return _Checked(path, st, None, exc)
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        check_structure(data)
+    except ImageError as exc:
+        return _Checked(path, st, sha, exc)
+    return _Checked(path, st, sha)
+
+
+def _record(checked: _Checked) -> ScoreRecord | None:
+    """What the store learns from a fresh check: the file's hash, or the content's fault."""
+    c, st = checked, checked.stat
+    if c.cached or st is None or c.sha256 is None:
+        return None
+    if c.error is None:
+        return ScoreRecord(c.path, st.st_size, st.st_mtime_ns, c.sha256)
+    return ScoreRecord(
+        c.path,
+        st.st_size,
+        st.st_mtime_ns,
+        c.sha256,
+        error_kind=c.error.kind,
+        error=c.error.reason,
+    )
 
 
 def import_folders(store: Store, plan: list[tuple[Path, str]]) -> ImportReport:
+    """Label every whole image under each folder; files that are not are skipped with why."""
     report = ImportReport()
     for folder, label in plan:
         issues: list[WalkIssue] = []
         paths = list(walk_images(folder, errors=issues))
         report.errors.extend((path_text(i.path), f"{i.kind}: {i.reason}") for i in issues)
         known = store.files(paths)
-        # hashlib releases the GIL, so threads overlap reading and hashing.
+        # hashlib and zlib release the GIL, so threads overlap reading, hashing and checking
         with ThreadPoolExecutor(max_workers=4) as pool:
-            hashed = list(pool.map(lambda p, k=known: _hash(p, k), paths))
-        records, shas = [], []
-        for path, st, sha, err in hashed:
-            if err is not None:
-                report.errors.append((path_text(path), f"{err.kind}: {err.reason}"))
-                continue
-            records.append(ScoreRecord(path, st.st_size, st.st_mtime_ns, sha))
-            shas.append(sha)
-        store.record_files(records)
+            checked = list(pool.map(lambda p, k=known: _check(p, k), paths))
+        store.record_files(r for c in checked if (r := _record(c)) is not None)
+        shas = []
+        for c in checked:
+            if c.error is not None:
+                report.errors.append((path_text(c.path), f"{c.error.kind}: {c.error.reason}"))
+            else:
+                shas.append(c.sha256)
         current = store.current_labels(shas)
         to_label = []
         for sha in dict.fromkeys(shas):

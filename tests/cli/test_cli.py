@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import commands
-from support.imagegen import photo, photo_folder, save, truncated_jpeg
+from support.imagegen import photo, photo_folder, save, truncated_jpeg, zero_tailed
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app
@@ -93,6 +93,21 @@ def test_scan_writes_csv_then_reuses_the_cache(tmp_path, home):
     second = run("scan", str(tmp_path / "photos"), "-o", str(out), home=home)
     assert second.exit_code == 0
     assert "5 reused from the cache, 0 scored" in second.output
+
+
+def test_p12_scan_csv_has_errors_for_zero_tailed_files(tmp_path, home):
+    photo_folder(tmp_path / "photos", 2)
+    zero_tailed(tmp_path / "photos" / "partial.jpg", 0.8)
+    zero_tailed(tmp_path / "photos" / "partial.png", 0.3)
+    out = tmp_path / "preds.csv"
+    result = run("scan", str(tmp_path / "photos"), "-o", str(out), home=home)
+    assert result.exit_code == 0, result.output
+    assert "2 scored" in result.output
+    with open(out, newline="") as fh:
+        rows = {Path(r["image_path"]).name: r for r in csv.DictReader(fh)}
+    for name in ("partial.jpg", "partial.png"):
+        assert rows[name]["probability"] == "" and rows[name]["class_name"] == ""
+        assert rows[name]["error"].startswith("truncated: ") and "zeros" in rows[name]["error"]
 
 
 def test_scan_json_and_label_column(tmp_path, home):

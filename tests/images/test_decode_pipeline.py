@@ -68,7 +68,7 @@ def test_a_bad_file_fails_alike_on_every_route_with_its_hash(tmp_path):
     results = three_routes(path, IMAGENET(16))
     assert all(isinstance(r, Failed) for r in results)
     assert {(r.error.kind, r.error.reason) for r in results} == {
-        ("truncated", "JPEG file is truncated")
+        ("truncated", "JPEG file is incomplete: its image data ends without an end-of-image marker")
     }
     sha = hashlib.sha256(data).hexdigest()
     assert all((r.sha256, r.size) == (sha, len(data)) for r in results)

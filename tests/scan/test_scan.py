@@ -18,6 +18,7 @@ from support.imagegen import (
     png_header_bomb,
     save,
     truncated_jpeg,
+    zero_tailed,
 )
 
 from nsfw_tui.core.preprocess import IMAGENET
@@ -131,6 +132,27 @@ def test_bad_files_are_errors_never_safe(tmp_path, store):
     again = scan_folder(folder, RednessScorer(), store, INLINE)
     assert by_name(again)["truncated.jpg"].cached
     assert by_name(again)["bomb.png"].error_kind == "bomb"
+
+
+def test_p12_zero_tailed_files_are_errors_never_scored(tmp_path, store):
+    folder = tmp_path / "downloads"
+    photo_folder(folder, 2)
+    broken = [
+        zero_tailed(folder / "a.jpg", 0.5),
+        zero_tailed(folder / "b.jpg", 0.95, seed=1, progressive=True),
+        zero_tailed(folder / "c.png", 0.7),
+        zero_tailed(folder / "d.gif", 0.4),
+    ]
+    res = scan_folder(folder, RednessScorer(), store, INLINE)
+    items = by_name(res)
+    assert res.scored == 2 and res.errors == 4
+    for path in broken:
+        item = items[path.name]
+        assert item.error_kind == "truncated" and item.probability is None, item
+        assert "zeros" in item.error
+        assert store.predictions(RednessScorer.id, [item.sha256]) == {}
+    again = by_name(scan_folder(folder, RednessScorer(), store, INLINE))
+    assert all(again[p.name].cached and again[p.name].error_kind == "truncated" for p in broken)
 
 
 def test_animated_image_scores_its_most_nsfw_frame(tmp_path, store):

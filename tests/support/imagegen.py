@@ -111,6 +111,18 @@ def truncated_jpeg(path: Path, fraction: float = 0.5, seed: int = 0) -> Path:
     return path
 
 
+def zero_tailed(path: Path, fraction: float = 0.6, seed: int = 0, **save_kwargs) -> Path:
+    """A photo as an interrupted or preallocated download leaves it: full size, zeros from
+    ``fraction`` of its bytes on (P12). The format comes from the suffix."""
+    buf = io.BytesIO()
+    photo((240, 180), seed).save(buf, Image.registered_extensions()[path.suffix], **save_kwargs)
+    data = buf.getvalue()
+    cut = int(len(data) * fraction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[:cut] + bytes(len(data) - cut))
+    return path
+
+
 def animated_gif(path: Path, colours: list[tuple[int, int, int]], size=(64, 64)) -> Path:
     frames = [Image.new("RGB", size, c) for c in colours]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)

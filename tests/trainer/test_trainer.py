@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from support.imagegen import zero_tailed
 from support.trainer import (
     config,
     home_for,
@@ -27,7 +30,7 @@ from nsfw_tui.core.errors import ConfigError, NsfwTuiError
 from nsfw_tui.core.images import load_image
 from nsfw_tui.core.metrics import auroc, confusion
 from nsfw_tui.core.preprocess import IMAGENET
-from nsfw_tui.core.store import Store
+from nsfw_tui.core.store import ScoreRecord, Store
 from nsfw_tui.models.registry import load_scorer
 from trainer import data as tdata
 from trainer.checkpoint import CheckpointScorer, load_checkpoint, read_meta, save_checkpoint
@@ -452,6 +455,59 @@ def test_labelled_samples_checks_the_files(tmp_path):
 
         only_sfw, skipped = tdata.labelled_samples(store, folder=data_dir / "sfw")
         assert {s.label for s in only_sfw} == {0} and len(only_sfw) == 6 and skipped == []
+
+
+def test_p12_incomplete_files_are_counted_and_named_once_before_the_first_epoch(tmp_path, caplog):
+    store_path = labelled_store(tmp_path, 6, 6)
+    broken = [
+        zero_tailed(tmp_path / "data" / "nsfw" / "partial.jpg", 0.5),
+        zero_tailed(tmp_path / "data" / "sfw" / "partial.png", 0.8, seed=3),
+    ]
+    with Store.open(store_path) as store:  # labelled as an import did before it checked files
+        for path, label in zip(broken, ("nsfw", "sfw"), strict=True):
+            sha, st = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat()
+            store.record_files([ScoreRecord(str(path), st.st_size, st.st_mtime_ns, sha)])
+            store.set_labels([sha], label, source="import")
+    events = []
+    with caplog.at_level("WARNING", logger="trainer.data"):
+        result = train(
+            store_path,
+            home_for(store_path),
+            config("training.max_epochs=2"),
+            on_event=events.append,
+        )
+    assert result.status == "done", result.message
+    assert result.counts["skipped"] == 2
+    starts = [e.message for e in events if e.kind == "start"]
+    assert "(2 labelled images skipped)" in starts[0]
+    lines = sorted(e.message for e in events if e.kind == "skipped")
+    assert len(lines) == 2
+    for line, path in zip(lines, sorted(broken), strict=True):
+        assert line.startswith(f"skipped {path}: truncated: ") and "zeros" in line
+    assert not [r for r in caplog.records if "skipping" in r.getMessage()]
+
+
+def test_a_file_that_fails_to_decode_in_training_is_reported_once(tmp_path, caplog):
+    # whole by its structure (every chunk and CRC is right), but its pixel data is not zlib
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
+
+    ihdr = (8).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    path = tmp_path / "corrupt.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", b"not zlib data")
+        + chunk(b"IEND", b"")
+    )
+    dataset = tdata.ImageDataset([tdata.Sample("0" * 64, str(path), 1)], IMAGENET(16))
+    with caplog.at_level("WARNING", logger="trainer.data"):
+        for _epoch in range(3):
+            assert not bool(dataset[0][2])
+    assert len([r for r in caplog.records if "skipping" in r.getMessage()]) == 1
+    assert list(dataset.failed) == [str(path)]
 
 
 # -- import boundaries ---------------------------------------------------------------------------
