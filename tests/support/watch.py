@@ -58,7 +58,8 @@ class Harness:
     def start(self, **overrides) -> Watcher:
         opts = dict(
             settle_s=SETTLE, polling=self.kind == "polling", poll_interval_s=0.2,
-            never_settles_timeout_s=3.0, supervise_interval_s=0.2, rescan_interval_s=600,
+            never_settles_timeout_s=3.0, undecodable_grace_s=3.0, supervise_interval_s=0.2,
+            rescan_interval_s=600,
         )  # fmt: skip
         opts.update(self.options)
         opts.update(overrides)

@@ -70,7 +70,10 @@ class Watcher:
 
         self.scope = Scope(self.root, self.quarantine, opts.pattern)
         self.gate = SettleGate(
-            settle_s=opts.settle_s, never_settles_s=opts.never_settles_timeout_s, clock=self.clock
+            settle_s=opts.settle_s,
+            never_settles_s=opts.never_settles_timeout_s,
+            grace_s=opts.undecodable_grace_s,
+            clock=self.clock,
         )
         self.ledger = Ledger()
         self.tally = Tally(self.clock)
