@@ -211,11 +211,7 @@ def test_w14_undecodable_files_are_quarantined_after_the_grace_with_shipped_sett
     for kind, make in makers.items():  # dropped while watching
         make(h.inbox / f"dropped_{kind}.jpg")
         landed[f"dropped_{kind}.jpg"] = time.monotonic()
-    decided: dict[str, float] = {}
-    while len(decided) < len(landed) and time.monotonic() < started + 2 * budget:
-        for d in list(h.lines):
-            decided.setdefault(Path(d["path"]).name, time.monotonic())
-        time.sleep(0.02)
+    decided = h.decided_at(set(landed), timeout=2 * budget)
     h.wait_lines(len(landed))  # and nothing more while it stays idle
     assert_once(h, set(landed))
     took = {name: decided[name] - landed[name] for name in landed}
@@ -257,7 +253,7 @@ def test_a_file_that_never_settles_is_an_error_after_the_timeout(harness):
 
 @pytest.mark.slow
 def test_w5_overflow_warning_triggers_an_immediate_rescan(harness, monkeypatch):
-    h = harness()
+    h = harness(probe_wait_s=600)  # every event lost would fail a probe (W15): not this case
     w = h.start()
     wait_until(lambda: w.stats().rescans >= 1, 10)  # the catch-up pass ran
     monkeypatch.setattr(w._handler, "dispatch", lambda event: None)  # every event lost
