@@ -26,7 +26,7 @@ from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.watch import WatchOptions
 from nsfw_tui.core.watch.clock import ManualClock
-from nsfw_tui.core.watch.coverage import PROBE_PREFIX, Coverage, limit_advice
+from nsfw_tui.core.watch.coverage import PROBE_PREFIX, Coverage, limit_advice, remote_mounts
 from nsfw_tui.tui.watch_app import make_watch_app
 
 LINUX = sys.platform.startswith("linux")
@@ -61,7 +61,9 @@ def polling_notices(h: Harness) -> list[str]:
 @pytest.fixture
 def coverage(tmp_path):
     notices: list[str] = []
-    cov = Coverage(str(tmp_path), clock=ManualClock(), wait_s=2.0, notice=notices.append)
+    cov = Coverage(
+        str(tmp_path), clock=ManualClock(), wait_s=2.0, notice=notices.append, mountinfo=str
+    )  # no mounts known: the probe alone
     cov.notices = notices
     return cov
 
@@ -102,7 +104,9 @@ def test_a_probe_lost_to_an_overflow_or_a_restart_is_written_again(coverage, tmp
 def test_a_folder_that_cannot_hold_a_probe_is_said_once(tmp_path):
     notices: list[str] = []
     missing = tmp_path / "gone"
-    cov = Coverage(str(missing), clock=ManualClock(), wait_s=2.0, notice=notices.append)
+    cov = Coverage(
+        str(missing), clock=ManualClock(), wait_s=2.0, notice=notices.append, mountinfo=str
+    )
     cov.probe(epoch=0)
     cov.probe(epoch=0)
     assert len(notices) == 1 and "cannot write a probe file" in notices[0]
@@ -129,6 +133,51 @@ def test_limit_advice_names_the_limit_and_the_sysctl_command():
     instances = limit_advice(OSError(errno.EMFILE, "inotify instance limit reached"))
     assert "sudo sysctl fs.inotify.max_user_instances=" in instances
     assert limit_advice(OSError(errno.EACCES, "denied")) == ""
+
+
+# -- mounts whose changes made elsewhere never reach inotify --------------------------------
+
+MOUNTINFO = r"""22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+40 22 0:45 / /fake/srv/uploads rw,relatime shared:20 - nfs4 server:/export rw,vers=4.2
+41 22 0:46 / /fake/home/My\040Share rw - fuse.sshfs me@host:/ rw,user_id=1000
+42 22 0:47 / /fake/data/in/.snapshots rw - nfs filer:/snap rw
+43 22 0:48 / /fake/data/in/ext rw - cifs //nas/ext rw
+44 22 0:49 / /fake/usb rw - fuseblk /dev/sdb1 rw
+45 22 0:50 / /fake/stacked rw - nfs4 server:/old rw
+46 45 252:2 / /fake/stacked rw - ext4 /dev/vdb1 rw
+"""
+
+
+@pytest.mark.parametrize(
+    ("root", "remote"),
+    [
+        ("/fake/srv/uploads/inbox", [("/fake/srv/uploads", "nfs4")]),  # lies on one
+        ("/fake/home/My Share", [("/fake/home/My Share", "fuse.sshfs")]),  # is one
+        ("/fake/data/in", [("/fake/data/in/ext", "cifs")]),  # holds one (and a hidden one)
+        ("/fake/usb", []),  # a local disk through FUSE
+        ("/fake/srv/uploads2", []),  # a name that only starts like a mount point
+        ("/fake/stacked/inbox", []),  # a local file system mounted over the network one
+        ("/fake/plain", []),
+    ],
+)
+def test_remote_mounts_are_those_the_tree_lies_on_or_holds(root, remote):
+    assert remote_mounts(root, MOUNTINFO) == remote
+
+
+def test_w15_a_tree_on_a_network_mount_is_polled_from_the_start(harness, monkeypatch):
+    import nsfw_tui.core.watch.coverage as coverage_module
+
+    h = harness()
+    nfs = f"22 1 252:1 / / rw - ext4 /dev/vda1 rw\n50 22 0:45 / {h.inbox} rw - nfs4 srv:/x rw\n"
+    monkeypatch.setattr(coverage_module, "read_mountinfo", lambda: nfs)
+    w = h.start()
+    (h.inbox / "landed.png").write_bytes(image_bytes(1, red=5))
+    h.wait_lines(1)
+    assert w.stats().polling
+    (notice,) = polling_notices(h)
+    assert f"it lies on the nfs4 mount {h.inbox}; polling the whole folder" in notice
+    assert "other machines" in notice
+    assert w.coverage.probes_ok == 0 and probes_in(h.inbox) == [], "no probe: polling at once"
 
 
 # -- a real watch ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 # `settle_s` (settle.py); a full rescan at start, every `rescan_interval_s`, on an overflow
 # warning and after an observer restart closes any gap the events left (rescan.py). Where
 # native events do not cover the tree (a watch refused at the inotify limit, a probe file
-# whose event never comes), the watch polls instead and says so (coverage.py).
+# whose event never comes, a network or FUSE mount), the watch polls instead and says so
+# (coverage.py).
 # Scoring goes through the one pipeline, `scan_files`, whose cache makes every step
 # idempotent (scoring.py); each decision is made, acted on and told once (decide.py, with
 # the exactly-once log in log.py). watcher.py composes these and owns the threads.

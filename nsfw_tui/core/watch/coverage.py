@@ -7,8 +7,11 @@
 # wait for the next rescan, minutes later, with no warning. A file system whose changes
 # never reach inotify fails the same silent way. So the watcher's inotify observer reports
 # every watch refused for a folder that exists (`native_observer`), and after each rescan a
-# hidden probe file is written in the root and its event awaited (`Coverage`). Either
-# failure switches the whole watch to polling (watcher.py says why not one subtree).
+# hidden probe file is written in the root and its event awaited (`Coverage`). A probe can
+# only show that this machine's own writes are reported: on a network or FUSE mount those
+# are, and changes made elsewhere (another client, the host of a VM) are not. So a tree on,
+# or holding, such a mount counts as not covered from the start (`remote_mounts`). Any of
+# these switches the whole watch to polling (watcher.py says why not one subtree).
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -29,6 +33,58 @@ STALE_PROBE_S = 60.0  # a probe file this old was left by a watcher that was kil
 SUGGESTED_WATCHES = 524288
 
 Refused = Callable[[str, OSError], None]  # (folder, error): a watch the kernel refused
+
+# File systems whose changes made elsewhere never reach this machine's inotify. FUSE is
+# counted whole (sshfs, rclone, s3fs, gcsfuse, Docker Desktop's shares...): it cannot be
+# told which FUSE file systems are local; fuseblk (ntfs-3g, exfat on a local disk) is local.
+REMOTE_TYPES = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "virtiofs", "ceph", "glusterfs",
+        "lustre", "afs", "gpfs", "beegfs", "vboxsf", "vmhgfs", "ncpfs", "coda", "orangefs",
+        "fuse",
+    }
+)  # fmt: skip
+
+
+def is_remote(fstype: str) -> bool:
+    return fstype in REMOTE_TYPES or fstype.startswith("fuse.")
+
+
+def read_mountinfo() -> str:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            return fh.read()
+    except OSError:
+        return ""  # not Linux, or no /proc: nothing known
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(".") for part in relative.split("/"))
+
+
+def remote_mounts(root: str, mountinfo: str) -> list[tuple[str, str]]:
+    """(mount point, type) of each network or FUSE mount that holds ``root`` or lies in it
+    (outside hidden folders), from the text of /proc/self/mountinfo."""
+    root = os.path.realpath(root)
+    holder: tuple[str, str] | None = None
+    inside: list[tuple[str, str]] = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right.split():
+            continue
+        point, fstype = _unescape(fields[4]), right.split()[0]
+        if root == point or root.startswith(point.rstrip("/") + "/"):
+            if holder is None or len(point) >= len(holder[0]):  # later lines mount over
+                holder = (point, fstype)
+        elif point.startswith(root + "/") and not _hidden(point[len(root) + 1 :]):
+            inside.append((point, fstype))
+    mounts = ([holder] if holder else []) + inside
+    return [(point, fstype) for point, fstype in mounts if is_remote(fstype)]
 
 
 def native_observer(refused: Refused):
@@ -152,8 +208,11 @@ class Coverage:
         wait_s: float,
         notice: Callable[[str], None],
         wake: Callable[[], None] = lambda: None,
+        mountinfo: Callable[[], str] | None = None,
     ) -> None:
         self.root = root
+        self.mountinfo = mountinfo  # None: read_mountinfo (looked up when used)
+        self._mounts: list[tuple[str, str]] | None = None
         self.clock = clock
         self.wait_s = wait_s
         self.notice = notice
@@ -223,6 +282,17 @@ class Coverage:
         A probe whose event did not come while events were lost for another reason (an
         overflow, an observer restart: ``epoch`` changed) is written again instead.
         """
+        if self._mounts is None:  # once, at the first look (on the settle thread)
+            self._mounts = remote_mounts(self.root, (self.mountinfo or read_mountinfo)())
+        if self._mounts:
+            point, fstype = self._mounts[0]
+            real = os.path.realpath(self.root)
+            on = real == point or real.startswith(point.rstrip("/") + "/")
+            return (
+                f"it {'lies on' if on else 'holds'} the {fstype} mount {path_text(point)}",
+                "Changes made there by other machines (or by the host of a virtual machine "
+                "or container) never reach inotify; polling sees them.",
+            )
         with self._lock:
             refused, probe = self._refused, self._probe
         if refused is not None:

@@ -35,8 +35,9 @@ class Watcher:
     at start, then ``scan_files`` on its own store connection, the decision, the quarantine
     move and the line). ``on_decision`` and ``on_notice`` are called from those threads.
 
-    Where native events do not cover the tree (a watch refused at the inotify limit, or a
-    probe file whose event never came), the whole watch polls from then on. Polling only
+    Where native events do not cover the tree (a watch refused at the inotify limit, a probe
+    file whose event never came, a network or FUSE mount), the whole watch polls from then
+    on. Polling only
     the uncovered folders would take one watchdog polling thread per uncovered subtree, and
     past the limit those are scattered all over the tree (watches are added in walk order).
     ``observer_factory`` makes the native observer from the refused-watch callback (tests
