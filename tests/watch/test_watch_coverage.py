@@ -80,6 +80,22 @@ def test_a_probe_whose_event_comes_passes_and_leaves_nothing(coverage, tmp_path)
     assert not coverage.owns(str(tmp_path / "sub" / probe)), "only the root holds probes"
 
 
+def test_a_probe_event_dispatched_before_the_write_returns_still_counts(
+    coverage, tmp_path, monkeypatch
+):
+    import nsfw_tui.core.watch.coverage as coverage_module
+
+    def open_and_dispatch(path, mode):  # the observer thread runs first, as under load
+        fh = open(path, mode)  # noqa: SIM115  (closed by the caller's with)
+        coverage.saw(path)
+        return fh
+
+    monkeypatch.setattr(coverage_module, "open", open_and_dispatch, raising=False)
+    coverage.probe(epoch=0)
+    coverage.clock.advance(5.0)
+    assert coverage.failure(epoch=0) is None and coverage.probes_ok == 1
+
+
 def test_a_probe_without_an_event_fails_after_the_wait_and_is_removed(coverage, tmp_path):
     coverage.probe(epoch=0)
     coverage.clock.advance(1.9)

@@ -1,4 +1,4 @@
-"""Whether native file events cover the watched tree: refused watches and a probe file (W15)."""
+"""Whether native file events cover the watched tree: refused watches, a probe, mounts (W15)."""
 
 # inotify needs one watch per folder, and watchdog adds them itself for a recursive watch.
 # Past the user's watch limit (fs.inotify.max_user_watches) the kernel refuses a watch with
@@ -262,10 +262,15 @@ class Coverage:
             self._swept = True
             self._sweep()
         path = os.path.join(self.root, f"{PROBE_PREFIX}{os.getpid()}-{next(self._seq)}")
+        probe = _Probe(path, float("inf"), epoch)
+        with self._lock:  # before the write: its events may be dispatched before it returns
+            self._probe = probe
         try:
             with open(path, "xb") as fh:
                 fh.write(b"nsfw-tui watch: a probe for file events; safe to delete\n")
         except OSError as exc:
+            with self._lock:
+                self._probe = None
             if not self._cannot_write:
                 self._cannot_write = True
                 self.notice(
@@ -273,8 +278,7 @@ class Coverage:
                     f"({exc.strerror or exc}): native file events are not checked there"
                 )
             return
-        with self._lock:
-            self._probe = _Probe(path, self.clock.monotonic() + self.wait_s, epoch)
+        probe.deadline = self.clock.monotonic() + self.wait_s
 
     def failure(self, epoch: object) -> tuple[str, str] | None:
         """Why native events do not cover the tree and what would fix it, once known.

@@ -161,9 +161,12 @@ class Supervisor:
         from watchdog.observers.polling import PollingObserver
 
         while True:
-            obs = PollingObserver(timeout=self.poll_interval_s) if self.polling else None
+            obs = None
             try:
-                obs = obs or self.native()
+                if self.polling:
+                    obs = PollingObserver(timeout=self.poll_interval_s)
+                else:
+                    obs = self.native()  # inotify_init itself may fail (the instance limit)
                 obs.schedule(self.handler, self.root, recursive=True, event_filter=EVENTS)
                 obs.start()
             except OSError as exc:
