@@ -330,7 +330,9 @@ class WatchConfig(Section):
     catch_up: bool = True
     """Score the files that arrived while the watcher was not running."""
     never_settles_timeout_s: float = setting(120.0, POSITIVE)
-    """A file still changing, or still failing to decode, after this long is an error."""
+    """A file still changing after this long is an error (it is never read)."""
+    undecodable_grace_s: float = setting(10.0, Range(0))
+    """A file unchanged this long (from its mtime) that still does not decode is an error."""
 
     def check(self) -> None:
         super().check()

@@ -18,6 +18,8 @@ class WatchOptions(WatchConfig):
     """Seconds between snapshots of the polling observer."""
     supervise_interval_s: float = setting(1.0, Range(0, low_open=True))
     """How often the observer's threads are checked (and restarted when dead)."""
+    probe_wait_s: float = setting(2.0, Range(0, low_open=True))
+    """Seconds a probe file's event may take before native events count as not arriving."""
     max_batch: int = setting(256, Range(1))
     """Most settled files handed to one `scan_files` call."""
     pattern: str | None = None
@@ -43,4 +45,5 @@ class WatchStats:
     restarts: int = 0
     overflows: int = 0
     paused: bool = False
+    polling: bool = False  # polling, as asked or because native events fell short
     rate: float = 0.0  # decisions per second over the last few seconds

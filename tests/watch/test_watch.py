@@ -27,6 +27,7 @@ from textual_image.widget import HalfcellImage
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app
+from nsfw_tui.core.config_schema import WatchConfig
 from nsfw_tui.core.home import resolve_home
 from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.store import Store
@@ -176,9 +177,9 @@ def test_w3_slow_writers_are_never_scored_half_written(harness, kind):
 
 
 @pytest.mark.slow
-def test_w4_truncated_at_rest_is_an_error_after_the_timeout_then_rescored(harness):
-    timeout = 1.5
-    h = harness(never_settles_timeout_s=timeout)
+def test_w4_truncated_at_rest_is_an_error_after_the_grace_then_rescored(harness):
+    grace = 1.5
+    h = harness(undecodable_grace_s=grace)
     h.start()
     full = io.BytesIO()
     photo((200, 150), 3).save(full, "JPEG", quality=90)
@@ -190,7 +191,7 @@ def test_w4_truncated_at_rest_is_an_error_after_the_timeout_then_rescored(harnes
     waited = time.monotonic() - started
     line = h.lines[0]
     assert line["decision"] == "error" and line["reason"].startswith("truncated")
-    assert waited >= timeout - 0.2, "a young truncated file is retried, not final at once"
+    assert waited >= grace - 0.2, "a young truncated file is retried, not final at once"
     retries = len(h.reads)
     with open(target, "ab") as fh:  # the upload resumes
         fh.write(data[len(data) // 2 :])
@@ -198,8 +199,54 @@ def test_w4_truncated_at_rest_is_an_error_after_the_timeout_then_rescored(harnes
     assert h.lines[1]["decision"] in ("nsfw", "sfw") and h.lines[1]["size"] == len(data)
     assert len(h.lines) == 2
     print(
-        f"\nW4: truncated at rest logged as error after {waited:.2f} s (timeout {timeout} s, "
+        f"\nW4: truncated at rest logged as error after {waited:.2f} s (grace {grace} s, "
         f"{retries} decode attempts); re-scored once it grew"
+    )
+
+
+@pytest.mark.slow
+def test_w14_undecodable_files_are_quarantined_after_the_grace_with_shipped_settings(harness):
+    shipped = WatchConfig()
+    settle, grace = shipped.settle_s, shipped.undecodable_grace_s
+    budget = settle + grace + 3.0
+    h = harness()
+    q = h.tmp / "quarantine"
+
+    def text(path: Path) -> None:
+        path.write_text("this is not a picture\n")
+
+    def cut(path: Path) -> None:
+        truncated_jpeg(path, 0.5)  # an upload that stopped half-way and never grows
+
+    makers = {"text": text, "cut": cut}
+    landed: dict[str, float] = {}
+    for kind, make in makers.items():  # there before the watch: the catch-up finds them
+        make(h.inbox / f"there_{kind}.jpg")
+    started = time.monotonic()
+    h.start(
+        quarantine=str(q),
+        settle_s=settle,
+        undecodable_grace_s=grace,
+        never_settles_timeout_s=shipped.never_settles_timeout_s,
+    )
+    landed |= {f"there_{kind}.jpg": started for kind in makers}
+    for kind, make in makers.items():  # dropped while watching
+        make(h.inbox / f"dropped_{kind}.jpg")
+        landed[f"dropped_{kind}.jpg"] = time.monotonic()
+    decided = h.decided_at(set(landed), timeout=2 * budget)
+    h.wait_lines(len(landed))  # and nothing more while it stays idle
+    assert_once(h, set(landed))
+    took = {name: decided[name] - landed[name] for name in landed}
+    for name, d in h.by_name().items():
+        assert (d["decision"], d["source"], d["action"]) == ("error", "decoder", "quarantined")
+        assert d["reason"].startswith("unidentified" if "text" in name else "truncated"), d
+        assert (q / name).exists() and not (h.inbox / name).exists()
+        assert grace - 1.0 <= took[name] <= budget, (name, took[name])
+    print(
+        "\nW14: undecodable and settled, shipped settle_s + undecodable_grace_s = "
+        f"{settle + grace:g} s: "
+        + ", ".join(f"{n} {t:.2f} s" for n, t in sorted(took.items()))
+        + " from landing (or from the start) to error + quarantine"
     )
 
 
@@ -231,7 +278,7 @@ def test_a_file_that_never_settles_is_an_error_after_the_timeout(harness):
 
 @pytest.mark.slow
 def test_w5_overflow_warning_triggers_an_immediate_rescan(harness, monkeypatch):
-    h = harness()
+    h = harness(probe_wait_s=600)  # every event lost would fail a probe (W15): not this case
     w = h.start()
     wait_until(lambda: w.stats().rescans >= 1, 10)  # the catch-up pass ran
     monkeypatch.setattr(w._handler, "dispatch", lambda event: None)  # every event lost

@@ -13,10 +13,11 @@ from nsfw_tui.core.watch.clock import ManualClock
 from nsfw_tui.core.watch.decide import Decider, Ledger, Outcome, Rules, Tally
 from nsfw_tui.core.watch.observer import OverflowHook
 from nsfw_tui.core.watch.scope import Scope
-from nsfw_tui.core.watch.settle import SettleGate
+from nsfw_tui.core.watch.settle import RETRYABLE, SettleGate
 
 SETTLE = 2.0
 LIMIT = 10.0  # never_settles_timeout_s
+GRACE = 5.0  # undecodable_grace_s: shorter than LIMIT, so a test tells which one applied
 P = "/inbox/a.png"
 
 
@@ -44,7 +45,9 @@ def files(clock) -> Files:
 
 @pytest.fixture
 def gate(clock, files) -> SettleGate:
-    return SettleGate(settle_s=SETTLE, never_settles_s=LIMIT, clock=clock, key_of=files.get)
+    return SettleGate(
+        settle_s=SETTLE, never_settles_s=LIMIT, grace_s=GRACE, clock=clock, key_of=files.get
+    )
 
 
 def settled_after(gate: SettleGate, clock: ManualClock, seconds: float) -> int:
@@ -182,7 +185,7 @@ def test_a_young_truncated_file_is_retried_then_decided_once_final(gate, clock, 
         assert waited < 2 * LIMIT, "never became final"
         clock.advance(SETTLE / 4)
         waited += SETTLE / 4
-    assert waited == LIMIT, "final once the file is as old as the timeout"
+    assert waited == GRACE, "final once the file has been unchanged for the grace"
     again = take_one(gate)
     assert again.final and again.key == key
     assert not gate.defer(again, key, "truncated"), "final: decided as an error now"
@@ -193,7 +196,7 @@ def test_a_final_retry_is_decided_even_if_the_wall_clock_was_set_back(gate, cloc
     gate.hint(P, key)
     settled_after(gate, clock, SETTLE)
     assert gate.defer(take_one(gate), key, "truncated")
-    clock.advance(LIMIT - SETTLE - 1.0)
+    clock.advance(GRACE - SETTLE - 1.0)
     clock.set_time(clock.time() - 5.0)  # an NTP step: the file looks young again
     assert settled_after(gate, clock, 1.0) == 1, "the monotonic clock says the time is up"
     again = take_one(gate)
@@ -214,23 +217,91 @@ def test_a_retried_file_that_grows_settles_again_and_is_scored_afresh(gate, cloc
     assert (s.key, s.final) == (whole, False)
 
 
-def test_a_retry_waits_only_for_what_is_left_of_the_timeout(gate, clock, files):
-    key = files.write(P, 100, age=LIMIT - 1.0)  # young for one more second
+def test_a_retry_waits_only_for_what_is_left_of_the_grace(gate, clock, files):
+    key = files.write(P, 100, age=GRACE - 1.0)  # young for one more second
     gate.hint(P, key)
     settled_after(gate, clock, 0.5)
     assert settled_after(gate, clock, SETTLE) == 1
-    # Now LIMIT - 1 + 2.5 s old: past the timeout before the first try.
+    # Now GRACE - 1 + 2.5 s old: past the grace before the first try.
     assert not gate.defer(take_one(gate), key, "truncated")
     other = "/inbox/b.png"
-    key = files.write(other, 100, age=LIMIT - 1.0)
+    key = files.write(other, 100, age=GRACE - 1.0)
     s = SimpleNamespace(path=other, key=key, final=False, error=None)
     assert gate.defer(s, key, "empty")
     assert settled_after(gate, clock, 0.5) == 0
     assert settled_after(gate, clock, 0.5) == 1 and take_one(gate).final
 
 
+def final_after(gate: SettleGate, clock: ManualClock, step: float = 0.25) -> float:
+    """Move the clock until the gate hands a deferred file back; the seconds that took."""
+    waited = 0.0
+    while not gate.promote():
+        assert waited < 2 * LIMIT, "never handed back"
+        clock.advance(step)
+        waited += step
+    return waited
+
+
+@pytest.mark.parametrize("kind", sorted(RETRYABLE))
+def test_a_settled_file_that_never_decodes_is_decided_after_the_grace_not_the_timeout(
+    gate, clock, files, kind
+):
+    key = files.write(P, 100)  # a text file named .jpg, or half a JPEG, that stays as it is
+    gate.hint(P)
+    gate.promote()
+    settled_after(gate, clock, SETTLE)
+    assert gate.defer(take_one(gate), key, kind), "settled, but it may be a stalled upload"
+    assert not gate.idle()
+    assert SETTLE + final_after(gate, clock) == GRACE, "unchanged for the grace: decided"
+    again = take_one(gate)
+    assert again.final and again.key == key and again.error is None
+    assert not gate.defer(again, key, kind), "decided as it is: an error"
+    assert gate.finish([P]) == [P] and gate.idle()
+
+
+def test_an_undecodable_file_found_at_start_waits_only_for_the_rest_of_the_grace(
+    gate, clock, files
+):
+    key = files.write(P, 100, age=1.0)  # written a second before the watch started
+    gate.hint(P, key)  # the catch-up rescan found it
+    settled_after(gate, clock, SETTLE)
+    assert gate.defer(take_one(gate), key, "unidentified")
+    assert SETTLE + final_after(gate, clock) == GRACE - 1.0
+    assert take_one(gate).final
+
+
+def test_an_undecodable_file_that_changes_after_its_error_is_decided_again(gate, clock, files):
+    first = files.write(P, 100)
+    gate.hint(P)
+    gate.promote()
+    settled_after(gate, clock, SETTLE)
+    assert gate.defer(take_one(gate), first, "truncated")
+    final_after(gate, clock)
+    assert take_one(gate).final
+    gate.finish([P])  # decided: an error
+    clock.advance(30.0)
+    second = files.write(P, 300)  # rewritten later (the upload was resumed, or replaced)
+    gate.hint(P)  # its event
+    gate.promote()
+    assert settled_after(gate, clock, SETTLE) == 1
+    s = take_one(gate)
+    assert (s.key, s.final) == (second, False), "new content: read and decided afresh"
+    assert gate.defer(s, second, "truncated"), "and given a grace of its own"
+    assert SETTLE + final_after(gate, clock) == GRACE
+    assert take_one(gate).key == second
+
+
+def test_an_mtime_in_the_future_waits_the_grace_and_no_longer(gate, clock, files):
+    key = files.write(P, 100, age=-3600.0)  # a skewed clock on the writer's side
+    gate.hint(P, key)
+    settled_after(gate, clock, SETTLE)
+    assert gate.grace_left(key) == GRACE
+    assert gate.defer(take_one(gate), key, "empty")
+    assert final_after(gate, clock) == GRACE
+
+
 def test_old_files_and_lasting_errors_are_decided_at_once(gate, clock, files):
-    old = files.write(P, 100, age=LIMIT + 1)
+    old = files.write(P, 100, age=GRACE + 1)
     young = files.write("/inbox/b.png", 100)
     s_old = SimpleNamespace(path=P, key=old, final=False, error=None)
     s_young = SimpleNamespace(path="/inbox/b.png", key=young, final=False, error=None)
@@ -241,10 +312,10 @@ def test_old_files_and_lasting_errors_are_decided_at_once(gate, clock, files):
 
 
 def test_young_is_measured_from_the_mtime_on_the_wall_clock(gate, clock, files):
-    key = files.write(P, 1, age=LIMIT - 0.5)
+    key = files.write(P, 1, age=GRACE - 0.5)
     assert gate.young(key)
     clock.advance(0.5)
-    assert not gate.young(key), "as old as the timeout: no longer young"
+    assert not gate.young(key), "unchanged for the whole grace: no longer young"
 
 
 # -- which names wait, events, overflow and rescans ----------------------------------------

@@ -4,7 +4,8 @@
 # observer whose handler raised or whose emitters stopped delivers nothing while looking
 # alive. So the supervisor checks its threads and starts a new observer when one died, and
 # a hook on watchdog's logger turns its overflow warning into a rescan; in both cases the
-# rescan, not the events, finds what was missed.
+# rescan, not the events, finds what was missed. Where native events cannot start, or do
+# not cover the tree (coverage.py), the supervisor polls instead, for good.
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -28,6 +30,7 @@ from watchdog.events import (
 
 from ..errors import NsfwTuiError
 from ..store import path_text
+from .coverage import limit_advice
 
 EVENTS = [
     FileCreatedEvent,
@@ -85,13 +88,18 @@ class OverflowHook(logging.Handler):
 
 class Supervisor:
     """Starts the observer (falling back to polling when native events cannot start) and
-    starts a new one when it died."""
+    starts a new one when it died.
+
+    ``native`` makes the native observer (tests pass one that loses events); ``polling``
+    says whether the watch polls, from the start or since native events fell short.
+    """
 
     def __init__(
         self,
         root: str,
         handler: FileSystemEventHandler,
         *,
+        native: Callable[[], Any],
         polling: bool,
         poll_interval_s: float,
         on_overflow: Callable[[], None],
@@ -99,6 +107,7 @@ class Supervisor:
     ) -> None:
         self.root = root
         self.handler = handler
+        self.native = native
         self.polling = polling
         self.poll_interval_s = poll_interval_s
         self.notice = notice
@@ -139,23 +148,38 @@ class Supervisor:
             return False
         return True
 
+    def switch_to_polling(self) -> None:
+        """Poll from now on: native events do not cover the tree (the caller rescans)."""
+        if self.polling:
+            return
+        self.polling = True
+        _stop(self.observer)
+        self.observer = None
+        self.observer = self._new_observer()
+
     def _new_observer(self):
-        from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
 
-        polling = self.polling
         while True:
-            obs = PollingObserver(timeout=self.poll_interval_s) if polling else Observer()
+            obs = None
             try:
+                if self.polling:
+                    obs = PollingObserver(timeout=self.poll_interval_s)
+                else:
+                    obs = self.native()  # inotify_init itself may fail (the instance limit)
                 obs.schedule(self.handler, self.root, recursive=True, event_filter=EVENTS)
                 obs.start()
             except OSError as exc:
                 _stop(obs)
-                if isinstance(exc, FileNotFoundError) or polling:
+                if isinstance(exc, FileNotFoundError) or self.polling:
                     raise NsfwTuiError(f"cannot watch {path_text(self.root)}: {exc}") from exc
                 # inotify instance or watch limit: polling still sees every file
-                self.notice(f"native events unavailable ({exc}); polling instead")
-                polling = True
+                self.polling = True
+                advice = limit_advice(exc)
+                self.notice(
+                    f"native file events unavailable for {path_text(self.root)} ({exc}); "
+                    f"polling every {self.poll_interval_s:g} s instead. {advice}".rstrip()
+                )
                 continue
             return obs
 

@@ -3,10 +3,12 @@
 # A closed event does not mean "finished": renames never close and slow uploaders close many
 # times. So events and rescans only make a path a candidate; the gate looks at it again on a
 # schedule and hands it over once its key has stayed the same for `settle_s`. A file that
-# keeps changing for `never_settles_timeout_s` is handed over as an error instead, and a
-# young file whose decode failed the way a partial upload fails waits for a change or for
-# that same timeout. The gate reads time only from its clock and files only through
-# `key_of`, and starts no thread, so all of this is tested without sleeping.
+# keeps changing for `never_settles_timeout_s` is handed over as an error instead. A file
+# that settled but failed to decode the way a partial upload fails (a stalled upload looks
+# settled) waits for a change, or until it has been unchanged for `undecodable_grace_s`,
+# and is then decided as it is: an error, never a pass. The gate reads time only from its
+# clock and files only through `key_of`, and starts no thread, so all of this is tested
+# without sleeping.
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from .clock import Clock
 from .scope import Key, file_key
 
-# Decode failures a file still being written also shows: retried while the file is young.
+# Decode failures a file still being written also shows: retried while the file is young
+# (changed less than `undecodable_grace_s` ago).
 RETRYABLE = frozenset({"empty", "truncated", "unidentified"})
 
 
@@ -53,11 +56,13 @@ class SettleGate:
         *,
         settle_s: float,
         never_settles_s: float,
+        grace_s: float,
         clock: Clock,
         key_of: Callable[[str], Key | None] = file_key,
     ) -> None:
         self.settle_s = settle_s
         self.never_settles_s = never_settles_s
+        self.grace_s = grace_s
         self.clock = clock
         self.key_of = key_of
         self._lock = threading.Lock()
@@ -145,14 +150,16 @@ class SettleGate:
         """Whether a decode failure waits for another try instead of being decided.
 
         A young file that fails as a partial upload fails (`RETRYABLE`) is looked at again
-        once it changes, and decided as it is once it has been young for the whole
-        `never_settles_s` without changing (the promotion then says ``final``).
+        once it changes, and decided as it is once it has stayed unchanged for `grace_s`
+        (the promotion then says ``final``).
         """
-        if error_kind not in RETRYABLE or settled.final or not self.young(key):
+        if error_kind not in RETRYABLE or settled.final:
+            return False
+        wait = self.grace_left(key)
+        if wait <= 0:
             return False
         now = self.clock.monotonic()
-        age = self.clock.time() - key[1] / 1e9
-        final_at = now + max(0.0, self.never_settles_s - age)
+        final_at = now + wait
         with self._lock:
             self._inflight.discard(settled.path)
             c = Candidate(key, now, now, now, final_at)
@@ -160,9 +167,18 @@ class SettleGate:
             self._schedule(settled.path, c, min(final_at, now + self.settle_s))
         return True
 
+    def grace_left(self, key: Key) -> float:
+        """Seconds until a file unchanged since ``key`` has been so for `grace_s`.
+
+        Measured from its mtime on the wall clock, so a file found at start waits only for
+        what is left; an mtime in the future (a skewed clock) waits `grace_s`, never longer.
+        """
+        age = self.clock.time() - key[1] / 1e9
+        return min(self.grace_s, max(0.0, self.grace_s - age))
+
     def young(self, key: Key) -> bool:
-        """Modified less than `never_settles_s` ago: a decode failure may be an upload."""
-        return self.clock.time() - key[1] / 1e9 < self.never_settles_s
+        """Changed less than `grace_s` ago: a decode failure may be an upload in progress."""
+        return self.grace_left(key) > 0
 
     def finish(self, paths: Iterable[str]) -> list[str]:
         """These paths are no longer in flight; returns those that still were."""

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import NsfwTuiError
 from ..quarantine import quarantine_folder
@@ -14,6 +15,7 @@ from ..scorers import Scorer
 from ..store import Store, path_text
 from ..watch_options import WatchOptions, WatchStats
 from .clock import Clock, SystemClock
+from .coverage import Coverage, Refused, native_observer
 from .decide import Decider, Ledger, Rules, Tally
 from .log import DecisionLog
 from .observer import Handler, Supervisor
@@ -32,6 +34,14 @@ class Watcher:
     (promotes candidates, rescans, supervises the observer) and a scoring thread (recovery
     at start, then ``scan_files`` on its own store connection, the decision, the quarantine
     move and the line). ``on_decision`` and ``on_notice`` are called from those threads.
+
+    Where native events do not cover the tree (a watch refused at the inotify limit, a probe
+    file whose event never came, a network or FUSE mount), the whole watch polls from then
+    on. Polling only
+    the uncovered folders would take one watchdog polling thread per uncovered subtree, and
+    past the limit those are scattered all over the tree (watches are added in walk order).
+    ``observer_factory`` makes the native observer from the refused-watch callback (tests
+    pass one that loses events); by default `coverage.native_observer`.
     """
 
     def __init__(
@@ -47,6 +57,7 @@ class Watcher:
         on_notice: Callable[[str], None] | None = None,
         log_path: str | os.PathLike | None = None,
         clock: Clock | None = None,
+        observer_factory: Callable[[Refused], Any] | None = None,
     ) -> None:
         self.options = opts = options or WatchOptions()
         opts.check()
@@ -74,6 +85,7 @@ class Watcher:
         self.gate = SettleGate(
             settle_s=opts.settle_s,
             never_settles_s=opts.never_settles_timeout_s,
+            grace_s=opts.undecodable_grace_s,
             clock=self.clock,
             key_of=entry_key,
         )
@@ -117,11 +129,19 @@ class Watcher:
             hint=self._hint,
             notice=self._notice,
         )
+        self.coverage = Coverage(
+            self.root,
+            clock=self.clock,
+            wait_s=opts.probe_wait_s,
+            notice=self._notice,
+            wake=self._wake.set,
+        )
         # Tests reach the handler and the live observer to lose events and kill it.
         self._handler = Handler(hint=self._hint, gone=self._gone, tree=self._add_tree)
         self.supervisor = Supervisor(
             self.root,
             self._handler,
+            native=lambda: (observer_factory or native_observer)(self.coverage.refused),
             polling=opts.polling,
             poll_interval_s=opts.poll_interval_s,
             on_overflow=self._on_overflow,
@@ -167,6 +187,7 @@ class Watcher:
         for t in self._threads:
             t.join(timeout)
         self.supervisor.stop()  # after the settle thread: it may have restarted the observer
+        self.coverage.close()
         self._close_log()
 
     def pause(self) -> None:
@@ -188,6 +209,7 @@ class Watcher:
         s = self.tally.snapshot()
         s.pending = self.gate.pending()
         s.paused = self.paused
+        s.polling = self.supervisor.polling
         return s
 
     def idle(self) -> bool:
@@ -202,11 +224,13 @@ class Watcher:
     # -- what the observer reports (its own thread) ----------------------------------------
 
     def _hint(self, path: str, key: Key | None = None) -> None:
-        if path and self.scope.wanted(path):
+        if path and not self.coverage.saw(path) and self.scope.wanted(path):
             self.gate.hint(path, key)
             self._wake.set()
 
     def _gone(self, path: str) -> None:
+        if self.coverage.owns(path):
+            return  # a probe file removed: it never was a candidate
         self.gate.discard(path, gone=True)
         self._work.set()  # its row goes
 
@@ -233,8 +257,11 @@ class Watcher:
                 if now >= next_check:
                     self._supervise()
                     next_check = now + self.options.supervise_interval_s
+                self._check_coverage()
                 if (reason := self.rescans.due()) is not None:
                     self.rescans.run(store, reason)
+                    if not self.supervisor.polling:  # do events reach us? (W15)
+                        self.coverage.probe(self._epoch())
                 self.rescans.walk_trees()
                 if self.gate.promote():
                     self._work.set()
@@ -246,6 +273,29 @@ class Watcher:
             self._wake.clear()
         if store is not None:
             store.close()
+
+    def _epoch(self) -> tuple[int, int]:
+        """Changes when events were lost for a known reason (a restart, an overflow)."""
+        s = self.tally.snapshot()
+        return (s.restarts, s.overflows)
+
+    def _check_coverage(self) -> None:
+        """Poll from now on where native events are known not to cover the tree (W15)."""
+        if self.supervisor.polling or not self.supervisor.alive():
+            return  # a dead observer loses the probe's event too: restarted first
+        failed = self.coverage.failure(self._epoch())
+        if failed is None:
+            return
+        why, advice = failed
+        self.coverage.close()
+        self.supervisor.switch_to_polling()
+        # Files that landed where no event came are found by this rescan; it runs after the
+        # polling observer took its first snapshot, so no file falls between the two.
+        self.rescans.request("switched to polling", keep_earlier=True)
+        self._notice(
+            f"native file events do not cover {path_text(self.root)}: {why}; polling the "
+            f"whole folder every {self.options.poll_interval_s:g} s instead. {advice}".rstrip()
+        )
 
     def _supervise(self) -> None:
         if self._stop.is_set() or not self.supervisor.restart_if_dead():

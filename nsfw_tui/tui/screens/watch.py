@@ -79,6 +79,8 @@ class WatchScreen(Screen):
     def show_stats(self) -> None:
         s = self.stats
         state = "[b yellow]paused[/]" if s.paused else "[b green]watching[/]"
+        if s.polling:  # asked for, or native events fell short (a notice said why)
+            state += " [yellow](polling)[/]"
         moved = "would quarantine" if self.host.dry_run else "quarantined"
         self.query_one("#watch-status", Static).update(
             f"{state} {Text(self.root).markup}   seen [b]{s.seen}[/]  NSFW [b red]{s.nsfw}[/]  "
