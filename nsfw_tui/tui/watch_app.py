@@ -105,6 +105,12 @@ class WatchApp(NsfwTuiApp):
             self.notify("paused: files keep arriving and wait; p resumes", timeout=3)
         self._post_stats()
 
+    def rescan(self) -> None:
+        """Walk the whole folder now: after a mount, or files copied in while events were off."""
+        if self.watcher is not None:
+            self.watcher.request_rescan("asked for")
+            self.notify("rescanning the folder", timeout=2)
+
     def open_review(self, decision: dict) -> None:
         moved = decision.get("action") == "quarantined" and decision.get("dest")
         # The exact name (from path_b64/dest_b64 where it is not UTF-8), not its text.

@@ -27,7 +27,8 @@ from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.watch import WatchOptions
 from nsfw_tui.core.watch.clock import ManualClock
 from nsfw_tui.core.watch.coverage import PROBE_PREFIX, Coverage, limit_advice, remote_mounts
-from nsfw_tui.tui.watch_app import make_watch_app
+from nsfw_tui.tui.settings import ReviewSettings, WatchSettings
+from nsfw_tui.tui.watch_app import WatchApp, make_watch_app
 
 LINUX = sys.platform.startswith("linux")
 
@@ -386,20 +387,7 @@ async def test_w15_the_watch_screen_says_it_polls(tmp_path, monkeypatch):
     monkeypatch.setattr(watcher_module, "native_observer", deaf_to_the_root)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    home = resolve_home(tmp_path / "home")
-    prepare_home(home)
-    scorer = RedScorer()
-    app = make_watch_app(
-        inbox,
-        home=home,
-        scorer=scorer,
-        threshold=0.5,
-        options=WatchOptions(settle_s=0.3, supervise_interval_s=0.2, probe_wait_s=0.5),
-        scan_options=ScanOptions(workers=0),
-        scorer_factory=lambda row: scorer,
-        image_class=HalfcellImage,
-        log_path=tmp_path / "w.jsonl",
-    )
+    app = watch_app(inbox, tmp_path, probe_wait_s=0.5)
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
         screen = app.watch_screen
         status = screen.query_one("#watch-status", Static)
@@ -408,3 +396,42 @@ async def test_w15_the_watch_screen_says_it_polls(tmp_path, monkeypatch):
         assert len(said) == 1 and "polling the whole folder" in str(said[0].message)
         Image.new("RGB", (24, 16), (10, 90, 160)).save(inbox / "landed.png")
         await wait_for(pilot, lambda: screen.table.row_count == 1)
+
+
+def watch_app(inbox: Path, tmp_path: Path, **options) -> WatchApp:
+    """The watch screen over ``inbox`` with the fake scorer and inline decoding."""
+    home = resolve_home(tmp_path / "home")
+    prepare_home(home)
+    scorer = RedScorer()
+    settings = WatchSettings(
+        scorer=scorer,
+        threshold=0.5,
+        options=WatchOptions(settle_s=0.3, supervise_interval_s=0.2, **options),
+        log_path=tmp_path / "w.jsonl",
+        review=ReviewSettings(
+            scan_options=ScanOptions(workers=0),
+            scorer_factory=lambda row: scorer,
+            image_class=HalfcellImage,
+        ),
+    )
+    return make_watch_app(inbox, home=home, settings=settings)
+
+
+@pytest.mark.slow
+async def test_r_on_the_watch_screen_rescans_what_events_missed(tmp_path, monkeypatch):
+    """With events lost and no probe to notice, `r` finds the file the observer never saw."""
+    import nsfw_tui.core.watch.watcher as watcher_module
+
+    monkeypatch.setattr(watcher_module, "native_observer", deaf_to_the_root)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    app = watch_app(inbox, tmp_path, probe_wait_s=600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.watch_screen
+        await wait_for(pilot, lambda: app.watcher is not None and app.watcher.idle())
+        Image.new("RGB", (24, 16), (10, 90, 160)).save(inbox / "missed.png")
+        await pilot.pause(1.0)
+        assert screen.table.row_count == 0, "the deaf observer reported nothing"
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.table.row_count == 1)
+        assert screen.selected()["path"].endswith("missed.png")

@@ -29,6 +29,7 @@ class WatchScreen(Screen):
 
     BINDINGS = [
         Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("r", "rescan", "Rescan"),
         Binding("enter", "open_selected", "Review"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -136,6 +137,9 @@ class WatchScreen(Screen):
 
     def action_toggle_pause(self) -> None:
         self.host.toggle_pause()
+
+    def action_rescan(self) -> None:
+        self.host.rescan()
 
     def action_open_selected(self) -> None:
         decision = self.selected()
