@@ -133,7 +133,7 @@ for line in sys.stdin:
         good = all(f.mode == "RGB" for f in img.frames) and 1 <= len(img.frames) <= 8
         out = {"result": "ok" if good else "bad-output"}
     except ImageError as exc:
-        out = {"result": exc.kind}
+        out = {"result": exc.kind, "reason": exc.reason}
     except BaseException as exc:
         out = {"result": "escaped", "detail": f"{type(exc).__name__}: {exc}"[:300]}
     out["seconds"] = time.perf_counter() - start
@@ -440,7 +440,7 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
-def test_mutation_fuzz_300_cases_in_child_processes(tmp_path):
+def test_mutation_fuzz_1200_cases_in_child_processes(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     base = Image.fromarray(photo_array(96, 64, seed=3))
@@ -454,8 +454,8 @@ def test_mutation_fuzz_300_cases_in_child_processes(tmp_path):
     ]
     rng = random.Random(20240601)
     paths = []
-    for i in range(300):
-        path = tmp_path / f"case{i:03d}.img"
+    for i in range(1200):
+        path = tmp_path / f"case{i:04d}.img"
         path.write_bytes(_mutate(seeds[i % len(seeds)], rng))
         paths.append(path)
     start = time.perf_counter()
@@ -470,6 +470,8 @@ def test_mutation_fuzz_300_cases_in_child_processes(tmp_path):
     problems = [r for r in results if r["result"] in ("hang", "crash", "escaped", "bad-output")]
     assert not problems, problems[:5]
     assert hist["ok"] and len(hist) > 2  # the mutations did reach the decoders
+    unexplained = [r for r in results if r["result"] != "ok" and not r.get("reason")]
+    assert not unexplained, unexplained[:5]  # every refusal says why
 
 
 # -- P7: orientation -----------------------------------------------------------------------
