@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from support.imagegen import photo, truncated_jpeg
+from support.imagegen import photo, truncated_jpeg, zero_tailed
 from support.tui import CLI_WITH_FAKE_SCORER, FAKE_ID, RedScorer, prepare_home, wait_for
 from support.watch import SETTLE, Harness, image_bytes
 from textual.widgets import Static
@@ -205,6 +205,27 @@ def test_w4_truncated_at_rest_is_an_error_after_the_grace_then_rescored(harness)
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # the grace for undecodable files (W14)
+def test_p12_zero_tailed_uploads_are_errors_never_scored(harness):
+    """Preallocated downloads (full size, zeros at the end) settle, then fail as `truncated`;
+    so does a WebP cut short, whose RIFF header still names the whole size."""
+    h = harness()
+    names = []
+    for i, suffix in enumerate([".jpg"] * 8 + [".png", ".gif"]):
+        zero_tailed(h.inbox / f"pre_{i}{suffix}", fraction=0.3 + 0.05 * i, seed=i)
+        names.append(f"pre_{i}{suffix}")
+    webp = io.BytesIO()
+    photo((240, 180), seed=3).save(webp, "WEBP", quality=80)
+    (h.inbox / "cut.webp").write_bytes(webp.getvalue()[: len(webp.getvalue()) * 2 // 3])
+    names.append("cut.webp")
+    h.start()
+    h.wait_lines(len(names), timeout=30)
+    assert_once(h, set(names))
+    for d in h.by_name().values():
+        assert (d["decision"], d["probability"]) == ("error", None), d
+        assert d["reason"].startswith("truncated"), d
+
+
 def test_w14_undecodable_files_are_quarantined_after_the_grace_with_shipped_settings(harness):
     shipped = WatchConfig()
     settle, grace = shipped.settle_s, shipped.undecodable_grace_s
