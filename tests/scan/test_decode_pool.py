@@ -132,6 +132,7 @@ def test_a_worker_that_cannot_start_is_an_error_not_a_hang(tmp_path):
         list(pool.map([str(path)]))
 
 
+@pytest.mark.slow
 def test_a_replacement_that_cannot_start_fails_the_stream_and_the_next_request(tmp_path):
     folder = tmp_path / "p"
     [good] = photo_folder(folder, 1, size=(64, 48))

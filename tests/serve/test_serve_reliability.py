@@ -371,6 +371,7 @@ def test_r5_one_peers_stalled_headers_are_cut_and_others_are_served():
 # -- R9: slow clients from another address; R10: slow bodies ------------------------------------
 
 
+@pytest.mark.slow
 def test_r9_eighty_slow_clients_from_one_address_starve_only_themselves(tmp_path):
     """A real `nsfw-tui serve` process with a token, its defaults (32 connections per peer,
     10 s for headers); 80 slowloris connections from 127.0.0.2, reopened as they are closed."""
@@ -409,6 +410,7 @@ def test_r9_eighty_slow_clients_from_one_address_starve_only_themselves(tmp_path
     )
 
 
+@pytest.mark.slow
 def test_r10_a_slow_body_is_cut_at_its_deadline():
     app = create_app(FakeScorer(), threshold=0.5, decode_workers=0)
     options = {"body_timeout_s": 1.0, "log_level": "error"}

@@ -226,6 +226,7 @@ def test_p12_zero_tailed_uploads_are_errors_never_scored(harness):
         assert d["reason"].startswith("truncated"), d
 
 
+@pytest.mark.slow
 def test_w14_undecodable_files_are_quarantined_after_the_grace_with_shipped_settings(harness):
     shipped = WatchConfig()
     settle, grace = shipped.settle_s, shipped.undecodable_grace_s
