@@ -16,6 +16,7 @@ from .errors import ImageError, NsfwTuiError
 from .images import check_structure, read_bytes
 from .scan import CONTENT_ERRORS
 from .store import FileRow, ScoreRecord, Store, path_text
+from .structure import CHECK_VERSION
 from .walk import WalkIssue, walk_images
 
 
@@ -63,11 +64,12 @@ def _check(path: str, known: dict[str, FileRow]) -> _Checked:
         return _Checked(path, None, None, ImageError("unreadable", exc.strerror or str(exc)))
     row = known.get(path)
     if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
-        # unchanged since a scan decoded it, or an import checked it: not read again
+        # unchanged since a scan decoded it, or an import checked it: not read again, unless
+        # it was found whole by a loader with an older completeness check (P12)
         if row.error_kind in CONTENT_ERRORS:
             error = ImageError(row.error_kind, row.error or row.error_kind)
             return _Checked(path, st, row.sha256, error, cached=True)
-        if row.error_kind is None and row.sha256:
+        if row.error_kind is None and row.sha256 and not row.unchecked:
             return _Checked(path, st, row.sha256, cached=True)
     try:
         data = read_bytes(path)
@@ -86,8 +88,9 @@ def _record(checked: _Checked) -> ScoreRecord | None:
     c, st = checked, checked.stat
     if c.cached or st is None or c.sha256 is None:
         return None
+    # check_structure is the loader's own completeness check: its verdict is today's
     if c.error is None:
-        return ScoreRecord(c.path, st.st_size, st.st_mtime_ns, c.sha256)
+        return ScoreRecord(c.path, st.st_size, st.st_mtime_ns, c.sha256, checked=CHECK_VERSION)
     return ScoreRecord(
         c.path,
         st.st_size,
@@ -95,6 +98,7 @@ def _record(checked: _Checked) -> ScoreRecord | None:
         c.sha256,
         error_kind=c.error.kind,
         error=c.error.reason,
+        checked=CHECK_VERSION,
     )
 
 

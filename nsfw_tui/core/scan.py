@@ -14,6 +14,7 @@ from .decode_pool import Decoded, DecodePool, Decoder, Failed, decode_path
 from .errors import NsfwTuiError
 from .scorers import Scorer, max_over_frames
 from .store import ScoreRecord, Store, path_text
+from .structure import CHECK_VERSION
 from .walk import WalkIssue, check_path, walk_images
 
 # Failures that belong to the bytes (not to the moment): an unchanged file keeps them.
@@ -28,6 +29,12 @@ class ScanOptions(ScanConfig):
     decoder, which no config sets. ``ScanOptions.from_config(cfg.scan)`` builds one."""
 
     decoder: Decoder = decode_path  # tests swap in a faulty one
+
+
+def checked_error(kind: str) -> int:
+    """The check version a failure records: today's where the loader refused the content
+    itself, 0 for a failure of the moment (timeout, crash, unreadable) that says nothing."""
+    return CHECK_VERSION if kind in CONTENT_ERRORS else 0
 
 
 def inference_threads(workers: int) -> int:
@@ -82,8 +89,10 @@ def scan_files(
 ) -> ScanResult:
     """Score ``paths`` with ``scorer``, answering from the store's cache where it can.
 
-    A file whose path, size and mtime match the store is not re-read; a content already
-    scored by this model is not re-scored. Results are written one batch per transaction,
+    A file whose path, size and mtime match the store is not re-read, unless a loader with
+    an older completeness check recorded it whole (FileRow.unchecked): that one is read once
+    more, and keeps its cached score only if it is still whole. A content already scored by
+    this model is not re-scored. Results are written one batch per transaction,
     so a cancelled or killed scan keeps every batch it finished.
     """
     options = options or ScanOptions()
@@ -111,7 +120,11 @@ def scan_files(
             kind, why = problem or ("unreadable", "cannot stat")
             stat_failures.append(ScanItem(p, error_kind=kind, error=why))
     known = store.files(list(stats))
-    cached_shas = {row.sha256 for row in known.values() if row.sha256 and row.error_kind is None}
+    cached_shas = {
+        row.sha256
+        for row in known.values()
+        if row.sha256 and row.error_kind is None and not row.unchecked
+    }
     cached_probs = store.predictions(scorer.id, list(cached_shas)) if cached_shas else {}
 
     to_decode: list[str] = []
@@ -119,7 +132,7 @@ def scan_files(
     for p, st in stats.items():
         row = known.get(p)
         unchanged = row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns
-        if unchanged and row.sha256 and row.sha256 in cached_probs:
+        if unchanged and row.sha256 in cached_probs and not row.unchecked:
             reused.append(ScanItem(p, row.sha256, cached_probs[row.sha256], cached=True))
         elif unchanged and row.error_kind in CONTENT_ERRORS:
             reused.append(ScanItem(p, row.sha256, None, row.error_kind, row.error, cached=True))
@@ -176,6 +189,7 @@ def scan_files(
                             sha256=res.sha256,
                             error_kind=res.error.kind,
                             error=res.error.reason,
+                            checked=checked_error(res.error.kind),
                         )
                     ]
                 )
@@ -244,6 +258,7 @@ def _score_batch(
                     format=d.format,
                     n_frames=d.n_frames,
                     features=feats.get(d.sha256) if scored_here else None,
+                    checked=CHECK_VERSION,  # this path was just read by today's loader
                 )
             )
     return items, records
