@@ -128,6 +128,10 @@ def scan_files(
     cached_probs = store.predictions(scorer.id, list(cached_shas)) if cached_shas else {}
 
     to_decode: list[str] = []
+    # Unchanged files found whole by an older completeness check, and the content they held:
+    # read again, one that still holds it only gets its image marked checked (its row and
+    # the time it was seen stay: nothing about the file is new).
+    again: dict[str, str] = {}
     reused: list[ScanItem] = []
     for p, st in stats.items():
         row = known.get(p)
@@ -138,6 +142,8 @@ def scan_files(
             reused.append(ScanItem(p, row.sha256, None, row.error_kind, row.error, cached=True))
         else:
             to_decode.append(p)
+            if unchanged and row.unchecked and row.sha256:
+                again[p] = row.sha256
     result.reused = len(reused)
     result.errors = len(stat_failures) + sum(1 for r in reused if r.error_kind)
     if stat_failures:
@@ -165,10 +171,14 @@ def scan_files(
         nonlocal held
         if not pending:
             return
-        items, records = _score_batch(list(pending.values()), scorer, store, stats)
+        items, records, confirmed = _score_batch(
+            list(pending.values()), scorer, store, stats, again
+        )
         result.scored += sum(1 for i in items if not i.cached)
         result.reused += sum(1 for i in items if i.cached)
         store.record_files(records)
+        if confirmed:  # a kill in between leaves them unchecked: read once more, no harm
+            store.mark_checked(confirmed, CHECK_VERSION)
         pending.clear()
         pool.release(held)
         held = 0
@@ -217,8 +227,14 @@ def scan_files(
 
 
 def _score_batch(
-    entries: list[_Pending], scorer: Scorer, store: Store, stats: dict[str, os.stat_result]
-) -> tuple[list[ScanItem], list[ScoreRecord]]:
+    entries: list[_Pending],
+    scorer: Scorer,
+    store: Store,
+    stats: dict[str, os.stat_result],
+    again: dict[str, str],
+) -> tuple[list[ScanItem], list[ScoreRecord], set[str]]:
+    """Score what the cache lacks; returns the items, the records, and the images read again
+    that are whole and as recorded (``again``), to be marked checked and nothing more."""
     shas = [e.decoded.sha256 for e in entries]
     known = store.predictions(scorer.id, shas)
     fresh = [e for e in entries if e.decoded.sha256 not in known]
@@ -237,6 +253,7 @@ def _score_batch(
                 start += n
     items: list[ScanItem] = []
     records: list[ScoreRecord] = []
+    confirmed: set[str] = set()
     fresh_shas = {e.decoded.sha256 for e in fresh}
     for e in entries:
         d = e.decoded
@@ -245,6 +262,9 @@ def _score_batch(
             st = stats[path]
             scored_here = is_fresh and i == 0
             items.append(ScanItem(path, d.sha256, probs[d.sha256], cached=not scored_here))
+            if again.get(path) == d.sha256 and not is_fresh:  # its cached score stands
+                confirmed.add(d.sha256)
+                continue
             records.append(
                 ScoreRecord(
                     path=path,
@@ -261,7 +281,7 @@ def _score_batch(
                     checked=CHECK_VERSION,  # this path was just read by today's loader
                 )
             )
-    return items, records
+    return items, records, confirmed
 
 
 def scan_folder(

@@ -423,6 +423,17 @@ class Store:
                         [(r.sha256, r.model_id, i, f.tobytes()) for i, f in enumerate(feats)],
                     )
 
+    def mark_checked(self, shas: Iterable[str], version: int) -> None:
+        """Record that a loader with completeness check ``version`` read these images again
+        and found each whole, as recorded; nothing else about them or their files changes."""
+        rows = [(version, sha) for sha in shas]
+        if not rows:
+            return
+        with self.write():
+            self._conn.executemany(
+                "UPDATE images SET checked = ? WHERE sha256 = ? AND error_kind IS NULL", rows
+            )
+
     def forget_missing(self, paths: Sequence[str]) -> None:
         """Drop file rows for paths that no longer exist (images and labels stay)."""
         with self.write():

@@ -107,6 +107,8 @@ def test_import_reads_an_unchecked_file_again_and_skips_it_when_zero_tailed(fold
         assert set(skipped) == {"partial.jpg", "broken.png"}
         assert skipped["partial.jpg"].startswith("truncated: ")
         assert set(store.current_labels()) == {sha_of(folder / "whole.jpg")}
+        rewritten = {os.path.basename(r.path) for r in store.files_seen_since(str(folder), 2.0)}
+        assert rewritten == {"partial.jpg"}  # the whole file's row is as it was
         seen.clear()
         again = import_folders(store, plan_import(folder, "sfw"))
         assert seen == [] and again.unchanged == 1 and len(again.errors) == 2

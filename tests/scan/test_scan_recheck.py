@@ -95,6 +95,10 @@ def test_scan_reads_each_unchecked_file_once_and_refuses_the_zero_tailed_one(upg
     assert first["broken.png"].error_kind == "truncated" and first["broken.png"].cached
     assert scorer.frames == 0, "a whole file keeps its score: read again, not re-scored"
     assert store.predictions(MODEL) == {sha_of(folder / "whole.jpg"): OLD_WHOLE}
+    # found as recorded, the whole file's row stays as it was (the watch log's recovery
+    # takes a row written since its last line for a decision it lacks)
+    rewritten = {os.path.basename(r.path) for r in store.files_seen_since(str(folder), 2.0)}
+    assert rewritten == {"partial.jpg"}
 
     second = scan_folder(folder, scorer, store, options)
     assert reads.count == {"whole.jpg": 1, "partial.jpg": 1}, "read once more, not every scan"
