@@ -25,6 +25,7 @@ from nsfw_tui.core import adapt as A
 from nsfw_tui.core.metrics import auroc
 from nsfw_tui.core.scorers import BUILTIN_ID, ensure_builtin
 from nsfw_tui.core.store import ScoreRecord, Store
+from nsfw_tui.core.structure import CHECK_VERSION
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +53,7 @@ def fill_store(path: Path, n: int, chunk: int = 5000) -> tuple[Store, np.ndarray
                 model_id=BUILTIN_ID,
                 n_frames=1,
                 features=x[i : i + 1],
+                checked=CHECK_VERSION,
             )
             for i in range(start, min(n, start + chunk))
         )

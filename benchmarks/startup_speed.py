@@ -83,6 +83,7 @@ def prefill(home: Path, paths: list[Path]) -> None:
     from nsfw_tui.core.images import hash_file
     from nsfw_tui.core.scorers import BUILTIN_ID, ensure_builtin
     from nsfw_tui.core.store import ScoreRecord, Store
+    from nsfw_tui.core.structure import CHECK_VERSION
 
     records = []
     for i, p in enumerate(paths):
@@ -100,6 +101,7 @@ def prefill(home: Path, paths: list[Path]) -> None:
                 height=8,
                 format="PNG",
                 n_frames=1,
+                checked=CHECK_VERSION,
             )
         )
     with Store.open(resolve_home(home).store_path) as store:

@@ -341,9 +341,11 @@ def adapt(
 
 
 def labelled_without_features(store: Store, only: set[str] | None = None) -> list[str]:
-    """Paths of labelled images on disk whose built-in features are not cached (to scan)."""
+    """Paths of labelled images on disk whose built-in features are not cached, or were
+    cached from a read by an older completeness check (to scan)."""
     rows = [r for r in store.labelled_files() if only is None or r.sha256 in only]
     have = set(cached_features(store, [r.sha256 for r in rows]).shas) if rows else set()
+    have -= store.unchecked(list(have))  # read again first: an incomplete one's features go
     return [r.path for r in rows if r.sha256 not in have and r.path and os.path.isfile(r.path)]
 
 

@@ -60,6 +60,8 @@ def labelled_scores(
         if _under(r.path, root) and (only is None or r.sha256 in only)
     ]
     cached = store.predictions(scorer.id, [r.sha256 for r in rows])
+    for sha in store.unchecked(list(cached)):  # read again first (P12): whole, or an error
+        del cached[sha]
     todo = [r.path for r in rows if r.sha256 not in cached and r.path]
     todo = [p for p in todo if os.path.isfile(p)]
     if todo:

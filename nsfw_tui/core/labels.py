@@ -16,6 +16,7 @@ from .errors import ImageError, NsfwTuiError
 from .images import check_structure, read_bytes
 from .scan import CONTENT_ERRORS
 from .store import FileRow, ScoreRecord, Store, path_text
+from .structure import CHECK_VERSION
 from .walk import WalkIssue, walk_images
 
 
@@ -53,6 +54,7 @@ class _Checked:
     sha256: str | None
     error: ImageError | None = None
     cached: bool = False  # the store's verdict on the unchanged file was reused
+    confirmed: bool = False  # read again (an older check found it whole): whole, as recorded
 
 
 def _check(path: str, known: dict[str, FileRow]) -> _Checked:
@@ -62,12 +64,15 @@ def _check(path: str, known: dict[str, FileRow]) -> _Checked:
     except OSError as exc:
         return _Checked(path, None, None, ImageError("unreadable", exc.strerror or str(exc)))
     row = known.get(path)
-    if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
-        # unchanged since a scan decoded it, or an import checked it: not read again
+    if row is not None and (row.size, row.mtime_ns) != (st.st_size, st.st_mtime_ns):
+        row = None  # changed since: the store's verdict is about other bytes
+    if row is not None:
+        # unchanged since a scan decoded it, or an import checked it: not read again, unless
+        # it was found whole by a loader with an older completeness check (P12)
         if row.error_kind in CONTENT_ERRORS:
             error = ImageError(row.error_kind, row.error or row.error_kind)
             return _Checked(path, st, row.sha256, error, cached=True)
-        if row.error_kind is None and row.sha256:
+        if row.error_kind is None and row.sha256 and not row.unchecked:
             return _Checked(path, st, row.sha256, cached=True)
     try:
         data = read_bytes(path)
@@ -78,16 +83,19 @@ def _check(path: str, known: dict[str, FileRow]) -> _Checked:
         check_structure(data)
     except ImageError as exc:
         return _Checked(path, st, sha, exc)
-    return _Checked(path, st, sha)
+    # found whole again, as an older check recorded it: only that it was checked is new
+    again = row is not None and row.unchecked and row.sha256 == sha
+    return _Checked(path, st, sha, confirmed=again)
 
 
 def _record(checked: _Checked) -> ScoreRecord | None:
     """What the store learns from a fresh check: the file's hash, or the content's fault."""
     c, st = checked, checked.stat
-    if c.cached or st is None or c.sha256 is None:
+    if c.cached or c.confirmed or st is None or c.sha256 is None:
         return None
+    # check_structure is the loader's own completeness check: its verdict is today's
     if c.error is None:
-        return ScoreRecord(c.path, st.st_size, st.st_mtime_ns, c.sha256)
+        return ScoreRecord(c.path, st.st_size, st.st_mtime_ns, c.sha256, checked=CHECK_VERSION)
     return ScoreRecord(
         c.path,
         st.st_size,
@@ -95,6 +103,7 @@ def _record(checked: _Checked) -> ScoreRecord | None:
         c.sha256,
         error_kind=c.error.kind,
         error=c.error.reason,
+        checked=CHECK_VERSION,
     )
 
 
@@ -110,6 +119,7 @@ def import_folders(store: Store, plan: list[tuple[Path, str]]) -> ImportReport:
         with ThreadPoolExecutor(max_workers=4) as pool:
             checked = list(pool.map(lambda p, k=known: _check(p, k), paths))
         store.record_files(r for c in checked if (r := _record(c)) is not None)
+        store.mark_checked({c.sha256 for c in checked if c.confirmed and c.sha256}, CHECK_VERSION)
         shas = []
         for c in checked:
             if c.error is not None:

@@ -223,7 +223,7 @@ def load_review(
         row.sha256 = f.sha256
         if f.error_kind in CONTENT_ERRORS:
             row.error = f"{f.error_kind}: {f.error}"
-        elif f.sha256 in probs:
+        elif f.sha256 in probs and not f.unchecked:  # else read again by an older check's
             row.probability = probs[f.sha256]
         else:
             pending.append(row.path)

@@ -14,6 +14,7 @@ from .decode_pool import Decoded, DecodePool, Decoder, Failed, decode_path
 from .errors import NsfwTuiError
 from .scorers import Scorer, max_over_frames
 from .store import ScoreRecord, Store, path_text
+from .structure import CHECK_VERSION
 from .walk import WalkIssue, check_path, walk_images
 
 # Failures that belong to the bytes (not to the moment): an unchanged file keeps them.
@@ -28,6 +29,12 @@ class ScanOptions(ScanConfig):
     decoder, which no config sets. ``ScanOptions.from_config(cfg.scan)`` builds one."""
 
     decoder: Decoder = decode_path  # tests swap in a faulty one
+
+
+def checked_error(kind: str) -> int:
+    """The check version a failure records: today's where the loader refused the content
+    itself, 0 for a failure of the moment (timeout, crash, unreadable) that says nothing."""
+    return CHECK_VERSION if kind in CONTENT_ERRORS else 0
 
 
 def inference_threads(workers: int) -> int:
@@ -82,8 +89,10 @@ def scan_files(
 ) -> ScanResult:
     """Score ``paths`` with ``scorer``, answering from the store's cache where it can.
 
-    A file whose path, size and mtime match the store is not re-read; a content already
-    scored by this model is not re-scored. Results are written one batch per transaction,
+    A file whose path, size and mtime match the store is not re-read, unless a loader with
+    an older completeness check recorded it whole (FileRow.unchecked): that one is read once
+    more, and keeps its cached score only if it is still whole. A content already scored by
+    this model is not re-scored. Results are written one batch per transaction,
     so a cancelled or killed scan keeps every batch it finished.
     """
     options = options or ScanOptions()
@@ -111,20 +120,30 @@ def scan_files(
             kind, why = problem or ("unreadable", "cannot stat")
             stat_failures.append(ScanItem(p, error_kind=kind, error=why))
     known = store.files(list(stats))
-    cached_shas = {row.sha256 for row in known.values() if row.sha256 and row.error_kind is None}
+    cached_shas = {
+        row.sha256
+        for row in known.values()
+        if row.sha256 and row.error_kind is None and not row.unchecked
+    }
     cached_probs = store.predictions(scorer.id, list(cached_shas)) if cached_shas else {}
 
     to_decode: list[str] = []
+    # Unchanged files found whole by an older completeness check, and the content they held:
+    # read again, one that still holds it only gets its image marked checked (its row and
+    # the time it was seen stay: nothing about the file is new).
+    again: dict[str, str] = {}
     reused: list[ScanItem] = []
     for p, st in stats.items():
         row = known.get(p)
         unchanged = row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns
-        if unchanged and row.sha256 and row.sha256 in cached_probs:
+        if unchanged and row.sha256 in cached_probs and not row.unchecked:
             reused.append(ScanItem(p, row.sha256, cached_probs[row.sha256], cached=True))
         elif unchanged and row.error_kind in CONTENT_ERRORS:
             reused.append(ScanItem(p, row.sha256, None, row.error_kind, row.error, cached=True))
         else:
             to_decode.append(p)
+            if unchanged and row.unchecked and row.sha256:
+                again[p] = row.sha256
     result.reused = len(reused)
     result.errors = len(stat_failures) + sum(1 for r in reused if r.error_kind)
     if stat_failures:
@@ -152,10 +171,14 @@ def scan_files(
         nonlocal held
         if not pending:
             return
-        items, records = _score_batch(list(pending.values()), scorer, store, stats)
+        items, records, confirmed = _score_batch(
+            list(pending.values()), scorer, store, stats, again
+        )
         result.scored += sum(1 for i in items if not i.cached)
         result.reused += sum(1 for i in items if i.cached)
         store.record_files(records)
+        if confirmed:  # a kill in between leaves them unchecked: read once more, no harm
+            store.mark_checked(confirmed, CHECK_VERSION)
         pending.clear()
         pool.release(held)
         held = 0
@@ -176,6 +199,7 @@ def scan_files(
                             sha256=res.sha256,
                             error_kind=res.error.kind,
                             error=res.error.reason,
+                            checked=checked_error(res.error.kind),
                         )
                     ]
                 )
@@ -203,8 +227,14 @@ def scan_files(
 
 
 def _score_batch(
-    entries: list[_Pending], scorer: Scorer, store: Store, stats: dict[str, os.stat_result]
-) -> tuple[list[ScanItem], list[ScoreRecord]]:
+    entries: list[_Pending],
+    scorer: Scorer,
+    store: Store,
+    stats: dict[str, os.stat_result],
+    again: dict[str, str],
+) -> tuple[list[ScanItem], list[ScoreRecord], set[str]]:
+    """Score what the cache lacks; returns the items, the records, and the images read again
+    that are whole and as recorded (``again``), to be marked checked and nothing more."""
     shas = [e.decoded.sha256 for e in entries]
     known = store.predictions(scorer.id, shas)
     fresh = [e for e in entries if e.decoded.sha256 not in known]
@@ -223,6 +253,7 @@ def _score_batch(
                 start += n
     items: list[ScanItem] = []
     records: list[ScoreRecord] = []
+    confirmed: set[str] = set()
     fresh_shas = {e.decoded.sha256 for e in fresh}
     for e in entries:
         d = e.decoded
@@ -231,6 +262,9 @@ def _score_batch(
             st = stats[path]
             scored_here = is_fresh and i == 0
             items.append(ScanItem(path, d.sha256, probs[d.sha256], cached=not scored_here))
+            if again.get(path) == d.sha256 and not is_fresh:  # its cached score stands
+                confirmed.add(d.sha256)
+                continue
             records.append(
                 ScoreRecord(
                     path=path,
@@ -244,9 +278,10 @@ def _score_batch(
                     format=d.format,
                     n_frames=d.n_frames,
                     features=feats.get(d.sha256) if scored_here else None,
+                    checked=CHECK_VERSION,  # this path was just read by today's loader
                 )
             )
-    return items, records
+    return items, records, confirmed
 
 
 def scan_folder(

@@ -49,6 +49,7 @@ from .store_schema import (
     is_known_schema,
     migrate,
 )
+from .structure import CHECK_VERSION
 
 BUSY_TIMEOUT_S = 30.0
 # SQLite caps bound parameters per statement; batch IN (...) queries below it.
@@ -315,11 +316,16 @@ class Store:
     # that are not UTF-8); each is stored under ``path_key``: its text, or its raw bytes as a
     # BLOB where the text would not be exact (N1, schema 5).
 
+    # A file row with its image's completeness check version (0 without an image row).
+    _FILE_COLUMNS = (
+        "SELECT f.path, f.sha256, f.size, f.mtime_ns, f.error_kind, f.error, {seen}"
+        "coalesce(i.checked, 0) AS checked FROM files f LEFT JOIN images i USING (sha256) "
+    )
+
     def files(self, paths: Sequence[str]) -> dict[str, FileRow]:
         """Known files by path."""
         rows = self._in_chunks(
-            "SELECT path, sha256, size, mtime_ns, error_kind, error FROM files "
-            "WHERE path IN ({marks})",
+            self._FILE_COLUMNS.format(seen="") + "WHERE f.path IN ({marks})",
             [path_key(p) for p in paths],
         )
         return {row.path: row for row in (file_row(r) for r in rows)}
@@ -331,6 +337,17 @@ class Store:
     def image(self, sha256: str) -> ImageRow | None:
         rows = self._rows("SELECT * FROM images WHERE sha256 = ?", [sha256])
         return ImageRow(**rows[0]) if rows else None
+
+    def unchecked(self, shas: Sequence[str]) -> set[str]:
+        """Of ``shas``, the images recorded whole by a loader with an older completeness check
+        (FileRow.unchecked): their cached predictions are not to be reused until read again."""
+        rows = self._in_chunks(
+            "SELECT sha256 FROM images WHERE error_kind IS NULL AND checked < ? "
+            "AND sha256 IN ({marks})",
+            list(dict.fromkeys(shas)),
+            [CHECK_VERSION],
+        )
+        return {r["sha256"] for r in rows}
 
     def record_files(self, records: Iterable[ScoreRecord]) -> None:
         """Record scan results: files, images, predictions and features, in one transaction."""
@@ -360,14 +377,15 @@ class Store:
                     continue
                 self._conn.execute(
                     "INSERT INTO images (sha256, size, width, height, format, n_frames, "
-                    "error_kind, error, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                    "error_kind, error, first_seen, last_seen, checked) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(sha256) DO UPDATE SET size=excluded.size, "
                     "width=coalesce(excluded.width, width), "
                     "height=coalesce(excluded.height, height), "
                     "format=coalesce(excluded.format, format), "
                     "n_frames=coalesce(excluded.n_frames, n_frames), "
                     "error_kind=excluded.error_kind, error=excluded.error, "
-                    "last_seen=excluded.last_seen",
+                    "last_seen=excluded.last_seen, checked=excluded.checked",
                     (
                         r.sha256,
                         r.size,
@@ -379,8 +397,14 @@ class Store:
                         r.error,
                         now,
                         now,
+                        r.checked,
                     ),
                 )
+                if r.error_kind is not None and r.checked:
+                    # The loader refused the content itself: what an older version scored
+                    # from it (a zero tail decoded to grey, P12) is no probability of it.
+                    for table in ("predictions", "features"):
+                        self._conn.execute(f"DELETE FROM {table} WHERE sha256 = ?", (r.sha256,))
                 if r.probability is None or r.model_id is None:
                     continue
                 self._conn.execute(
@@ -398,6 +422,17 @@ class Store:
                         "INSERT INTO features (sha256, model_id, frame, vector) VALUES (?,?,?,?)",
                         [(r.sha256, r.model_id, i, f.tobytes()) for i, f in enumerate(feats)],
                     )
+
+    def mark_checked(self, shas: Iterable[str], version: int) -> None:
+        """Record that a loader with completeness check ``version`` read these images again
+        and found each whole, as recorded; nothing else about them or their files changes."""
+        rows = [(version, sha) for sha in shas]
+        if not rows:
+            return
+        with self.write():
+            self._conn.executemany(
+                "UPDATE images SET checked = ? WHERE sha256 = ? AND error_kind IS NULL", rows
+            )
 
     def forget_missing(self, paths: Sequence[str]) -> None:
         """Drop file rows for paths that no longer exist (images and labels stay)."""
@@ -500,9 +535,9 @@ class Store:
         # Compared as bytes: a TEXT key casts to its UTF-8 bytes, a BLOB key (N1) is bytes.
         prefix = os.fsencode(folder.rstrip(os.sep) + os.sep)
         rows = self._rows(
-            "SELECT path, sha256, size, mtime_ns, error_kind, error, seen_at FROM files "
-            "WHERE seen_at >= ? AND substr(CAST(path AS BLOB), 1, ?) = ? "
-            "ORDER BY seen_at, path",
+            self._FILE_COLUMNS.format(seen="f.seen_at, ")
+            + "WHERE f.seen_at >= ? AND substr(CAST(f.path AS BLOB), 1, ?) = ? "
+            "ORDER BY f.seen_at, f.path",
             [since, len(prefix), prefix],
         )
         return [file_row(r) for r in rows]

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .names import key_path
+from .structure import CHECK_VERSION
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,16 @@ class FileRow:
     error_kind: str | None
     error: str | None
     seen_at: float | None = None  # when a scan last recorded it (only where asked for)
+    checked: int = 0  # its image's completeness check version (images.checked, schema 6)
+
+    @property
+    def unchecked(self) -> bool:
+        """Recorded as whole by a loader with an older completeness check than this one's.
+
+        Its "no error" and the cached predictions of its content are not to be reused: the
+        file is read again once (P12). A recorded error stays an error whatever its version.
+        """
+        return self.error_kind is None and self.checked < CHECK_VERSION
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class ImageRow:
     error: str | None
     first_seen: float | None
     last_seen: float | None
+    checked: int = 0  # the loader's completeness check version when it was read (schema 6)
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,11 @@ class ScoreRecord:
     features: np.ndarray | None = None  # (frames, dim) float
     error_kind: str | None = None
     error: str | None = None
+    # The completeness check version (structure.CHECK_VERSION) of the loader that produced
+    # this record. 0, the default, claims nothing: the image is read again before its
+    # prediction or its "no error" is reused. With an error, a version says the loader
+    # refused the content itself, and the content's cached predictions and features go.
+    checked: int = 0
 
 
 @dataclass(frozen=True)

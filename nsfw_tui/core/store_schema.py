@@ -120,12 +120,21 @@ def _migration_5(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_6(conn: sqlite3.Connection) -> None:
+    # The completeness check (structure.CHECK_VERSION) of the loader that last read each image.
+    # Images recorded before it existed get 0: their cached predictions and "no error" may
+    # come from a zero-tailed file decoded to grey, so they are not reused until the image
+    # is read again (P12). Errors already recorded stay errors.
+    conn.execute("ALTER TABLE images ADD COLUMN checked INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

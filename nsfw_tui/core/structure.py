@@ -16,6 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+# The version of these checks. The store records it with every image the loader has read
+# (images.checked, schema 6), and trusts an image's "no error" and its cached predictions
+# only when they were recorded under this version or a later one: a stricter check bumps
+# it, and every image read under an older one is read again once (0: before any check).
+CHECK_VERSION = 1
+
 # -- shared ---------------------------------------------------------------------------------
 
 _NONZERO = re.compile(rb"[^\x00]")

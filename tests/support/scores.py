@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nsfw_tui.core.store import ScoreRecord, Store
+from nsfw_tui.core.structure import CHECK_VERSION
 
 Y = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
 S = [0.9, 0.8, 0.35, 0.1, 0.7, 0.3, 0.2, 0.15, 0.05, 0.0]
@@ -17,7 +18,15 @@ def scored_store(home: Path) -> Path:
         for i, (y, s) in enumerate(zip(Y, S, strict=True)):
             sha = f"{i:064x}"
             records.append(
-                ScoreRecord(f"/gone/{i}.jpg", 1, 1, sha, probability=s, model_id="open_nsfw")
+                ScoreRecord(
+                    f"/gone/{i}.jpg",
+                    1,
+                    1,
+                    sha,
+                    probability=s,
+                    model_id="open_nsfw",
+                    checked=CHECK_VERSION,
+                )
             )
             labels["nsfw" if y else "sfw"].append(sha)
         store.record_files(records)

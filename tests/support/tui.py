@@ -26,6 +26,7 @@ from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.scorers import ScoreBatch, ensure_builtin
 from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store
+from nsfw_tui.core.structure import CHECK_VERSION
 from nsfw_tui.tui.app import NsfwTuiApp, make_app
 from nsfw_tui.tui.screens.review import ReviewScreen
 from nsfw_tui.tui.settings import ReviewSettings
@@ -214,6 +215,7 @@ def prefill(home: Home, paths: Iterable[Path], probability: Callable[[Path], flo
                 height=4,
                 format="PNG",
                 n_frames=1,
+                checked=CHECK_VERSION,
             )
         )
     with Store.open(home.store_path) as store:

@@ -79,6 +79,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._told: dict[str, Told] = {}
         self._baseline: dict[str, Key] = {}
+        self._expected: dict[str, Told] = {}
 
     def set_baseline(self, files: dict[str, Key]) -> None:
         with self._lock:
@@ -89,18 +90,26 @@ class Ledger:
             t = self._told.get(path)
             return (t is not None and t.key == key) or self._baseline.get(path) == key
 
+    def expect(self, path: str, told: Told) -> None:
+        """A file told in an earlier session, to be read again (P12): decided the same, it
+        gets no second line; only a changed decision is told. It is still to be scored."""
+        with self._lock:
+            self._expected[path] = told
+
     def get(self, path: str) -> Told | None:
         with self._lock:
-            return self._told.get(path)
+            return self._told.get(path) or self._expected.get(path)
 
     def record(self, path: str, told: Told) -> None:
         with self._lock:
             self._told[path] = told
+            self._expected.pop(path, None)
 
     def forget(self, paths: Iterable[str]) -> None:
         with self._lock:
             for p in paths:  # a new file at this path later gets its own line
                 self._told.pop(p, None)
+                self._expected.pop(p, None)
 
 
 class Tally:

@@ -4,7 +4,9 @@
 # there before the watch). A full walk at start, every `rescan_interval_s`, on an overflow
 # and after an observer restart closes any gap; a folder that appears is walked on its own,
 # as the files in a folder moved in bring no events. A walk hands the gate only what the
-# store has not already decided for this model, so a rescan never repeats a line.
+# store has not already decided for this model, so a rescan never repeats a line. A file
+# decided from a read by an older completeness check (P12) is handed over once more, with its
+# earlier decision expected: it gets a line only if reading it again changes that decision.
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from ..scan import CONTENT_ERRORS
 from ..store import FileRow, LabelEvent, Store, path_text
 from ..walk import WalkIssue
 from .clock import Clock
-from .decide import Ledger, Rules, Tally
+from .decide import Ledger, Rules, Tally, Told
 from .scope import Key, Scope
 from .settle import RETRYABLE, SettleGate
 
@@ -93,39 +95,53 @@ class Rescans:
         known = store.files(rest)
         shas = list({row.sha256 for row in known.values() if row.sha256})
         probs = store.predictions(self.rules.model, shas) if shas else {}
-        labels = store.current_labels(shas) if (shas and self.rules.acts) else {}
-        new = 0
+        # Labels say what a quarantine still has to move, and what an older read decided.
+        ask = shas if self.rules.acts else [r.sha256 for r in known.values() if r.unchecked]
+        ask = [s for s in ask if s]
+        labels = store.current_labels(ask) if ask else {}
+        new = again = 0
         for p in rest:
             row = known.get(p)
             key = found[p]
-            unchanged = row is not None and (row.size, row.mtime_ns) == key
-            if unchanged and self._done(row, probs, labels):
-                continue
+            if row is not None and (row.size, row.mtime_ns) == key:
+                call = self._done(row, probs, labels)
+                if call is not None and not row.unchecked:
+                    continue
+                if call is not None:
+                    self.ledger.expect(p, Told(key, row.sha256, call))
+                    self.hint(p, key)
+                    again += 1
+                    continue
             self.hint(p, key)
             new += 1
         self.tally.add("rescans")
         now = self.clock.monotonic()
         self._next = now + self.interval_s
-        if reason not in ("catch-up", "start") or new:
+        if reason not in ("catch-up", "start") or new or again:
             took = now - started
-            self.notice(f"rescan ({reason}): {len(found)} files, {new} to score, {took:.2f} s")
+            older = f", {again} to read again (older completeness check)" if again else ""
+            self.notice(
+                f"rescan ({reason}): {len(found)} files, {new} to score{older}, {took:.2f} s"
+            )
         for issue in errors:  # not a wanted name: told, though it gets no line
             self.notice(f"cannot read {path_text(issue.path)}: {issue.reason}")
 
-    def _done(self, row: FileRow, probs: dict[str, float], labels: dict[str, LabelEvent]) -> bool:
-        """Whether a file the store knows, unchanged, needs nothing more from the watcher."""
+    def _done(
+        self, row: FileRow, probs: dict[str, float], labels: dict[str, LabelEvent]
+    ) -> Call | None:
+        """The call already made for a file the store knows, unchanged, when it needs nothing
+        more from the watcher; None when it does."""
         if row.error_kind is None:
             if row.sha256 not in probs:
-                return False  # not scored by this model
+                return None  # not scored by this model
             prob: float | None = probs[row.sha256]
         elif row.error_kind in CONTENT_ERRORS:
             if row.error_kind in RETRYABLE and self.gate.young((row.size, row.mtime_ns)):
-                return False
+                return None
             prob = None
         else:
-            return False  # timeout, crash, unreadable: worth another try
-        if not self.rules.acts:
-            return True
+            return None  # timeout, crash, unreadable: worth another try
         label = labels[row.sha256].label if row.sha256 in labels else None
+        call = decide(prob, self.rules.threshold, label).call
         # An SFW file stays put; NSFW and error files still have a move to make.
-        return decide(prob, self.rules.threshold, label).call is Call.SFW
+        return call if call is Call.SFW or not self.rules.acts else None
