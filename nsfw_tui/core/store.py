@@ -30,6 +30,8 @@ from .store_rows import (
     FeatureRow,
     FileRow,
     ImageRow,
+    LabelBatch,
+    LabelChange,
     LabelEvent,
     LabelledFile,
     ModelRow,
@@ -52,6 +54,8 @@ from .store_schema import (
 from .structure import CHECK_VERSION
 
 BUSY_TIMEOUT_S = 30.0
+# An undo's batch id: this prefix, the batch it undid, a colon and a nonce.
+UNDO_PREFIX = "undo:"
 # SQLite caps bound parameters per statement; batch IN (...) queries below it.
 _CHUNK = 900
 
@@ -628,28 +632,58 @@ class Store:
         return batch if changed else None
 
     def undo_batch(self, batch: str) -> int:
-        """Undo a label batch by appending events that restore each image's previous label."""
+        """Undo a label batch by appending events that restore each image's previous label.
+
+        The undo is a batch of its own whose id names the batch it undid, so
+        ``newest_batch`` can step past both (an undo is never itself undone).
+        """
         now = _now()
-        undo = uuid.uuid4().hex
-        restored = 0
+        undo = f"{UNDO_PREFIX}{batch}:{uuid.uuid4().hex[:8]}"
         with self.write():
-            rows = self._rows(
-                "SELECT id, sha256 FROM label_events WHERE batch = ? ORDER BY id", [batch]
+            changes = self._undo_changes(batch)
+            self._conn.executemany(
+                "INSERT INTO label_events (sha256, label, source, batch, created_at) "
+                "VALUES (?,?,?,?,?)",
+                [(c["sha256"], c["previous"], "undo", undo, now) for c in changes],
             )
-            for row in rows:
-                prev = self._rows(
-                    "SELECT label FROM label_events WHERE sha256 = ? AND id < ? "
-                    "ORDER BY id DESC LIMIT 1",
-                    [row["sha256"], row["id"]],
-                )
-                previous = prev[0]["label"] if prev else None
-                self._conn.execute(
-                    "INSERT INTO label_events (sha256, label, source, batch, created_at) "
-                    "VALUES (?,?,?,?,?)",
-                    (row["sha256"], previous, "undo", undo, now),
-                )
-                restored += 1
-        return restored
+        return len(changes)
+
+    def _undo_changes(self, batch: str) -> list[dict]:
+        return self._rows(
+            "SELECT e.sha256, "
+            "(SELECT p.label FROM label_events p WHERE p.sha256 = e.sha256 AND p.id < e.id "
+            " ORDER BY p.id DESC LIMIT 1) AS previous, "
+            "(SELECT c.label FROM label_events c WHERE c.sha256 = e.sha256 "
+            " ORDER BY c.id DESC LIMIT 1) AS current "
+            "FROM label_events e WHERE e.batch = ? ORDER BY e.id",
+            [batch],
+        )
+
+    def newest_batch(self) -> LabelBatch | None:
+        """The newest label batch that is not an undo and has not been undone (None: none).
+
+        Each undo steps one batch further back, like undo in an editor.
+        """
+        undone: set[str] = set()
+        rows = self._conn.execute(
+            "SELECT batch, source, MAX(id), MIN(created_at), count(*) FROM label_events "
+            "WHERE batch IS NOT NULL GROUP BY batch ORDER BY MAX(id) DESC"
+        )
+        for batch, source, _, created_at, size in rows:
+            if batch.startswith(UNDO_PREFIX):
+                undone.add(batch[len(UNDO_PREFIX) :].rsplit(":", 1)[0])
+            elif source != "undo" and batch not in undone:
+                return LabelBatch(batch, source, created_at, size)
+        return None
+
+    def undo_preview(self, batch: str) -> list[LabelChange]:
+        """What ``undo_batch(batch)`` would do to each image it touched, with a path."""
+        changes = self._undo_changes(batch)
+        paths = self._last_paths([c["sha256"] for c in changes])
+        return [
+            LabelChange(c["sha256"], paths.get(c["sha256"]), c["current"], c["previous"])
+            for c in changes
+        ]
 
     def current_labels(self, shas: Sequence[str] | None = None) -> dict[str, LabelEvent]:
         """The newest event per image whose label is not cleared."""
@@ -686,17 +720,22 @@ class Store:
         labels = self.current_labels()
         if not labels:
             return []
-        paths: dict[str, str] = {}
-        for r in self._in_chunks(
-            "SELECT sha256, path FROM files WHERE sha256 IN ({marks}) "
-            "AND substr(CAST(path AS BLOB), 1, 1) = x'2f' ORDER BY seen_at",
-            list(labels),
-        ):
-            paths[r["sha256"]] = key_path(r["path"])  # the newest sighting wins
+        paths = self._last_paths(list(labels))
         return [
             LabelledFile(paths.get(sha), sha, ev.label, ev.source, ev.created_at)
             for sha, ev in sorted(labels.items(), key=lambda kv: paths.get(kv[0]) or "")
         ]
+
+    def _last_paths(self, shas: Sequence[str]) -> dict[str, str]:
+        """The absolute path each image was last seen at (images never seen are left out)."""
+        paths: dict[str, str] = {}
+        for r in self._in_chunks(
+            "SELECT sha256, path FROM files WHERE sha256 IN ({marks}) "
+            "AND substr(CAST(path AS BLOB), 1, 1) = x'2f' ORDER BY seen_at",
+            list(shas),
+        ):
+            paths[r["sha256"]] = key_path(r["path"])  # the newest sighting wins
+        return paths
 
     # -- models --------------------------------------------------------------------------
 

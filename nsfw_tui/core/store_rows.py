@@ -87,6 +87,26 @@ class LabelEvent:
 
 
 @dataclass(frozen=True)
+class LabelBatch:
+    """One label batch: the events one action appended (an import, a key on the screen)."""
+
+    batch: str
+    source: str
+    created_at: float
+    size: int
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """What undoing a batch does to one image: its label now, and the one it gets back."""
+
+    sha256: str
+    path: str | None
+    current: str | None
+    restored: str | None
+
+
+@dataclass(frozen=True)
 class ModelRow:
     id: str
     kind: str
