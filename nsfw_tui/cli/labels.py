@@ -1,4 +1,4 @@
-"""The store's contents: `import` and `labels`, and the whole store: `backup` and `restore`."""
+"""The store's contents: `import`, `labels` (`remove`, `undo`); the store: `backup`, `restore`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
-from .options import HomeOption, console, err_console, fail, handles_errors, open_store
+from .options import (
+    CommandGroup,
+    HomeOption,
+    console,
+    err_console,
+    fail,
+    handles_errors,
+    open_store,
+)
 
 app = typer.Typer()
 
@@ -45,21 +53,41 @@ def import_(
     )
 
 
-@app.command()
+labels_app = typer.Typer(
+    name="labels",
+    cls=CommandGroup,
+    help="Export the current labels; `remove` and `undo` take labels back.",
+)
+app.add_typer(labels_app)
+# Added after the group, so help lists import, labels, backup, restore in that order.
+store_app = typer.Typer()
+app.add_typer(store_app)
+
+
+@labels_app.callback(invoke_without_command=True)
 @handles_errors
 def labels(
+    ctx: typer.Context,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the current labels as CSV.")
     ] = None,
     imagefolder: Annotated[
         Path | None,
-        typer.Option(help="Write the labelled set as DIR/nsfw and DIR/sfw (hard links)."),
+        typer.Option(
+            help="Write the labelled set as DIR/nsfw and DIR/sfw (hard links); into a folder "
+            "it wrote before, take out what is no longer labelled so."
+        ),
     ] = None,
     home: HomeOption = None,
 ) -> None:
     """Export the current labels (CSV) or the curated set as an image folder."""
-    from ..core.labels import export_csv, export_imagefolder
+    from ..core.imagefolder import export_imagefolder
+    from ..core.labels import export_csv
 
+    if ctx.invoked_subcommand is not None:
+        if output is not None or imagefolder is not None:
+            raise NsfwTuiError(f"-o and --imagefolder do not go with `{ctx.invoked_subcommand}`")
+        return
     _, store = open_store(home)
     with store:
         rows = store.labelled_files()
@@ -70,11 +98,25 @@ def labels(
             rep = export_imagefolder(rows, imagefolder)
             console.print(
                 Text(
-                    f"wrote {rep['nsfw']} NSFW and {rep['sfw']} SFW images under {imagefolder} "
-                    f"({rep['linked']} hard links, {rep['copied']} copies, "
-                    f"{rep['missing']} labelled images no longer on disk)"
+                    f"wrote {rep.counts['nsfw']} NSFW and {rep.counts['sfw']} SFW images under "
+                    f"{imagefolder} ({rep.counts['linked']} hard links, {rep.counts['copied']} "
+                    f"copies, {rep.counts['missing']} labelled images no longer on disk)"
                 )
             )
+            if rep.taken_out:
+                console.print(
+                    Text(
+                        f"took out {len(rep.taken_out)} files whose label changed or was "
+                        "removed: " + ", ".join(rep.taken_out)
+                    )
+                )
+            if rep.foreign:
+                console.print(
+                    Text(
+                        f"left alone {len(rep.foreign)} files that nsfw-tui did not write: "
+                        + ", ".join(rep.foreign)
+                    )
+                )
         if output is None and imagefolder is None:
             by = {"nsfw": 0, "sfw": 0}
             for r in rows:
@@ -82,7 +124,69 @@ def labels(
             console.print(Text(f"{by['nsfw']} NSFW and {by['sfw']} SFW labelled images"))
 
 
-@app.command()
+@labels_app.command("remove")
+@handles_errors
+def labels_remove(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Images, or folders: every image under them.")
+    ],
+    home: HomeOption = None,
+) -> None:
+    """Take the labels off images; their history is kept and `labels undo` puts them back."""
+    from ..core.labels import remove_labels
+
+    _, store = open_store(home)
+    with store:
+        report = remove_labels(store, list(paths))
+    for where, why in report.errors:
+        err_console.print(Text(f"skipped {where}: {why}", style="yellow"))
+    console.print(
+        Text(
+            f"removed the labels of {report.removed} images ({report.had_none} had none, "
+            f"{len(report.errors)} skipped)"
+        )
+    )
+
+
+# How `labels undo` names who wrote a batch.
+_SOURCES = {"import": "`import`", "human": "a person (review screen, release or labels remove)"}
+_SHOWN = 20  # changes listed before asking; the rest are counted
+
+
+@labels_app.command("undo")
+@handles_errors
+def labels_undo(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Take back the newest label batch not yet undone, restoring each image's earlier label."""
+    from datetime import datetime
+
+    _, store = open_store(home)
+    with store:
+        batch = store.newest_batch()
+        if batch is None:
+            raise fail("nothing to undo", code=1)
+        changes = store.undo_preview(batch.batch)
+        when = datetime.fromtimestamp(batch.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        who = _SOURCES.get(batch.source, batch.source)
+        console.print(Text(f"the newest label batch: {len(changes)} images, by {who}, {when}"))
+        for c in changes[:_SHOWN]:
+            where = c.path or f"(image {c.sha256[:12]}, not seen on disk)"
+            console.print(Text(f"  {where}: {_label(c.current)} -> {_label(c.restored)}"))
+        if len(changes) > _SHOWN:
+            console.print(Text(f"  and {len(changes) - _SHOWN} more"))
+        if not yes and not typer.confirm("Undo it?", default=False, err=True):
+            raise fail("nothing was changed", code=1)
+        store.undo_batch(batch.batch)
+    console.print(Text(f"restored the earlier labels of {len(changes)} images"))
+
+
+def _label(label: str | None) -> str:
+    return label or "no label"
+
+
+@store_app.command()
 @handles_errors
 def backup(
     file: Annotated[Path, typer.Argument(help="New file to write the backup to.")],
@@ -95,7 +199,7 @@ def backup(
     console.print(Text(f"backed up {store.path} to {file}"))
 
 
-@app.command()
+@store_app.command()
 @handles_errors
 def restore(
     file: Annotated[

@@ -1,11 +1,10 @@
-"""Importing labels from folders and exporting the curated set (CSV, ImageFolder layout)."""
+"""Importing labels from folders, taking them off, and exporting them as CSV."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from .atomic import atomic_write
 from .errors import ImageError, NsfwTuiError
-from .images import check_structure, read_bytes
+from .images import check_structure, hash_file, read_bytes
 from .scan import CONTENT_ERRORS
 from .store import FileRow, ScoreRecord, Store, path_text
 from .structure import CHECK_VERSION
@@ -141,6 +140,57 @@ def import_folders(store: Store, plan: list[tuple[Path, str]]) -> ImportReport:
     return report
 
 
+@dataclass
+class RemoveReport:
+    removed: int = 0
+    had_none: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of each folder that could not be listed and each file not read."""
+
+
+def images_at(store: Store, paths: list[str | os.PathLike]) -> tuple[list[str], list]:
+    """The content hashes of the files at PATHs and of every image under the folders among
+    them, with (path, reason) for each that could not be read. A missing PATH is an error."""
+    found = [os.path.abspath(p) for p in paths]
+    for given, path in zip(paths, found, strict=True):
+        if not os.path.exists(path):
+            raise NsfwTuiError(f"not found: {path_text(given)}")
+    errors: list[tuple[str, str]] = []
+    files: list[str] = []
+    for path in found:
+        if os.path.isdir(path):
+            issues: list[WalkIssue] = []
+            files.extend(walk_images(path, errors=issues))
+            errors.extend((path_text(i.path), f"{i.kind}: {i.reason}") for i in issues)
+        else:
+            files.append(path)
+    known = store.files(files)
+    shas = []
+    for path in dict.fromkeys(files):
+        row = known.get(path)
+        try:
+            st = os.stat(path)
+            if row and row.sha256 and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                shas.append(row.sha256)
+            else:
+                shas.append(hash_file(path)[0])
+        except ImageError as exc:
+            errors.append((path_text(path), f"{exc.kind}: {exc.reason}"))
+        except OSError as exc:
+            errors.append((path_text(path), f"unreadable: {exc.strerror or exc}"))
+    return shas, errors
+
+
+def remove_labels(store: Store, paths: list[str | os.PathLike]) -> RemoveReport:
+    """Clear the label of each image at PATHs with one batch of "no label" events (history
+    keeps every earlier event, and `labels undo` puts them back)."""
+    shas, errors = images_at(store, paths)
+    shas = list(dict.fromkeys(shas))
+    labelled = store.current_labels(shas)
+    store.set_labels(shas, None, source="human")
+    return RemoveReport(len(labelled), len(shas) - len(labelled), errors)
+
+
 def export_csv(rows: list[dict], output: str | os.PathLike) -> None:
     output = Path(output)
     try:
@@ -153,51 +203,3 @@ def export_csv(rows: list[dict], output: str | os.PathLike) -> None:
                 writer.writerow([shown, r.sha256, r.label, r.source, when])
     except OSError as exc:
         raise NsfwTuiError(f"cannot write {output}: {exc.strerror or exc}") from exc
-
-
-def export_imagefolder(rows: list[dict], dest: str | os.PathLike) -> dict[str, int]:
-    """DIR/nsfw and DIR/sfw, hard-linked where the file system allows, else copied."""
-    dest = Path(dest)
-    try:
-        return _export_imagefolder(rows, dest)
-    except OSError as exc:
-        where = exc.filename or dest
-        raise NsfwTuiError(
-            f"cannot write the image folder at {where}: {exc.strerror or exc}"
-        ) from exc
-
-
-def _export_imagefolder(rows: list[dict], dest: Path) -> dict[str, int]:
-    out = {"nsfw": 0, "sfw": 0, "linked": 0, "copied": 0, "missing": 0}
-    for label in ("nsfw", "sfw"):
-        (dest / label).mkdir(parents=True, exist_ok=True)
-    for r in rows:
-        src = r.path
-        if not src or not os.path.isfile(src):
-            out["missing"] += 1
-            continue
-        name = Path(src).name
-        target = dest / r.label / name
-        if target.exists():
-            if _same_file(target, src):
-                out[r.label] += 1
-                continue
-            target = dest / r.label / f"{r.sha256[:12]}_{name}"
-            if target.exists():
-                out[r.label] += 1
-                continue
-        try:
-            os.link(src, target)
-            out["linked"] += 1
-        except OSError:
-            shutil.copy2(src, target)
-            out["copied"] += 1
-        out[r.label] += 1
-    return out
-
-
-def _same_file(a: Path, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
