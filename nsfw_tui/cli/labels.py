@@ -107,14 +107,14 @@ def labels(
                 console.print(
                     Text(
                         f"took out {len(rep.taken_out)} files whose label changed or was "
-                        "removed: " + ", ".join(rep.taken_out)
+                        f"removed: {_some(rep.taken_out)}"
                     )
                 )
             if rep.foreign:
                 console.print(
                     Text(
                         f"left alone {len(rep.foreign)} files that nsfw-tui did not write: "
-                        + ", ".join(rep.foreign)
+                        f"{_some(rep.foreign)}"
                     )
                 )
         if output is None and imagefolder is None:
@@ -180,6 +180,12 @@ def labels_undo(
             raise fail("nothing was changed", code=1)
         store.undo_batch(batch.batch)
     console.print(Text(f"restored the earlier labels of {len(changes)} images"))
+
+
+def _some(names: list[str]) -> str:
+    """The first names of a list that may be long, and how many more."""
+    shown = ", ".join(names[:_SHOWN])
+    return shown if len(names) <= _SHOWN else f"{shown} and {len(names) - _SHOWN} more"
 
 
 def _label(label: str | None) -> str:
