@@ -280,6 +280,9 @@ def adapt(
         "decision": decision,
         "labels": have,
         "label_digest": hashlib.sha256(labelled.encode()).hexdigest(),
+        # each labelled image's score by the fold's head fitted without it: what `eval`
+        # measures the head on, so its own training labels never flatter it
+        "oof": {s: float(p) for s, p in zip(feats.shas, fit.cv_probs.tolist(), strict=True)},
         "folds": int(fit.folds.max() + 1),
         "c_grid": list(settings.c_grid),
         "cv_log_loss": {str(c): v for c, v in fit.cv_loss.items()},
