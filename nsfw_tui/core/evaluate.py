@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,10 +175,7 @@ def eval_scope(store: Store, row: ModelRow, split: str | None = None) -> Scope:
     if oof:
         return Scope("val", "oof", known=oof)
     if split == "val":
-        raise NsfwTuiError(
-            f"{row.id} records no validation images (nor out-of-fold scores), so the images "
-            "it was fitted on are unknown; use --split all"
-        )
+        raise NsfwTuiError(f"{fitted_on_unknown(row)}; use --split all")
     return Scope("all", "unknown")
 
 
@@ -208,3 +205,38 @@ def scope_line(scope: Scope, data: Labelled) -> str:
             "so its training images are included if any were labelled here"
         )
     return f"measured on all {n} labelled images, training images included: figures flatter it"
+
+
+def fitted_on_unknown(row: ModelRow) -> str:
+    return f"{row.id} records no validation images, so the images it was fitted on are unknown"
+
+
+def comparable_images(
+    store: Store, row: ModelRow, shas: Sequence[str]
+) -> tuple[set[str] | None, str]:
+    """Of ``shas`` (a new run's validation images), those ``row`` was not fitted on either.
+
+    A trained model: the ones among its own run's validation images (what else it trained
+    on is not recorded). An adapted head: the ones labelled since it was fitted. The
+    built-in model: all of them. None, and why, when that leaves no NSFW or no SFW image.
+    """
+    wanted = set(shas)
+    if row.kind == "builtin":
+        unseen = wanted
+    else:
+        run_id = row.meta.get("run_id")
+        run = store.run(run_id) if run_id else None
+        oof = _out_of_fold(row) if row.kind == KIND else {}
+        if run is not None and run.val_hashes:
+            unseen = wanted & set(run.val_hashes)
+        elif oof:
+            unseen = wanted - set(oof)
+        else:
+            return None, fitted_on_unknown(row)
+    labels = [ev.label for ev in store.current_labels(list(unseen)).values()] if unseen else []
+    if "nsfw" not in labels or "sfw" not in labels:
+        return None, (
+            f"{len(unseen)} of the {len(wanted)} validation images are new to {row.id} too, "
+            "not NSFW and SFW both"
+        )
+    return unseen, ""

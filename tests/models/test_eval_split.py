@@ -108,3 +108,23 @@ def test_an_adapted_head_is_measured_on_its_out_of_fold_scores(scored_home, fake
     assert every.exit_code == 0, every.output
     assert "recall 1.0000  precision 1.0000  accuracy 1.0000" in every.output
     assert "training images included: figures flatter it" in every.output
+
+
+def test_an_adapted_head_compares_only_on_images_labelled_since_it_was_fitted(
+    scored_home, tmp_path
+):
+    from nsfw_tui.core.evaluate import comparable_images
+
+    layers = ((np.zeros((A.DIM, 1), np.float32), np.zeros(1, np.float32)),)
+    oof = {s: 0.5 for s in SHAS[:6]}  # fitted on 0-5; 6-9 labelled since
+    path = A.Head("logreg", layers, {"threshold": 0.5, "oof": oof}).save(tmp_path / "h.npz")
+    with Store.open(scored_home / "store.db") as store:
+        store.add_model("adapted-x", A.KIND, threshold=0.5, path=str(path))
+        row = store.model("adapted-x")
+        unseen, why = comparable_images(store, row, [SHAS[0], SHAS[3], SHAS[4], SHAS[7]])
+        assert unseen is None and why == (
+            "1 of the 4 validation images are new to adapted-x too, not NSFW and SFW both"
+        )
+        store.set_labels([SHAS[8]], "nsfw")
+        unseen, why = comparable_images(store, row, [SHAS[0], SHAS[7], SHAS[8]])
+        assert unseen == {SHAS[7], SHAS[8]} and why == ""
