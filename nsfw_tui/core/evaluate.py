@@ -166,10 +166,10 @@ def eval_scope(store: Store, row: ModelRow, split: str | None = None) -> Scope:
     if row.kind == "builtin":
         return Scope(split or "all", "builtin")
     run_id = row.meta.get("run_id")
-    run = store.run(run_id) if run_id else None
-    oof = _out_of_fold(row) if row.kind == KIND else {}
     if split == "all":
         return Scope("all", "all", run_id=run_id)
+    run = store.run(run_id) if run_id else None
+    oof = _out_of_fold(row) if row.kind == KIND else {}
     if run is not None and run.val_hashes:
         return Scope("val", "run", only=set(run.val_hashes), run_id=run.id)
     if oof:
@@ -226,7 +226,10 @@ def comparable_images(
     else:
         run_id = row.meta.get("run_id")
         run = store.run(run_id) if run_id else None
-        oof = _out_of_fold(row) if row.kind == KIND else {}
+        try:
+            oof = _out_of_fold(row) if row.kind == KIND else {}
+        except NsfwTuiError as exc:  # a head file gone or damaged: nothing known it saw
+            return None, str(exc)
         if run is not None and run.val_hashes:
             unseen = wanted & set(run.val_hashes)
         elif oof:
