@@ -22,15 +22,16 @@ from .options import (
 app = typer.Typer()
 
 
-def _labelled_scores(store, model: str | None, folder: Path | None):
+def _labelled_scores(store, model: str | None, folder: Path | None, split: str | None = "all"):
     from ..core.config import load_config
-    from ..core.evaluate import labelled_scores
+    from ..core.evaluate import eval_scope, labelled_scores
     from ..core.scan import ScanOptions, inference_threads
     from ..models.registry import load_scorer, resolve_model
 
     if folder is not None and not folder.is_dir():
         raise NsfwTuiError(f"folder not found: {folder}")
     row = resolve_model(store, model)
+    scope = eval_scope(store, row, split)
     options = ScanOptions.from_config(load_config(None, []).scan)
     cache = store.path.parent / "cache"  # the home's cache, where the built-in graph is kept
     scorer = load_scorer(row, threads=inference_threads(options.workers), cache_dir=cache)
@@ -40,13 +41,17 @@ def _labelled_scores(store, model: str | None, folder: Path | None):
             store,
             scorer,
             folder=folder,
+            only=scope.only,
+            known=scope.known,
             options=options,
             on_progress=lambda d, t: progress.update(task, completed=d, total=t),
         )
-    return row, data
+    return row, scope, data
 
 
-def _print_evaluation(ev) -> None:
+def _print_evaluation(ev, scope, data) -> None:
+    from ..core.evaluate import scope_line
+
     c = ev.confusion
     title = f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images"
     table = new_table(title=title)
@@ -66,6 +71,7 @@ def _print_evaluation(ev) -> None:
             f"false alarm rate {f(c.fpr)}  AUROC {f(ev.auroc)}"
         )
     )
+    console.print(Text(scope_line(scope, data)))
     if ev.skipped:
         console.print(Text(f"{ev.skipped} labelled images are no longer on disk or unreadable"))
 
@@ -77,6 +83,15 @@ def eval_(
     folder: Annotated[
         Path | None, typer.Option(help="Only labelled images under this folder.")
     ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="val: only images the model was not fitted on (a trained model's validation "
+            "images, an adapted head's out-of-fold scores; the default where known); all: "
+            "every labelled image, training images included.",
+            show_default=False,
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Confusion matrix, recall, precision, accuracy and AUROC on the labelled images."""
@@ -84,8 +99,8 @@ def eval_(
 
     _, store = open_store(home)
     with store:
-        row, data = _labelled_scores(store, model, folder)
-        _print_evaluation(evaluate(data, row.id, row.threshold))
+        row, scope, data = _labelled_scores(store, model, folder, split)
+        _print_evaluation(evaluate(data, row.id, row.threshold), scope, data)
 
 
 @app.command()
@@ -110,12 +125,12 @@ def calibrate(
         target_recall = float(load_config(None, []).metrics.target_recall)
     _, store = open_store(home)
     with store:
-        row, data = _labelled_scores(store, model, folder)
+        row, scope, data = _labelled_scores(store, model, folder)
         threshold = calibrated_threshold(data, target_recall)
         before = store.active_model()
         store.set_threshold(row.id, threshold)
         after = store.active_model()
         change = f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g}"
         console.print(Text(f"{change} (target recall {target_recall:g})"))
-        _print_evaluation(evaluate(data, row.id, threshold))
+        _print_evaluation(evaluate(data, row.id, threshold), scope, data)
     console.print(Text(change_line(before, after)))

@@ -181,6 +181,9 @@ def _compare(
 
     Beats: a higher out-of-fold AUROC, and recall at its threshold no lower than the
     reference's at its own (or than the target recall, where the reference's is higher).
+    Equal AUROCs (both 1.0, say, where each ranks every image right) are broken by recall
+    at the threshold, then by the false alarm rate there: ranking alike, the model whose
+    threshold catches more NSFW is the better one.
     An active built-in or adapted model is compared through the built-in network: an
     earlier head saw some of these labels, so its scores on them are not out-of-fold. A
     trained model is compared on its cached scores, which may include its training images.
@@ -201,16 +204,31 @@ def _compare(
     reference = {"model_id": ref_id, **figures(ym, ref_p, ref_t)}
     new = figures(ym, new_p, threshold)
     a_new, a_ref = new["auroc"] or 0.0, reference["auroc"] or 0.0
-    r_new, r_floor = new["recall"] or 0.0, min(reference["recall"] or 0.0, target)
-    if a_new <= a_ref + 1e-9:
+    r_new, r_ref = new["recall"] or 0.0, reference["recall"] or 0.0
+    f_new, f_ref = new["fpr"] or 0.0, reference["fpr"] or 0.0
+    r_floor = min(r_ref, target)
+    tied = abs(a_new - a_ref) <= 1e-9
+    at = f"at the thresholds {threshold:.4g} and {ref_t:.4g}"
+    if a_new < a_ref - 1e-9:
         why = f"CV AUROC {a_new:.3f} is not above {a_ref:.3f} of {ref_id}"
     elif r_new < r_floor - 1e-9:
         why = f"CV recall {r_new:.3f} is below {r_floor:.3f}"
+    elif not tied:
+        won = f"CV AUROC {a_new:.3f} > {a_ref:.3f} of {ref_id}, recall {r_new:.3f}"
+        return reference, True, f"{won}: now active"
+    elif r_new > r_ref + 1e-9:
+        won = f"CV AUROC {a_new:.3f} ties with {ref_id}; recall {r_new:.3f} > {r_ref:.3f} {at}"
+        return reference, True, f"{won}: now active"
+    elif r_new >= r_ref - 1e-9 and f_new < f_ref - 1e-9:
+        won = (
+            f"CV AUROC {a_new:.3f} and recall {r_new:.3f} tie with {ref_id}; false alarm rate "
+            f"{f_new:.3f} < {f_ref:.3f} {at}"
+        )
+        return reference, True, f"{won}: now active"
     else:
-        return (
-            reference,
-            True,
-            (f"CV AUROC {a_new:.3f} > {a_ref:.3f} of {ref_id}, recall {r_new:.3f}: now active"),
+        why = (
+            f"CV AUROC {a_new:.3f} ties with {ref_id}, and recall {r_new:.3f} / false alarm "
+            f"rate {f_new:.3f} do not beat {r_ref:.3f} / {f_ref:.3f} {at}"
         )
     return reference, False, f"{why}; {active} stays active"
 
@@ -280,6 +298,9 @@ def adapt(
         "decision": decision,
         "labels": have,
         "label_digest": hashlib.sha256(labelled.encode()).hexdigest(),
+        # each labelled image's score by the fold's head fitted without it: what `eval`
+        # measures the head on, so its own training labels never flatter it
+        "oof": {s: float(p) for s, p in zip(feats.shas, fit.cv_probs.tolist(), strict=True)},
         "folds": int(fit.folds.max() + 1),
         "c_grid": list(settings.c_grid),
         "cv_log_loss": {str(c): v for c, v in fit.cv_loss.items()},

@@ -125,7 +125,7 @@ class NsfwTuiApp(App):
         from trainer.run import RunResult, train
 
         from ..core.config import load_config
-        from ..core.evaluate import labelled_scores, summary
+        from ..core.evaluate import comparable_images, labelled_scores, summary
 
         worker = get_current_worker()
         try:
@@ -142,19 +142,29 @@ class NsfwTuiApp(App):
         new: dict = {}
         active: dict = {}
         active_id = ""
+        unseen: set[str] | None = None
+        why = ""
         if result.status == "done" and result.model_id:
             with Store.open(self.home.store_path, check=False) as store:
-                only = set(result.val_hashes)
                 active_row = resolve_model(store, None)
                 active_id = active_row.id
                 new_row = store.model(result.model_id)
-                for row, out in ((new_row, new), (active_row, active)):
+                # only images neither model was fitted on, or the new model's figures alone
+                unseen, why = comparable_images(store, active_row, result.val_hashes)
+                pairs = (
+                    [(new_row, new)] if unseen is None else [(new_row, new), (active_row, active)]
+                )
+                for row, out in pairs:
                     scorer = self.make_scorer(row)
                     data = labelled_scores(
-                        store, scorer, only=only, options=self.settings.scan_options
+                        store,
+                        scorer,
+                        only=set(result.val_hashes) if unseen is None else unseen,
+                        options=self.settings.scan_options,
                     )
                     out.update(summary(data, row.threshold))
-        self._to_training(TrainingFinished(result, active_id, new, active))
+        compared = 0 if unseen is None else len(unseen)
+        self._to_training(TrainingFinished(result, active_id, new, active, compared, why))
 
     @work(thread=True, exclusive=True, group="activate", exit_on_error=False)
     def activate_model(self, model_id: str) -> None:

@@ -87,8 +87,10 @@ class TrainingProgressed(Message):
 class TrainingFinished(Message):
     result: object  # trainer.run.RunResult
     active_id: str
-    new: dict  # recall, precision, accuracy, auroc, threshold on the run's validation images
+    new: dict  # recall, precision, accuracy, auroc, threshold on the images compared
     active: dict  # the same for the model that was active, on the same images
+    compared: int = 0  # the run's validation images the active model was not fitted on either
+    why: str = ""  # why the two cannot be compared (then ``new`` is on every validation image)
 
 
 # -- the watch monitor ----------------------------------------------------------------

@@ -292,5 +292,12 @@ def test_train_adapt_command(home):
         head = store.active_model()
     n = sum(head.meta["labels"].values())
     assert f"active model: open_nsfw -> {head.id}, fitted on {n} labels" in done.output
+    measured = runner.invoke(cli_app, ["eval", "--home", str(home)])
+    assert measured.exit_code == 0, measured.output
+    assert f"{head.id} at threshold {head.threshold:.4g} on {n} labelled images" in measured.output
+    assert (
+        f"measured on out-of-fold scores: {n} images each scored by a head fitted without it, "
+        "0 labelled since it was fitted" in measured.output
+    )
     bad = runner.invoke(cli_app, [*args, "adapt.kind=svm"])
     assert bad.exit_code == 2 and "adapt.kind" in bad.output

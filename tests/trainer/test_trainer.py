@@ -112,6 +112,25 @@ def test_run_is_recorded_with_model_and_val_hashes(trained):
 
 
 @pytest.mark.slow
+def test_eval_measures_a_trained_model_on_its_validation_images(trained):
+    from typer.testing import CliRunner
+
+    from nsfw_tui.cli import app
+
+    _, store_path, result, _ = trained
+    home = str(store_path.parent)
+    runner = CliRunner()
+    val = runner.invoke(app, ["eval", "--model", result.model_id, "--home", home])
+    assert val.exit_code == 0, val.output
+    assert f"on {len(result.val_hashes)} labelled images" in val.output
+    assert f"measured on 24 validation images of run {result.run_id}" in val.output
+    every = runner.invoke(app, ["eval", "--split", "all", "--home", home])
+    assert every.exit_code == 0, every.output
+    assert "on 120 labelled images" in every.output
+    assert "measured on all 120 labelled images, training images included" in every.output
+
+
+@pytest.mark.slow
 def test_checkpoint_metadata_records_provenance(trained):
     _, _, result, _ = trained
     meta = read_meta(result.checkpoint)

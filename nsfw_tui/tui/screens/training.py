@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import on
@@ -152,10 +153,19 @@ class TrainingScreen(Screen):
         if r.status != "done":
             out.update(Text(f"Run {r.status}: {r.message}", style="#e5484d"))
             return
-        table = Table(title="Validation images of this run", show_lines=False)
+        n_val = len(r.val_hashes)
+        if message.why:
+            title = f"The {n_val} validation images of this run"
+        else:
+            title = (
+                f"{message.compared} of this run's {n_val} validation images, "
+                f"fitted on by neither model"
+            )
+        table = Table(title=title, show_lines=False)
         table.add_column("metric")
         table.add_column(f"new: {r.model_id}", justify="right")
-        table.add_column(f"active: {message.active_id}", justify="right")
+        if not message.why:
+            table.add_column(f"active: {message.active_id}", justify="right")
         for key, label in (
             ("recall", "recall"),
             ("precision", "precision"),
@@ -163,6 +173,13 @@ class TrainingScreen(Screen):
             ("auroc", "AUROC"),
             ("threshold", "threshold"),
         ):
-            table.add_row(label, _f(message.new.get(key)), _f(message.active.get(key)))
-        out.update(table)
+            cells = [_f(message.new.get(key))]
+            if not message.why:
+                cells.append(_f(message.active.get(key)))
+            table.add_row(label, *cells)
+        if message.why:
+            note = Text(f"cannot compare with {message.active_id}: {message.why}", style="dim")
+            out.update(Group(table, note))
+        else:
+            out.update(table)
         self.notify("Training finished: press a to make the new model active and rescore.")
