@@ -23,6 +23,7 @@ from nsfw_tui.core.errors import ConfigError, StoreError, one_line
 from nsfw_tui.core.home import Home
 from nsfw_tui.core.metrics import confusion, threshold_for_recall
 from nsfw_tui.core.store import Store
+from nsfw_tui.core.thresholds import format_threshold
 
 from . import data
 from .checkpoint import save_checkpoint
@@ -331,7 +332,8 @@ def _finish(
     result.model_id, result.checkpoint = model_id, str(checkpoint)
     result.threshold, result.best_epoch, result.metrics = threshold, outcome.best_epoch, metrics
     result.message = (
-        f"model {model_id}: best epoch {outcome.best_epoch}, threshold {threshold:.4f} "
+        f"model {model_id}: best epoch {outcome.best_epoch}, "
+        f"threshold {format_threshold(threshold)} "
         f"for recall >= {target:g} on validation"
     )
 

@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
+from ..core.thresholds import format_threshold
 from .options import (
     HomeOption,
     Overrides,
@@ -127,7 +128,8 @@ def train(
     console.print(Text(f"run {result.run_id}: best epoch {result.best_epoch}: {best}"))
     console.print(
         Text(
-            f"model {result.model_id} registered with threshold {result.threshold:.4g} "
+            f"model {result.model_id} registered with threshold "
+            f"{format_threshold(result.threshold)} "
             + (
                 "(now active)"
                 if activate

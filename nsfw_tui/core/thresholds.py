@@ -7,10 +7,10 @@ as two different values; every line of the CLI and every screen prints it throug
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .scorers import BUILTIN_ID, BUILTIN_THRESHOLD
-from .store import REGISTERED_THRESHOLD, ModelRow, Store
+if TYPE_CHECKING:  # `--help` imports this module for format_threshold: it stays light
+    from .store import ModelRow, Store
 
 
 def format_threshold(value: float | None) -> str:
@@ -24,6 +24,9 @@ def registered_threshold(store: Store, row: ModelRow) -> float | None:
     Recorded in the row since this version; for rows registered before, the built-in
     model's own and a run's chosen threshold are known from elsewhere. None: not known.
     """
+    from .scorers import BUILTIN_ID, BUILTIN_THRESHOLD
+    from .store import REGISTERED_THRESHOLD
+
     value: Any = row.meta.get(REGISTERED_THRESHOLD)
     if value is None and row.kind == "builtin" and row.id == BUILTIN_ID:
         value = BUILTIN_THRESHOLD
