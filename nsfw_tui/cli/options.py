@@ -109,9 +109,9 @@ def print_table(
     """
     rows = [[str(cell) for cell in row] for row in rows]
     if not console.is_terminal:
-        console.print(Text("\t".join(columns)))
-        for row in rows:
-            console.print(Text("\t".join(cell.replace("\t", " ") for cell in row)))
+        # Written as they are: Rich would expand the tabs into spaces.
+        lines = [columns, *([cell.replace("\t", " ") for cell in row] for row in rows)]
+        console.file.write("".join("\t".join(line) + "\n" for line in lines))
         return
     table = new_table(title=title)
     for i, name in enumerate(columns):

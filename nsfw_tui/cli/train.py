@@ -19,6 +19,7 @@ from .options import (
     is_num,
     new_table,
     open_store,
+    print_table,
     progress_bar,
 )
 
@@ -207,30 +208,33 @@ def runs(home: HomeOption = None) -> None:
     """List training runs with their status and best metrics."""
     _, store = open_store(home)
     with store:
-        rows = store.runs()
-    table = new_table(title="Training runs (newest last)")
-    table.add_column("run", no_wrap=True)
-    table.add_column("status")
-    table.add_column("model")
-    table.add_column("epochs", justify="right")
-    for key in ("val_auroc", "val_accuracy", "val_recall", "threshold"):
-        table.add_column(key.replace("val_", ""), justify="right")
-    for r in rows:
-        metrics = r.metrics or {}
+        rows = store.runs()[::-1]  # the store gives the newest first; a terminal wants it last
+    keys = ("val_auroc", "val_accuracy", "val_recall")
 
-        def cell(key: str, m: dict = metrics) -> str:
-            v = m.get(key)
-            return f"{v:.3f}" if is_num(v) else "–"
+    def cell(m: dict, key: str) -> str:
+        v = m.get(key)
+        return f"{v:.3f}" if is_num(v) else "–"
 
-        table.add_row(
-            Text(r.id),
+    table = [
+        (
+            r.id,
             r.status or "",
             # model ids are "<architecture>-<run id>": the run column already has the rest
-            Text((r.model_id or "").removesuffix("-" + r.id) or "–"),
+            (r.model_id or "").removesuffix("-" + r.id) or "–",
             str(len(r.epochs or [])),
-            *(cell(k) for k in ("val_auroc", "val_accuracy", "val_recall", "threshold")),
+            *(cell(r.metrics or {}, k) for k in keys),
+            format_threshold(r.threshold) if is_num(r.threshold) else "–",
         )
-    console.print(table)
+        for r in rows
+    ]
+    columns = ("run", "status", "model", "epochs", "auroc", "accuracy", "recall", "threshold")
+    print_table(
+        columns,
+        table,
+        title="Training runs (newest last)",
+        whole=("run", "model", "threshold"),
+        right=columns[3:],
+    )
 
 
 @app.command()
