@@ -40,7 +40,11 @@ def models_list(ctx: typer.Context, home: HomeOption = None) -> None:
                 m.id,
                 m.kind,
                 format_threshold(m.threshold),
-                ", ".join(f"{k}={v:.3f}" for k, v in m.metrics.items() if is_num(v)),
+                ", ".join(
+                    f"{k}={format_threshold(v) if k == 'threshold' else f'{v:.3f}'}"
+                    for k, v in m.metrics.items()
+                    if is_num(v)
+                ),
                 m.path or "(bundled)",
             )
             for m in store.models()

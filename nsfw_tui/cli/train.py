@@ -125,19 +125,23 @@ def train(
         raise typer.Exit(130)
     if result.status != "done":
         raise NsfwTuiError(f"run {result.run_id} {result.status}: {result.message}")
-    best = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if is_num(v))
-    console.print(Text(f"run {result.run_id}: best epoch {result.best_epoch}: {best}"))
-    console.print(
-        Text(
-            f"model {result.model_id} registered with threshold "
-            f"{format_threshold(result.threshold)} "
-            + (
-                "(now active)"
-                if activate
-                else f"(make it active: nsfw-tui models use {result.model_id})"
-            )
-        )
+    best = ", ".join(
+        f"{k} {format_threshold(v) if k == 'threshold' else f'{v:.4f}'}"
+        for k, v in result.metrics.items()
+        if is_num(v)
     )
+    console.print(Text(f"run {result.run_id}: best epoch {result.best_epoch}: {best}"))
+    if result.warning:
+        console.print(Text(f"warning: {result.warning}", style="yellow"))
+    use = f"nsfw-tui models use {result.model_id}"
+    if result.warning:
+        how = f"(make it active anyway: {use})"
+    elif activate:
+        how = "(now active)"
+    else:
+        how = f"(make it active: {use})"
+    threshold = format_threshold(result.threshold)
+    console.print(Text(f"model {result.model_id} registered with threshold {threshold} {how}"))
     with Store.open(h.store_path, check=False) as store:
         console.print(Text(change_line(before, store.active_model())))
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from nsfw_tui.cli import app
 from nsfw_tui.core.scorers import ensure_builtin
 from nsfw_tui.core.store import REGISTERED_THRESHOLD, Store
-from nsfw_tui.core.thresholds import format_threshold, registered_threshold
+from nsfw_tui.core.thresholds import format_threshold, registered_threshold, too_many_false_alarms
 
 runner = CliRunner()
 RUN = "20250101-000000-abcdef"
@@ -121,3 +121,10 @@ def test_calibrate_prints_old_new_and_how_to_go_back(scored_home):
     reset = run("models", "threshold", "open_nsfw", "--reset", home=scored_home)
     assert reset.exit_code == 0
     assert threshold_of(scored_home, "open_nsfw") == pytest.approx(0.2)
+
+
+def test_too_many_false_alarms_names_the_rate_only_past_the_limit():
+    assert too_many_false_alarms({"val_fpr_at_threshold": 0.5}, 0.2) == 0.5
+    assert too_many_false_alarms({"val_fpr_at_threshold": 0.2}, 0.2) is None
+    assert too_many_false_alarms({"val_fpr_at_threshold": None}, 0.2) is None
+    assert too_many_false_alarms({}, 0.2) is None
