@@ -22,7 +22,8 @@ def registered_threshold(store: Store, row: ModelRow) -> float | None:
     """The threshold ``row`` came with: what `models threshold --reset` goes back to.
 
     Recorded in the row since this version; for rows registered before, the built-in
-    model's own and a run's chosen threshold are known from elsewhere. None: not known.
+    model's own, a run's chosen threshold and an adapted head's fitted one are known from
+    elsewhere. None: not known.
     """
     from .scorers import BUILTIN_ID, BUILTIN_THRESHOLD
     from .store import REGISTERED_THRESHOLD
@@ -34,9 +35,22 @@ def registered_threshold(store: Store, row: ModelRow) -> float | None:
     if value is None and isinstance(run_id, str):
         run = store.run(run_id)
         value = run.threshold if run is not None else None
+    if value is None and row.kind == "adapted" and row.path:
+        value = _head_threshold(row.path)
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
     return None
+
+
+def _head_threshold(path: str) -> Any:
+    """The threshold an adapted head's file was fitted with; None when it cannot be read."""
+    from .adapt_head import load_head
+    from .errors import NsfwTuiError
+
+    try:
+        return load_head(path).meta.get("threshold")
+    except NsfwTuiError:
+        return None
 
 
 def too_many_false_alarms(metrics: dict[str, Any], max_val_fpr: float) -> float | None:

@@ -86,6 +86,22 @@ def test_a_row_from_before_knows_its_threshold_from_its_run_or_the_builtin(home)
         assert registered_threshold(store, replace(row, meta={})) is None
 
 
+def test_an_adapted_row_from_before_knows_its_threshold_from_its_file(home, tmp_path):
+    import numpy as np
+
+    from nsfw_tui.core.adapt_head import DIM, Head
+
+    path = Head("logreg", ((np.zeros((DIM, 1)), np.zeros(1)),), {"threshold": 0.42}).save(
+        tmp_path / "head.npz"
+    )
+    with Store.open(home / "store.db") as store:
+        store.add_model("adapted-x", "adapted", threshold=0.42, path=str(path))
+        row = replace(store.model("adapted-x"), meta={}, threshold=0.9)
+        assert registered_threshold(store, row) == pytest.approx(0.42)
+        path.unlink()
+        assert registered_threshold(store, row) is None
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
