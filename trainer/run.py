@@ -23,6 +23,7 @@ from nsfw_tui.core.errors import ConfigError, StoreError, one_line
 from nsfw_tui.core.home import Home
 from nsfw_tui.core.metrics import confusion, threshold_for_recall
 from nsfw_tui.core.store import Store
+from nsfw_tui.core.thresholds import format_threshold, too_many_false_alarms
 
 from . import data
 from .checkpoint import save_checkpoint
@@ -56,6 +57,7 @@ class RunResult:
     checkpoint: str | None
     counts: dict
     message: str = ""
+    warning: str = ""  # why a model asked to be activated was registered but not activated
 
 
 def _ignore(_: TrainEvent) -> None:
@@ -261,6 +263,15 @@ def _finish(
     if at is None or outcome.best_state is None or outcome.best_epoch is None:
         raise CheckpointError("no validation image could be read, so no threshold can be set")
     threshold = at["threshold"]
+    max_fpr = float(cfg.metrics.max_val_fpr)
+    fpr = too_many_false_alarms(at, max_fpr)
+    if fpr is not None:  # a threshold that calls nearly everything NSFW must not take over
+        result.warning = (
+            f"at threshold {format_threshold(threshold)} the model flags {fpr:.0%} of the "
+            f"validation SFW images (false alarm rate {fpr:.4g} > metrics.max_val_fpr "
+            f"{max_fpr:g}); registered, not made active"
+        )
+        activate = False
     best = outcome.epochs[outcome.best_epoch - 1]
     metrics = {key: best.get(key) for key in EPOCH_METRICS}
     metrics.update(at)
@@ -331,9 +342,10 @@ def _finish(
     result.model_id, result.checkpoint = model_id, str(checkpoint)
     result.threshold, result.best_epoch, result.metrics = threshold, outcome.best_epoch, metrics
     result.message = (
-        f"model {model_id}: best epoch {outcome.best_epoch}, threshold {threshold:.4f} "
+        f"model {model_id}: best epoch {outcome.best_epoch}, "
+        f"threshold {format_threshold(threshold)} "
         f"for recall >= {target:g} on validation"
-    )
+    ) + (f"; {result.warning}" if result.warning else "")
 
 
 def threshold_metrics(labels: Any, scores: Any, target_recall: float) -> dict[str, Any] | None:

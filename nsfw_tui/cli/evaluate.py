@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
+from ..core.thresholds import format_threshold
 from .options import (
     HomeOption,
     ModelOption,
@@ -53,7 +54,7 @@ def _print_evaluation(ev, scope, data) -> None:
     from ..core.evaluate import scope_line
 
     c = ev.confusion
-    title = f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images"
+    title = f"{ev.model_id} at threshold {format_threshold(ev.threshold)} on {ev.n} labelled images"
     table = new_table(title=title)
     table.add_column("label \\ call")
     table.add_column("NSFW", justify="right")
@@ -120,6 +121,7 @@ def calibrate(
     from ..core.active_model import change_line
     from ..core.config import load_config
     from ..core.evaluate import calibrated_threshold, evaluate
+    from ..core.thresholds import registered_threshold
 
     if target_recall is None:
         target_recall = float(load_config(None, []).metrics.target_recall)
@@ -130,7 +132,15 @@ def calibrate(
         before = store.active_model()
         store.set_threshold(row.id, threshold)
         after = store.active_model()
-        change = f"{row.id}: threshold {row.threshold:.4g} -> {threshold:.4g}"
-        console.print(Text(f"{change} (target recall {target_recall:g})"))
+        original = registered_threshold(store, row)
+        old, new = format_threshold(row.threshold), format_threshold(threshold)
+        console.print(Text(f"{row.id}: threshold {old} -> {new} (target recall {target_recall:g})"))
         _print_evaluation(evaluate(data, row.id, threshold), scope, data)
     console.print(Text(change_line(before, after)))
+    back = f"nsfw-tui models threshold {row.id}"
+    if original is not None:
+        console.print(
+            Text(f"back to its own threshold ({format_threshold(original)}): {back} --reset")
+        )
+    if original is None or original != row.threshold:
+        console.print(Text(f"back to the one before ({old}): {back} {row.threshold!r}"))

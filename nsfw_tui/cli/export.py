@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
+from ..core.thresholds import format_threshold
 from .options import (
     HomeOption,
     InputSize,
@@ -112,7 +113,8 @@ def export(
             Text(
                 f"checked: onnx.checker full check passed; onnxruntime vs PyTorch max abs diff "
                 f"{p.random_max_diff:.2g} on {p.random_n} random inputs{images} (limit "
-                f"{PARITY_ATOL:g}); {p.flips} label flips at threshold {report.threshold:.4g}"
+                f"{PARITY_ATOL:g}); {p.flips} label flips at threshold "
+                f"{format_threshold(report.threshold)}"
                 + (
                     f" ({p.near_threshold} image(s) scored within {PARITY_ATOL:g} of it, a tie "
                     "at float32 precision)"

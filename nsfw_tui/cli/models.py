@@ -1,4 +1,4 @@
-"""The `models` group: list models, choose the active one, add an ONNX file."""
+"""The `models` group: list models, choose the active one, set a threshold, add an ONNX file."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from .options import (
     console,
     handles_errors,
     is_num,
-    new_table,
     open_store,
+    print_table,
 )
 
-app = typer.Typer(name="models", cls=CommandGroup, help="List models and choose the active one.")
+app = typer.Typer(
+    name="models", cls=CommandGroup, help="List models, choose the active one, set thresholds."
+)
 
 
 @app.callback(invoke_without_command=True)
@@ -28,20 +30,27 @@ def models_list(ctx: typer.Context, home: HomeOption = None) -> None:
     """List models; the active one is marked with *."""
     if ctx.invoked_subcommand is not None:
         return
+    from ..core.thresholds import format_threshold
+
     _, store = open_store(home)
     with store:
-        table = new_table("", "id", "kind", "threshold", "metrics", "path")
-        for m in store.models():
-            metrics = ", ".join(f"{k}={v:.3f}" for k, v in m.metrics.items() if is_num(v))
-            table.add_row(
+        rows = [
+            (
                 "*" if m.active else "",
-                Text(m.id),
+                m.id,
                 m.kind,
-                f"{m.threshold:g}",
-                Text(metrics),
-                Text(m.path or "(bundled)"),
+                format_threshold(m.threshold),
+                ", ".join(
+                    f"{k}={format_threshold(v) if k == 'threshold' else f'{v:.3f}'}"
+                    for k, v in m.metrics.items()
+                    if is_num(v)
+                ),
+                m.path or "(bundled)",
             )
-        console.print(table)
+            for m in store.models()
+        ]
+    columns = ("active", "id", "kind", "threshold", "metrics", "path")
+    print_table(columns, rows, whole=("active", "id", "threshold"))
 
 
 @app.command("use")
@@ -58,6 +67,55 @@ def models_use(
         before = store.active_model()
         store.set_active(model_id)
         console.print(Text(change_line(before, store.active_model())))
+
+
+@app.command("threshold")
+@handles_errors
+def models_threshold(
+    model_id: Annotated[str, typer.Argument(help="Model id, as listed by `nsfw-tui models`.")],
+    value: Annotated[
+        float | None, typer.Argument(help="The new threshold, within [0, 1].", show_default=False)
+    ] = None,
+    reset: Annotated[
+        bool,
+        typer.Option("--reset", help="Back to the threshold the model came with."),
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Set MODEL_ID's decision threshold by hand, or --reset it to the one it came with."""
+    from ..core.active_model import change_line
+    from ..core.errors import NsfwTuiError
+    from ..core.thresholds import format_threshold, registered_threshold
+
+    if value is not None and reset:
+        raise NsfwTuiError("give a threshold or --reset, not both")
+    if value is None and not reset:
+        raise NsfwTuiError(f"give a threshold within [0, 1], or --reset: e.g. {model_id} 0.3")
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise NsfwTuiError(f"the threshold must be within [0, 1], got {value:g}")
+    _, store = open_store(home)
+    with store:
+        row = store.model(model_id)
+        if row is None:
+            known = ", ".join(m.id for m in store.models()) or "none"
+            raise NsfwTuiError(f"no model with id {model_id!r} (known: {known})")
+        new = value
+        if reset:
+            new = registered_threshold(store, row)
+            if new is None:
+                raise NsfwTuiError(
+                    f"{model_id} does not record the threshold it came with; "
+                    f"set one: nsfw-tui models threshold {model_id} VALUE"
+                )
+        assert new is not None
+        before = store.active_model()
+        store.set_threshold(model_id, new)
+        after = store.active_model()
+    how = " (the threshold it came with)" if reset else ""
+    old, now = format_threshold(row.threshold), format_threshold(new)
+    console.print(Text(f"{model_id}: threshold {old} -> {now}{how}"))
+    if after is not None and after.id == model_id:
+        console.print(Text(change_line(before, after)))
 
 
 @app.command("add")
@@ -95,9 +153,16 @@ def models_add(
     crop: Annotated[
         tuple[int, int] | None, typer.Option(metavar="H W", help="Centre crop after resizing.")
     ] = None,
+    link: Annotated[
+        bool,
+        typer.Option(
+            "--link", help="Use the file where it is instead of copying it into the home."
+        ),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
-    """Register an ONNX file as a model; preprocessing from its metadata, else from flags."""
+    """Copy an ONNX file into the home and register it; preprocessing from its metadata."""
+    from ..core.thresholds import format_threshold
     from ..models.onnx_import import add_onnx_file
 
     flags = dict(
@@ -111,10 +176,16 @@ def models_add(
         crop=crop,
     )
     given = {key: value for key, value in flags.items() if value is not None}
-    _, store = open_store(home)
+    h, store = open_store(home)
     with store:
         added = add_onnx_file(
-            store, file, model_id=model_id, threshold=threshold, output=output, preprocessing=given
+            store,
+            file,
+            model_id=model_id,
+            threshold=threshold,
+            output=output,
+            preprocessing=given,
+            copy_into=None if link else h.models_dir,
         )
     pre = added.preprocessing
     h, w = pre.input_size
@@ -126,9 +197,11 @@ def models_add(
     console.print(
         Text(
             f"registered {added.model_id}: {added.path}, output {added.output}, threshold "
-            f"{added.threshold:g}, input {h}x{w} {pre.layout} {pre.channel_order}; "
+            f"{format_threshold(added.threshold)}, input {h}x{w} {pre.layout} {pre.channel_order}; "
             f"preprocessing from {source}"
         )
     )
     mid = added.model_id
+    if not link:
+        console.print(Text(f"copied from {file.resolve()}; the original may be moved or deleted"))
     console.print(Text(f"use it with --model {mid}, or make it active: nsfw-tui models use {mid}"))

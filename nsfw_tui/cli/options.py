@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -90,6 +91,38 @@ def new_table(*columns: str, **kwargs) -> Table:
     from rich.table import Table
 
     return Table(*columns, **kwargs)
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    title: str | None = None,
+    whole: Sequence[str] = (),
+    right: Sequence[str] = (),
+) -> None:
+    """Rows as a Rich table on a terminal, else as plain tab-separated lines under a header.
+
+    Columns named in ``whole`` (ids a person copies into the next command) are never cut
+    or wrapped, however narrow the terminal: other columns fold first. Piped output has no
+    box drawing and no title, so `cut -f2` or a spreadsheet reads it as it is.
+    """
+    rows = [[str(cell) for cell in row] for row in rows]
+    if not console.is_terminal:
+        # Written as they are: Rich would expand the tabs into spaces.
+        lines = [columns, *([cell.replace("\t", " ") for cell in row] for row in rows)]
+        console.file.write("".join("\t".join(line) + "\n" for line in lines))
+        return
+    table = new_table(title=title)
+    for i, name in enumerate(columns):
+        widest = max((len(row[i]) for row in rows), default=0)
+        if name in whole:
+            table.add_column(name, no_wrap=True, min_width=max(widest, len(name)))
+        else:
+            table.add_column(name, justify="right" if name in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -16,9 +16,20 @@ Blur = Annotated[
 ]
 
 
-def _run_app(folder: Path, *, home: Path | None, blur: bool, threshold: float | None) -> None:
+def _run_app(
+    folder: Path,
+    *,
+    home: Path | None,
+    blur: bool,
+    threshold: float | None,
+    model: str | None = None,
+) -> None:
+    from ..models.registry import resolve_model
+
     h, store = open_store(home)  # checks and migrates before the screen takes over
-    store.close()
+    with store:
+        if model is not None:
+            resolve_model(store, model)  # an unknown id is one line here, not a failed screen
     # textual-image asks the terminal what it can draw; it must do so before Textual starts.
     import textual_image.renderable  # noqa: F401
 
@@ -29,7 +40,9 @@ def _run_app(folder: Path, *, home: Path | None, blur: bool, threshold: float | 
     from ..tui.app import make_app
     from ..tui.settings import ReviewSettings
 
-    make_app(folder, home=h, settings=ReviewSettings(blur=blur, threshold=threshold)).run()
+    make_app(
+        folder, home=h, settings=ReviewSettings(blur=blur, threshold=threshold, model_id=model)
+    ).run()
 
 
 @app.command("open")
@@ -38,13 +51,17 @@ def open_(
     path: Annotated[Path, typer.Argument(help="Folder of images to review.")],
     blur: Blur = True,
     threshold: ThresholdOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model id for this review (default: the active one, left as it is)."),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Review a folder: `nsfw-tui PATH` opens the full-screen review screen."""
     from ..core.scan import check_folder
 
     check_threshold(threshold)
-    _run_app(check_folder(path), home=home, blur=blur, threshold=threshold)
+    _run_app(check_folder(path), home=home, blur=blur, threshold=threshold, model=model)
 
 
 @app.command()

@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
+from ..core.thresholds import format_threshold
 from .options import HomeOption, ModelOption, Overrides, console, handles_errors, open_store
 
 app = typer.Typer()
@@ -78,7 +79,8 @@ def serve(
     extras = "; bearer token required" if token else ""
     extras += "; answers carry a person's labels" if labels else ""
     banner = (
-        f"serving {row.id} (threshold {row.threshold:g}) on http://{_url_host(host)}:{port} "
+        f"serving {row.id} (threshold {format_threshold(row.threshold)}) "
+        f"on http://{_url_host(host)}:{port} "
         f"- {where}{extras}. Ctrl+C stops."
     )
     run(

@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
+from ..core.thresholds import format_threshold
 from .options import (
     HomeOption,
     Overrides,
@@ -18,6 +19,7 @@ from .options import (
     is_num,
     new_table,
     open_store,
+    print_table,
     progress_bar,
 )
 
@@ -123,18 +125,23 @@ def train(
         raise typer.Exit(130)
     if result.status != "done":
         raise NsfwTuiError(f"run {result.run_id} {result.status}: {result.message}")
-    best = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if is_num(v))
-    console.print(Text(f"run {result.run_id}: best epoch {result.best_epoch}: {best}"))
-    console.print(
-        Text(
-            f"model {result.model_id} registered with threshold {result.threshold:.4g} "
-            + (
-                "(now active)"
-                if activate
-                else f"(make it active: nsfw-tui models use {result.model_id})"
-            )
-        )
+    best = ", ".join(
+        f"{k} {format_threshold(v) if k == 'threshold' else f'{v:.4f}'}"
+        for k, v in result.metrics.items()
+        if is_num(v)
     )
+    console.print(Text(f"run {result.run_id}: best epoch {result.best_epoch}: {best}"))
+    if result.warning:
+        console.print(Text(f"warning: {result.warning}", style="yellow"))
+    use = f"nsfw-tui models use {result.model_id}"
+    if result.warning:
+        how = f"(make it active anyway: {use})"
+    elif activate:
+        how = "(now active)"
+    else:
+        how = f"(make it active: {use})"
+    threshold = format_threshold(result.threshold)
+    console.print(Text(f"model {result.model_id} registered with threshold {threshold} {how}"))
     with Store.open(h.store_path, check=False) as store:
         console.print(Text(change_line(before, store.active_model())))
 
@@ -205,30 +212,33 @@ def runs(home: HomeOption = None) -> None:
     """List training runs with their status and best metrics."""
     _, store = open_store(home)
     with store:
-        rows = store.runs()
-    table = new_table(title="Training runs (newest last)")
-    table.add_column("run", no_wrap=True)
-    table.add_column("status")
-    table.add_column("model")
-    table.add_column("epochs", justify="right")
-    for key in ("val_auroc", "val_accuracy", "val_recall", "threshold"):
-        table.add_column(key.replace("val_", ""), justify="right")
-    for r in rows:
-        metrics = r.metrics or {}
+        rows = store.runs()[::-1]  # the store gives the newest first; a terminal wants it last
+    keys = ("val_auroc", "val_accuracy", "val_recall")
 
-        def cell(key: str, m: dict = metrics) -> str:
-            v = m.get(key)
-            return f"{v:.3f}" if is_num(v) else "–"
+    def cell(m: dict, key: str) -> str:
+        v = m.get(key)
+        return f"{v:.3f}" if is_num(v) else "–"
 
-        table.add_row(
-            Text(r.id),
+    table = [
+        (
+            r.id,
             r.status or "",
             # model ids are "<architecture>-<run id>": the run column already has the rest
-            Text((r.model_id or "").removesuffix("-" + r.id) or "–"),
+            (r.model_id or "").removesuffix("-" + r.id) or "–",
             str(len(r.epochs or [])),
-            *(cell(k) for k in ("val_auroc", "val_accuracy", "val_recall", "threshold")),
+            *(cell(r.metrics or {}, k) for k in keys),
+            format_threshold(r.threshold) if is_num(r.threshold) else "–",
         )
-    console.print(table)
+        for r in rows
+    ]
+    columns = ("run", "status", "model", "epochs", "auroc", "accuracy", "recall", "threshold")
+    print_table(
+        columns,
+        table,
+        title="Training runs (newest last)",
+        whole=("run", "model", "threshold"),
+        right=columns[3:],
+    )
 
 
 @app.command()

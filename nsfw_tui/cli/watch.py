@@ -14,6 +14,7 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
+from ..core.thresholds import format_threshold
 from .options import (
     HomeOption,
     ModelOption,
@@ -183,7 +184,7 @@ def _watch_headless(plan: WatchPlan) -> None:
         err_console.print(
             Text(
                 f"watching {plan.folder} with {plan.scorer.id} at threshold "
-                f"{plan.threshold:g}; Ctrl+C stops"
+                f"{format_threshold(plan.threshold)}; Ctrl+C stops"
             )
         )
         while not stop.wait(0.5):

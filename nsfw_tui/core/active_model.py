@@ -8,6 +8,7 @@ it (with, for an adapted head, the labels it learnt from) whenever a folder open
 from __future__ import annotations
 
 from .store import ModelRow
+from .thresholds import format_threshold
 
 
 def fitted_labels(row: ModelRow | None) -> dict[str, int] | None:
@@ -48,6 +49,7 @@ def change_line(before: ModelRow | None, after: ModelRow | None) -> str:
     if before is not None and before.id == after.id and before.threshold != after.threshold:
         return (
             f"active model: {after.id} -> {after.id} "
-            f"(threshold {before.threshold:.4g} -> {after.threshold:.4g})"
+            f"(threshold {format_threshold(before.threshold)} -> "
+            f"{format_threshold(after.threshold)})"
         )
     return switch_line(before.id if before else None, after.id, fitted_labels(after))

@@ -235,6 +235,8 @@ class MetricsConfig(Section):
     """The threshold is set to reach this NSFW recall on val (misses cost most)."""
     monitor: str = setting("val_auroc", OneOf(*MONITORS))
     """Metric that selects the best checkpoint."""
+    max_val_fpr: float = setting(0.2, Range(0, 1))
+    """A new model whose threshold flags more validation SFW images than this is not activated."""
 
 
 @dataclass

@@ -56,6 +56,9 @@ from .structure import CHECK_VERSION
 BUSY_TIMEOUT_S = 30.0
 # An undo's batch id: this prefix, the batch it undid, a colon and a nonce.
 UNDO_PREFIX = "undo:"
+
+# The meta key of a model row that keeps the threshold it was registered with.
+REGISTERED_THRESHOLD = "registered_threshold"
 # SQLite caps bound parameters per statement; batch IN (...) queries below it.
 _CHUNK = 900
 
@@ -751,6 +754,12 @@ class Store:
         meta: dict | None = None,
         activate: bool = False,
     ) -> None:
+        """Register a model, or update a known one's files and metadata (its threshold stays).
+
+        The threshold it is registered with is kept in its meta (REGISTERED_THRESHOLD), so
+        `models threshold --reset` can go back to it after `calibrate` or a hand-set one.
+        """
+        meta = {**(meta or {}), REGISTERED_THRESHOLD: float(threshold)}
         with self.write():
             self._conn.execute(
                 "INSERT INTO models (id, kind, path, threshold, metrics, preprocessing, meta, "
@@ -764,7 +773,7 @@ class Store:
                     float(threshold),
                     json.dumps(metrics or {}),
                     json.dumps(preprocessing) if preprocessing else None,
-                    json.dumps(meta or {}),
+                    json.dumps(meta),
                     _now(),
                 ),
             )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nsfw_tui.core.atomic import atomic_path
 from nsfw_tui.core.errors import NsfwTuiError, one_line
 from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.store import Store
@@ -43,8 +45,13 @@ def add_onnx_file(
     threshold: float | None = None,
     output: str | None = None,
     preprocessing: dict[str, Any] | None = None,
+    copy_into: str | os.PathLike | None = None,
 ) -> AddReport:
     """Validate an ONNX classifier and register it as an ``onnx`` model.
+
+    With ``copy_into`` (the home's models folder) the file is copied there and the copy is
+    registered, so moving or deleting the original later breaks nothing; without it the
+    model points at the file where it is.
 
     Preprocessing, output kind and threshold come from the file's metadata (the keys
     ``export_onnx`` writes) where present; the given values override them. The file must pass
@@ -81,17 +88,36 @@ def add_onnx_file(
     _smoke_test(session, spec, output, file)
     metrics = _json(props.get("metrics", "{}"), "metrics") if "metrics" in props else {}
     meta = {"output": output, "added_from": os.path.abspath(file), "metadata_keys": used}
+    registered = Path(os.path.abspath(file))
+    if copy_into is not None:
+        registered = _copy(file, Path(copy_into) / f"{model_id}.onnx")
     with store.write():
         store.add_model(
             model_id,
             "onnx",
             threshold=threshold,
-            path=os.path.abspath(file),
+            path=os.fspath(registered),
             metrics=metrics if isinstance(metrics, dict) else {},
             preprocessing=spec.to_dict(),
             meta=meta,
         )
-    return AddReport(model_id, file.resolve(), spec, output, threshold, used)
+    return AddReport(model_id, registered.resolve(), spec, output, threshold, used)
+
+
+def _copy(file: Path, dest: Path) -> Path:
+    """``file`` copied whole to ``dest``; refused for a graph whose weights live in other files."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    graph = onnx.load(os.fspath(file), load_external_data=False).graph
+    if any(uses_external_data(t) for t in graph.initializer):
+        raise NsfwTuiError(
+            f"{file} keeps its weights in separate files; add it with --link to use it in place"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(file, tmp)
+    return dest
 
 
 def _json(text: str, key: str) -> Any:

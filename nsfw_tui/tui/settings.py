@@ -23,6 +23,9 @@ class ReviewSettings:
     """Safe mode: previews of likely-NSFW images are blurred until space reveals them."""
     threshold: float | None = None
     """The threshold the person set (--threshold); None: the active model's own."""
+    model_id: str | None = None
+    """The model for this run of the screen (--model); None: the active one. Choosing it
+    here leaves the store's active model as it is."""
     scan_options: ScanOptions = field(default_factory=ScanOptions)
     scorer_factory: Callable[[ModelRow], Scorer] | None = None
     """Builds the scorer for a model row; None: the registry's `load_scorer` (tests swap it)."""

@@ -14,6 +14,7 @@ from ..core.errors import NsfwTuiError
 from ..core.home import Home
 from ..core.scorers import ensure_builtin
 from ..core.store import Store
+from ..core.thresholds import format_threshold
 from ..core.watch import Watcher
 from ..core.watch.log import exact_path
 from .app import NsfwTuiApp
@@ -35,7 +36,9 @@ class WatchApp(NsfwTuiApp):
         self.dry_run = settings.options.dry_run
         self.watcher: Watcher | None = None
         self.watch_screen = WatchScreen(os.path.abspath(root))
-        self.sub_title = f"{root} (threshold {settings.threshold:g}, model {settings.scorer.id})"
+        self.sub_title = (
+            f"{root} (threshold {format_threshold(settings.threshold)}, model {settings.scorer.id})"
+        )
 
     def on_mount(self, event: events.Mount) -> None:
         # The review app's own on_mount would open the review screen over the whole folder.

@@ -51,7 +51,7 @@ HELP_ORDER = [
 def test_help_lists_every_command_in_its_order():
     assert [cmd[0] for cmd in commands(app) if len(cmd) == 1] == HELP_ORDER
     models = [cmd[1] for cmd in commands(app) if cmd[0] == "models" and len(cmd) == 2]
-    assert models == ["use", "add"]
+    assert models == ["use", "threshold", "add"]
 
 
 def test_python_dash_m_is_the_same_command():

@@ -49,7 +49,7 @@ def test_a_word_close_to_nothing_lists_every_command(tmp_path, monkeypatch):
     listed = result.output.split("Commands: ", 1)[1].strip().rstrip(".").split(", ")
     assert listed[:3] == ["open", "demo", "scan"] and "serve" in listed
     result = runner.invoke(app, ["models", "zzzz"])
-    assert "Error: No such command 'zzzz'. Commands: use, add." in result.output
+    assert "Error: No such command 'zzzz'. Commands: use, threshold, add." in result.output
 
 
 def test_only_an_existing_path_or_one_with_a_separator_opens_a_folder(tmp_path, monkeypatch):

@@ -328,7 +328,9 @@ def test_models_first_added_is_active_and_set_active_switches(store):
     active = [m.id for m in store.models() if m.active]
     assert active == ["m2"]
     m1 = store.model("m1")
-    assert (m1.metrics, m1.preprocessing, m1.meta) == ({"auc": 0.9}, {"size": 224}, {"note": "x"})
+    assert (m1.metrics, m1.preprocessing) == ({"auc": 0.9}, {"size": 224})
+    # the threshold it was registered with is kept beside the given meta (for --reset)
+    assert m1.meta == {"note": "x", "registered_threshold": 0.5}
     assert store.model("m2").path == "/models/m2.onnx"
     assert store.model("nope") is None
     assert [m.id for m in store.models()] == ["m1", "m2", "m3"]

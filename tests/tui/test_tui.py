@@ -220,12 +220,12 @@ async def test_threshold_keys_change_the_calls(tmp_path, scenes):
         await pilot.press("plus", "plus")
         assert review.threshold == 0.6
         assert review.call(party) == "sfw"
-        assert "threshold 0.60" in screen_text(app)
+        assert "threshold 0.6 " in screen_text(app)
         await pilot.press(*["minus"] * 4)
         assert review.threshold == 0.4
         assert review.call(beach) == "nsfw"
         assert review.counts()["predicted_nsfw"] == 4
-        assert "threshold 0.40" in screen_text(app)
+        assert "threshold 0.4 " in screen_text(app)
     with Store.open(app.home.store_path, check=False) as store:
         assert store.model(FAKE_ID).threshold == 0.5, "the keys change the session, not the model"
 
@@ -302,7 +302,7 @@ async def test_stats_confusion_recall_and_auroc_are_exact(tmp_path, scenes):
         assert stats.auroc == 7 / 9
         assert stats.labelled == 6 and stats.scored_labelled == 6
         text = screen_text(app)
-        assert "fake at threshold 0.50" in text
+        assert "fake at threshold 0.5 " in text
         # label \ call | NSFW | SFW
         assert re.search(r"│ NSFW\s*│\s*2 │\s*1 │", text), "labelled NSFW: 2 called NSFW, 1 missed"
         assert re.search(r"│ SFW\s*│\s*1 │\s*2 │", text), "labelled SFW: 1 false alarm, 2 right"

@@ -14,6 +14,7 @@ from ..decision import Call, decide
 from ..names import path_b64
 from ..quarantine import quarantine_move
 from ..store import LabelEvent, Store, path_text
+from ..thresholds import format_threshold
 from ..watch_options import WatchStats
 from .clock import Clock
 from .log import DecisionLog
@@ -180,7 +181,7 @@ class Decider:
             source = "watcher" if kind == "unsettled" else "decoder"
             return Verdict(decision, source, f"{kind}: {why}")
         op = ">=" if decision is Call.NSFW else "<"
-        reason = f"probability {o.probability:.4f} {op} threshold {threshold:g}"
+        reason = f"probability {o.probability:.4f} {op} threshold {format_threshold(threshold)}"
         return Verdict(decision, "model", reason)
 
     def decide(self, store: Store, o: Outcome) -> None:

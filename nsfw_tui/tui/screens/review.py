@@ -23,6 +23,7 @@ from ...core.images import load_image
 from ...core.review import Review, Row, load_review
 from ...core.scan import scan_files
 from ...core.store import Store
+from ...core.thresholds import format_threshold
 from ..adaptation import AdaptationController
 from ..host import ReviewHost
 from ..label_writer import SetLabels, UndoLast
@@ -83,6 +84,8 @@ class ReviewScreen(Screen):
         self.review: Review | None = None
         self.model_name = "…"
         self.models: list[tuple[str, str]] = []
+        # The model of this run when --model named one; None once a person picks the active one.
+        self.model_override: str | None = None
         self.progress: tuple[int, int] | None = None
         self.revealed: str | None = None  # the path the person chose to see unblurred
         self.optimistic: dict[str, str | None] = {}  # path -> label before an unsaved change
@@ -104,6 +107,7 @@ class ReviewScreen(Screen):
         self.query_one("#search", Input).display = False
         self.query_one(ImageList).focus()
         self.query_one(Preview).clear("Loading…")
+        self.model_override = self.host.settings.model_id
         self.load()
 
     @property
@@ -146,12 +150,15 @@ class ReviewScreen(Screen):
         from nsfw_tui.models.registry import resolve_model
 
         with self._store() as store:
-            row = resolve_model(store, None)
+            row = resolve_model(store, self.model_override)
             threshold = self.host.settings.threshold
             if threshold is None:
                 threshold = row.threshold
             review, pending = load_review(self.root, store, row.id, threshold)
-            self.models = [(m.id, f"{m.kind}, threshold {m.threshold:g}") for m in store.models()]
+            self.models = [
+                (m.id, f"{m.kind}, threshold {format_threshold(m.threshold)}")
+                for m in store.models()
+            ]
         self.post_message(ReviewLoaded(review, pending, row.id, fitted_labels(row)))
 
     @work(thread=True, exclusive=True, group="score", exit_on_error=False)
@@ -503,6 +510,7 @@ class ReviewScreen(Screen):
     def action_pick_model(self) -> None:
         def chosen(model_id: str | None) -> None:
             if model_id and model_id != self.model_name:
+                self.model_override = None  # the person's pick becomes the active model
                 self.switch_model(model_id)
 
         self.app.push_screen(ModelScreen(self.models, self.model_name), chosen)
@@ -587,8 +595,11 @@ class ReviewScreen(Screen):
         if not result.activated:
             return flips
         if result.model_id not in (m for m, _ in self.models):
-            self.models.append((result.model_id, f"adapted, threshold {result.threshold:g}"))
+            self.models.append(
+                (result.model_id, f"adapted, threshold {format_threshold(result.threshold)}")
+            )
         review.model_id = self.model_name = result.model_id
+        self.model_override = None  # the new head is the active model now, and shown
         review.threshold = threshold
         unscored = []
         for row in review.rows:

@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ...core.review import Stats
+from ...core.thresholds import format_threshold
 
 
 def _pct(value: float | None) -> str:
@@ -19,7 +20,7 @@ def _pct(value: float | None) -> str:
 
 def stats_table(stats: Stats, threshold: float, model: str) -> Table:
     c = stats.confusion
-    matrix = Table(title=f"{model} at threshold {threshold:.2f}", show_lines=True)
+    matrix = Table(title=f"{model} at threshold {format_threshold(threshold)}", show_lines=True)
     matrix.add_column("label \\ call")
     matrix.add_column("NSFW", justify="right")
     matrix.add_column("SFW", justify="right")

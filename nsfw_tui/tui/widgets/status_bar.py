@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ...core.review import Review
+from ...core.thresholds import format_threshold
 from .image_list import printable
 
 
@@ -55,7 +56,7 @@ class StatusBar(Static):
             n = sum(self.fitted.values())
             text.append(f" (fitted on {n} label{'s' * (n != 1)})", style="dim")
         text.append("  threshold ", style="dim")
-        text.append(f"{review.threshold:.2f}", style="bold")
+        text.append(format_threshold(review.threshold), style="bold")
         text.append("  scored ", style="dim")
         text.append(f"{c['scored']}/{c['total']}")
         if progress is not None and progress[0] < progress[1]:
