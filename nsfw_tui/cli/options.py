@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..core.errors import NsfwTuiError
+from ..core.errors import NsfwTuiError, missing_extra
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -97,20 +97,6 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-# Libraries that only an extra brings: the light install scores without any of them.
-EXTRAS = {
-    "torch": "train",
-    "torchvision": "train",
-    "timm": "train",
-    "onnxscript": "train",
-    "safetensors": "train",
-    "matplotlib": "train",
-    "mlflow": "mlflow",
-    "fastapi": "serve",
-    "uvicorn": "serve",
-}
-
-
 def handles_errors(fn):
     """Every expected failure becomes one clear line and exit code 2."""
 
@@ -121,13 +107,10 @@ def handles_errors(fn):
         except NsfwTuiError as exc:
             raise fail(str(exc)) from None
         except ModuleNotFoundError as exc:
-            extra = EXTRAS.get((exc.name or "").split(".")[0])
-            if extra is None:
+            line = missing_extra(exc)
+            if line is None:
                 raise
-            raise fail(
-                f"this command needs the {extra} extra ({exc.name} is not installed): "
-                f"pip install 'nsfw-tui[{extra}]'"
-            ) from None
+            raise fail(line) from None
         except KeyboardInterrupt:
             err_console.print("Cancelled; everything finished before Ctrl+C is saved.")
             raise typer.Exit(130) from None

@@ -70,6 +70,7 @@ def train(
 
     from ..core.active_model import change_line
     from ..core.config import load_config, resolve_config_name
+    from ..core.errors import require_extra
     from ..core.store import Store
 
     cfg = load_config(config_name, overrides or [])
@@ -78,6 +79,7 @@ def train(
     if resolve_config_name(config_name) == "config_adapt":
         _adapt(cfg, folder=folder, activate=activate, home=home)
         return
+    require_extra("train")  # before the store is touched or a progress bar drawn
     h, store = open_store(home)
     before = store.active_model()
     store.close()

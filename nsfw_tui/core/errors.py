@@ -31,6 +31,50 @@ class StoreReadOnlyError(StoreError):
     """The store is open read-only (newer schema, or no write permission)."""
 
 
+# Libraries that only an extra brings: the light install scores without any of them.
+EXTRAS = {
+    "torch": "train",
+    "torchvision": "train",
+    "timm": "train",
+    "onnxscript": "train",
+    "safetensors": "train",
+    "matplotlib": "train",
+    "mlflow": "mlflow",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+}
+
+
+def extra_line(extra: str, module: str, what: str = "this command") -> str:
+    """The one line that names the extra to install (the CLI and the TUI say the same)."""
+    return (
+        f"{what} needs the {extra} extra ({module} is not installed): "
+        f"pip install 'nsfw-tui[{extra}]'"
+    )
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str = "this command") -> str | None:
+    """``extra_line`` for a library only an extra brings; None for any other missing module."""
+    extra = EXTRAS.get((exc.name or "").split(".")[0])
+    return None if extra is None else extra_line(extra, exc.name or "", what)
+
+
+class MissingExtraError(NsfwTuiError):
+    """An optional extra (train, serve, mlflow) is not installed."""
+
+
+def require_extra(extra: str, what: str = "this command") -> None:
+    """Refuse up front, before any progress is drawn, when a library of ``extra`` is missing.
+
+    Looks the libraries up without importing them (torch alone takes seconds to import).
+    """
+    import importlib.util
+
+    for module in ("torch", "torchvision", "timm") if extra == "train" else ():
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(extra_line(extra, module, what))
+
+
 class ImageError(NsfwTuiError):
     """A file could not be decoded into pixels.
 

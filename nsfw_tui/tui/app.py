@@ -125,10 +125,12 @@ class NsfwTuiApp(App):
         from trainer.run import RunResult, train
 
         from ..core.config import load_config
+        from ..core.errors import missing_extra, require_extra
         from ..core.evaluate import labelled_scores, summary
 
         worker = get_current_worker()
         try:
+            require_extra("train", "training")
             cfg = load_config(config_name, self.settings.train_overrides)
             result = train(
                 self.home.store_path,
@@ -138,7 +140,10 @@ class NsfwTuiApp(App):
                 should_stop=lambda: worker.is_cancelled,
             )
         except Exception as exc:  # one clear line on the screen, whatever went wrong
-            result = RunResult("", "failed", None, None, None, {}, [], [], None, {}, str(exc))
+            line = str(exc)
+            if isinstance(exc, ModuleNotFoundError):  # a library only the train extra brings
+                line = missing_extra(exc, "training") or line
+            result = RunResult("", "failed", None, None, None, {}, [], [], None, {}, line)
         new: dict = {}
         active: dict = {}
         active_id = ""
