@@ -113,3 +113,14 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     if isinstance(exc, NsfwTuiError) and first:
         return first[:limit]
     return (f"{type(exc).__name__}: {first}" if first else type(exc).__name__)[:limit]
+
+
+def plain_line(exc: BaseException, limit: int = 300) -> str:
+    """``one_line`` for a toast or a status line: the reason only, never a class name."""
+    if isinstance(exc, ModuleNotFoundError) and (line := missing_extra(exc)):
+        return line
+    while not isinstance(exc, NsfwTuiError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = _ANSI.sub("", str(exc)).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return (first or "an unexpected error, with no reason given")[:limit]

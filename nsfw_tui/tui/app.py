@@ -178,9 +178,11 @@ class NsfwTuiApp(App):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every worker failure becomes a notification; the app keeps running."""
         if event.state == WorkerState.ERROR:
+            from ..core.errors import plain_line
+
             error = event.worker.error
             self.notify(
-                f"{type(error).__name__}: {error}" if error else "a background task failed",
+                plain_line(error) if error else "a background task failed",
                 title=f"{event.worker.name or event.worker.group} failed",
                 severity="error",
                 timeout=10,

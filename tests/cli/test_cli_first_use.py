@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 from pathlib import Path
 
@@ -32,4 +33,23 @@ def test_train_without_the_extra_refuses_before_any_progress_bar(tmp_path, monke
     assert result.output == (
         "error: this command needs the train extra (torch is not installed): "
         "pip install 'nsfw-tui[train]'\n"
+    )
+
+
+def test_a_read_only_home_is_called_read_only(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):  # as a home without write permission answers (not root)
+        if self.parent == home:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    result = run("models", home=home)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: the home folder {home} is read-only (Permission denied); "
+        "choose a writable one with --home or $NSFW_TUI_HOME\n"
     )

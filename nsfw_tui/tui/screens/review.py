@@ -169,6 +169,7 @@ class ReviewScreen(Screen):
                 on_items=lambda items: self.post_message(ScoresReady(items)),
                 on_progress=lambda d, t: self.post_message(ScoringProgressed(d, t)),
                 should_stop=lambda: worker.is_cancelled,
+                save=not store.readonly,  # a read-only store: scored in memory only
             )
         self.post_message(ScoringFinished(result.scored, result.cancelled))
 
@@ -210,6 +211,15 @@ class ReviewScreen(Screen):
         self.review = review
         self.model_name = message.model_name
         self.query_one(StatusBar).fitted = message.fitted
+        if old is None and self.host.store_readonly:
+            self.notify(
+                f"Nothing is saved: scores are kept in memory only and labels are refused. "
+                f"{self.host.store_readonly}",
+                title="Read-only store",
+                severity="warning",
+                timeout=10,
+                markup=False,
+            )
         if old is None and message.fitted:  # a head fitted on other images must not go unseen
             note = f"{message.model_name}, {labels_note(message.fitted)}; m picks another."
             self.notify(note, title="Active model", markup=False)
