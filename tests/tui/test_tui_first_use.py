@@ -5,11 +5,21 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from support.tui import make_readonly, make_test_app, scene_folder, screen_text, settle, wait_for
+from support.tui import (
+    labels_by_name,
+    make_readonly,
+    make_test_app,
+    scene_folder,
+    screen_text,
+    settle,
+    solid,
+    wait_for,
+)
 from textual.widgets import Static
 
 from nsfw_tui.core.store import Store
 from nsfw_tui.tui.screens.training import TrainingScreen
+from nsfw_tui.tui.widgets.folder_tree import FolderTree
 
 
 @pytest.fixture
@@ -53,3 +63,23 @@ async def test_a_read_only_store_scores_in_memory_and_says_nothing_is_saved(tmp_
         assert "Error" not in screen_text(app)  # no exception class names anywhere
     with Store.open(app.home.store_path, check=False) as store:
         assert store.counts()["predictions"] == 0
+
+
+async def test_the_folder_tree_labels_its_counts_and_cuts_names_not_counts(tmp_path):
+    long = "a_folder_name_far_too_long_for_the_tree_panel"
+    solid(tmp_path / "photos" / "red.png", 230)  # 0.902: an NSFW call
+    solid(tmp_path / "photos" / long / "blue.png", 20)
+    solid(tmp_path / "photos" / long / "pink.png", 200)  # 0.784: an NSFW call
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")  # the first row (blue.png) labelled; the model called two NSFW
+        await wait_for(pilot, lambda: labels_by_name(app.home) == {"blue.png": "nsfw"})
+        await pilot.pause(0.1)
+        tree = app.screen.query_one(FolderTree)
+        assert tree.border_title == "img · model NSFW · labels"
+        lines = [line.split("│")[0].rstrip() for line in screen_text(app).splitlines()[:4]]
+        assert "img · model NSFW · labels" in lines[0]
+        assert lines[1].endswith("photos  3 · 2 · 1")
+        assert lines[2].endswith("…  2 · 1 · 1")  # the name is cut, never the counts
+        assert "a_folder_name" in lines[2]
