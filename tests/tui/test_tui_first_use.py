@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 from support.tui import (
+    RedScorer,
     labels_by_name,
     make_readonly,
     make_test_app,
@@ -15,9 +16,11 @@ from support.tui import (
     solid,
     wait_for,
 )
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
 
 from nsfw_tui.core.store import Store
+from nsfw_tui.tui.screens.dialogs import ModelScreen
+from nsfw_tui.tui.screens.review import ReviewScreen
 from nsfw_tui.tui.screens.training import TrainingScreen
 from nsfw_tui.tui.widgets.folder_tree import FolderTree
 
@@ -83,3 +86,19 @@ async def test_the_folder_tree_labels_its_counts_and_cuts_names_not_counts(tmp_p
         assert lines[1].endswith("photos  3 · 2 · 1")
         assert lines[2].endswith("…  2 · 1 · 1")  # the name is cut, never the counts
         assert "a_folder_name" in lines[2]
+
+
+async def test_the_model_picker_starts_on_the_active_model(tmp_path, scenes):
+    app = make_test_app(tmp_path, tmp_path / "photos", scorers=[RedScorer("fake2", inverse=True)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await settle(pilot)
+        await pilot.press("m")
+        assert isinstance(app.screen, ModelScreen)
+        options = app.screen.query_one(OptionList)
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        assert ids.index("fake") > 0, "the active model is not first: the test can tell"
+        assert options.get_option_at_index(options.highlighted).id == "fake"
+        await pilot.press("enter")  # keeps the active model: nothing is rescored
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ReviewScreen) and screen.model_name == "fake"
+        assert app.scorers["fake2"].calls == 0

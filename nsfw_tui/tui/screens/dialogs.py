@@ -88,5 +88,11 @@ class ModelScreen(ModalScreen[str | None]):
             yield Static(Text("Active model (enter to choose, Esc to cancel)", style="bold"))
             yield OptionList(*options, id="models")
 
+    def on_mount(self) -> None:
+        # start on the active model: enter at once keeps it, a move goes from where it stands
+        ids = [mid for mid, _ in self.models]
+        if self.active in ids:
+            self.query_one("#models", OptionList).highlighted = ids.index(self.active)
+
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
