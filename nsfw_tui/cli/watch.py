@@ -201,8 +201,9 @@ def _print_summary(s, dry_run: bool) -> None:
     err_console.print(
         Text(
             f"{s.seen} decisions: {s.nsfw} NSFW, {s.sfw} SFW, {s.errors} errors; {moved} "
-            f"{s.quarantined}; {s.scored} scored by the model; {s.pending} left for the next "
-            "start's catch-up"
+            f"{s.quarantined}; {s.labelled} made by labels, {s.cached} on cached scores; "
+            f"{s.scored} images scored by the model; {s.pending} left for the next start's "
+            "catch-up"
         )
     )
 

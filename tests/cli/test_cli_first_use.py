@@ -6,6 +6,7 @@ import errno
 import importlib.util
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app
@@ -52,4 +53,35 @@ def test_a_read_only_home_is_called_read_only(tmp_path, monkeypatch):
     assert result.output == (
         f"error: the home folder {home} is read-only (Permission denied); "
         "choose a writable one with --home or $NSFW_TUI_HOME\n"
+    )
+
+
+@pytest.mark.slow  # a real watcher waits for files to settle
+def test_watch_summary_counts_cached_and_labelled_decisions_as_such(tmp_path, capsys):
+    import hashlib
+
+    from support.watch import Harness, image_bytes
+
+    from nsfw_tui.cli.watch import _print_summary
+    from nsfw_tui.core.store import Store
+
+    h = Harness(tmp_path)
+    labelled = image_bytes(1, red=250)
+    with Store.open(h.store_path) as store:
+        store.set_labels([hashlib.sha256(labelled).hexdigest()], "sfw")
+    try:
+        h.start()
+        (h.inbox / "a.png").write_bytes(image_bytes(2, red=250))
+        h.wait_lines(1)
+        (h.inbox / "copy_of_a.png").write_bytes(image_bytes(2, red=250))  # its score is cached
+        (h.inbox / "labelled.png").write_bytes(labelled)
+        h.wait_lines(3)
+        stats = h.watcher.stats()
+    finally:
+        h.stop()
+    capsys.readouterr()
+    _print_summary(stats, dry_run=False)
+    assert capsys.readouterr().err == (
+        "3 decisions: 2 NSFW, 1 SFW, 0 errors; quarantined 0; 1 made by labels, 1 on cached "
+        "scores; 2 images scored by the model; 0 left for the next start's catch-up\n"
     )
