@@ -89,6 +89,11 @@ def scan(
         err_console.print(
             Text(f"not scored {path_text(issue.path)}: {issue.reason}", style="yellow")
         )
+    if not rows:  # an empty table and "0 images" would look like a failure to read them
+        err_console.print(Text(f"no images found in {path_text(str(folder))}"))
+        if output is not None:
+            console.print(Text(f"wrote {output}"))
+        return
     if output is None:
         _print_table(rows, folder)
     msg = (

@@ -85,3 +85,14 @@ def test_watch_summary_counts_cached_and_labelled_decisions_as_such(tmp_path, ca
         "3 decisions: 2 NSFW, 1 SFW, 0 errors; quarantined 0; 1 made by labels, 1 on cached "
         "scores; 2 images scored by the model; 0 left for the next start's catch-up\n"
     )
+
+
+def test_scan_of_a_folder_without_images_says_so_without_a_table(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no pictures here")
+    result = run("scan", str(empty), home=tmp_path / "home")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    # (off a terminal the finished progress bar leaves an empty line behind)
+    assert result.stderr.strip("\n") == f"no images found in {empty}"

@@ -102,3 +102,18 @@ async def test_the_model_picker_starts_on_the_active_model(tmp_path, scenes):
         await pilot.pause(0.1)
         assert isinstance(app.screen, ReviewScreen) and screen.model_name == "fake"
         assert app.scorers["fake2"].calls == 0
+
+
+async def test_rescan_says_what_changed_even_when_nothing_did(tmp_path, scenes):
+    root = tmp_path / "photos"
+    app = make_test_app(tmp_path, root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("r")
+        await settle(pilot)
+        assert app.notes[-1] == ("information", "Rescan", f"Nothing changed in {root}.")
+        solid(root / "new.png", 10)
+        (root / "lake.png").unlink()
+        await pilot.press("r")
+        await settle(pilot)
+        assert app.notes[-1] == ("information", "Rescan", f"{root}: 1 new, 1 gone, 1 to score.")

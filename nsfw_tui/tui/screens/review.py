@@ -38,7 +38,7 @@ from ..messages import (
     UndoEmpty,
 )
 from ..widgets.folder_tree import FolderTree
-from ..widgets.image_list import ImageList
+from ..widgets.image_list import ImageList, printable
 from ..widgets.preview import Preview, blur, prepare
 from ..widgets.status_bar import StatusBar, adaptation_line
 from .dialogs import ConfirmScreen, HelpScreen, ModelScreen
@@ -68,7 +68,7 @@ class ReviewScreen(Screen):
         Binding("minus", "threshold(-1)", "-Thr", show=False),
         Binding("slash", "search", "Search"),
         Binding("m", "pick_model", "Model"),
-        Binding("r", "rescan", "Rescan", show=False),
+        Binding("r", "rescan(True)", "Rescan", show=False),
         Binding("i", "stats", "Stats"),
         Binding("t", "app.push_screen('training')", "Train"),
         Binding("A", "adapt", "Adapt", show=False),
@@ -87,6 +87,7 @@ class ReviewScreen(Screen):
         self.revealed: str | None = None  # the path the person chose to see unblurred
         self.optimistic: dict[str, str | None] = {}  # path -> label before an unsaved change
         self.preview_cache: PreviewReady | None = None
+        self.rescan_said = False  # the next load was asked for with r: say what changed
         self.adaptation = AdaptationController(self._load_adapt_settings)
 
     # -- layout --------------------------------------------------------------------------
@@ -208,6 +209,9 @@ class ReviewScreen(Screen):
             )
             if self.host.settings.threshold is None and old.model_id == review.model_id:
                 review.threshold = old.threshold
+        if old is not None and self.rescan_said:
+            self.rescan_said = False
+            self.say_rescanned(old, review, message.pending)
         self.review = review
         self.model_name = message.model_name
         self.query_one(StatusBar).fitted = message.fitted
@@ -524,9 +528,21 @@ class ReviewScreen(Screen):
         self.app.call_from_thread(self.notify, switch_line(self.model_name, model_id))
         self.app.call_from_thread(self.action_rescan)
 
-    def action_rescan(self) -> None:
+    def action_rescan(self, say: bool = False) -> None:
+        """Walk the folder again; ``say``: tell what changed (the r key), even if nothing did."""
+        self.rescan_said = say
         self.workers.cancel_group(self, "score")
         self.load()
+
+    def say_rescanned(self, old: Review, new: Review, pending: list[str]) -> None:
+        before, after = set(old.by_path), set(new.by_path)
+        added, gone = len(after - before), len(before - after)
+        folder = printable(str(self.root))
+        if not (added or gone or pending):
+            self.notify(f"Nothing changed in {folder}.", title="Rescan", markup=False)
+            return
+        parts = [f"{added} new", f"{gone} gone", f"{len(pending)} to score"]
+        self.notify(f"{folder}: {', '.join(parts)}.", title="Rescan", markup=False)
 
     # -- adaptation: a head on the cached features, every few labels and on A ---------------
 
