@@ -81,7 +81,6 @@ def export(
     with store:
         if checkpoint is None and _export_adapted(store, model, output):
             return
-        err_console.print("Exporting and checking against PyTorch…")
         report = export_onnx(
             store,
             model_id=model,
@@ -91,6 +90,8 @@ def export(
             dynamic_batch=not static_batch and bool(cfg.dynamic_batch),
             input_size=size,
             say=say,
+            # said once the arguments passed their checks, never before a refusal
+            on_start=lambda: err_console.print("Exporting and checking against PyTorch…"),
         )
         p = report.parity
         h, w = report.preprocessing.input_size

@@ -96,3 +96,14 @@ def test_scan_of_a_folder_without_images_says_so_without_a_table(tmp_path):
     assert result.stdout == ""
     # (off a terminal the finished progress bar leaves an empty line behind)
     assert result.stderr.strip("\n") == f"no images found in {empty}"
+
+
+@pytest.mark.slow  # imports torch
+def test_export_refuses_the_built_in_model_before_saying_it_exports(tmp_path):
+    result = run("export", "--onnx", home=tmp_path / "home")
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: model 'open_nsfw' is of kind builtin (the built-in network ships as ONNX "
+        "already); only checkpoint models (trained with `nsfw-tui train`) can be exported: pass "
+        "--model ID of one of them (see `nsfw-tui models`) or --checkpoint PATH\n"
+    )
