@@ -48,7 +48,9 @@ def _labelled_scores(store, model: str | None, folder: Path | None):
 
 def _print_evaluation(ev) -> None:
     c = ev.confusion
-    title = f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled images"
+    title = (
+        f"{ev.model_id} at threshold {ev.threshold:.4g} on {ev.n} labelled image{'s' * (ev.n != 1)}"
+    )
     table = new_table(title=title)
     table.add_column("label \\ call")
     table.add_column("NSFW", justify="right")
@@ -67,7 +69,12 @@ def _print_evaluation(ev) -> None:
         )
     )
     if ev.skipped:
-        console.print(Text(f"{ev.skipped} labelled images are no longer on disk or unreadable"))
+        n = ev.skipped
+        console.print(
+            Text(
+                f"{n} labelled image{'s are' if n != 1 else ' is'} no longer on disk or unreadable"
+            )
+        )
 
 
 @app.command("eval")

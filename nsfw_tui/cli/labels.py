@@ -72,14 +72,18 @@ def labels(
                 Text(
                     f"wrote {rep['nsfw']} NSFW and {rep['sfw']} SFW images under {imagefolder} "
                     f"({rep['linked']} hard links, {rep['copied']} copies, "
-                    f"{rep['missing']} labelled images no longer on disk)"
+                    f"{rep['missing']} labelled image{'s' * (rep['missing'] != 1)} no longer "
+                    "on disk)"
                 )
             )
         if output is None and imagefolder is None:
             by = {"nsfw": 0, "sfw": 0}
             for r in rows:
                 by[r.label] += 1
-            console.print(Text(f"{by['nsfw']} NSFW and {by['sfw']} SFW labelled images"))
+            n = by["nsfw"] + by["sfw"]
+            console.print(
+                Text(f"{by['nsfw']} NSFW and {by['sfw']} SFW labelled image{'s' * (n != 1)}")
+            )
 
 
 @app.command()

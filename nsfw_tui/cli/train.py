@@ -105,7 +105,11 @@ def train(
                     progress.console.print(
                         Text(
                             f"epoch {ev.epoch}/{ev.epochs}  "
-                            + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if is_num(v))
+                            + "  ".join(
+                                f"{k} {v:.4f}"
+                                for k, v in m.items()
+                                if is_num(v) and k != "epoch"  # the line starts with it
+                            )
                         )
                     )
 
@@ -163,7 +167,10 @@ def _adapt(cfg, *, folder: Path | None, activate: bool, home: Path | None) -> No
         todo = labelled_without_features(store, only)
         if todo:  # labelled before the built-in network saw them (import, another model)
             options = ScanOptions.from_config(load_config(None, []).scan)
-            err_console.print(Text(f"scoring {len(todo)} labelled images with open_nsfw first"))
+            n = len(todo)
+            err_console.print(
+                Text(f"scoring {n} labelled image{'s' * (n != 1)} with open_nsfw first")
+            )
             scan_files(todo, load_builtin(inference_threads(options.workers)), store, options)
         before = store.active_model()
         result = adapt(
@@ -188,7 +195,10 @@ def _print_adaptation(r) -> None:
     table.add_row(Text("open_nsfw (built-in)"), *(f(r.builtin.get(k)) for k in keys))
     console.print(table)
     if r.skipped:
-        console.print(Text(f"{r.skipped} labelled images have no cached features; left out"))
+        n = r.skipped
+        console.print(
+            Text(f"{n} labelled image{'s have' if n != 1 else ' has'} no cached features; left out")
+        )
     fl = r.flips
     console.print(
         Text(

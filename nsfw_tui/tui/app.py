@@ -104,7 +104,8 @@ class NsfwTuiApp(App):
         cfg = load_config(config_name, self.settings.train_overrides)
         t = cfg.training
         counts["config"] = (
-            f"{config_name}: model {cfg.model.name}, {t.max_epochs} epochs, batch {t.batch_size}, "
+            f"{config_name}.yaml: model {cfg.model.name}, {t.max_epochs} epochs, "
+            f"batch {t.batch_size}, "
             f"lr {cfg.optimizer.learning_rate:g}, input {cfg.data.input_size[0]}x"
             f"{cfg.data.input_size[1]}, device {cfg.trainer.accelerator}"
         )

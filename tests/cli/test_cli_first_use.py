@@ -107,3 +107,14 @@ def test_export_refuses_the_built_in_model_before_saying_it_exports(tmp_path):
         "already); only checkpoint models (trained with `nsfw-tui train`) can be exported: pass "
         "--model ID of one of them (see `nsfw-tui models`) or --checkpoint PATH\n"
     )
+
+
+def test_one_labelled_image_is_singular(tmp_path):
+    from support.imagegen import photo_folder
+
+    photo_folder(tmp_path / "data" / "nsfw", 1)
+    home = tmp_path / "home"
+    assert run("import", str(tmp_path / "data"), home=home).exit_code == 0
+    result = run("labels", home=home)
+    assert result.exit_code == 0
+    assert result.output == "1 NSFW and 0 SFW labelled image\n"

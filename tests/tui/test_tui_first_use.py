@@ -117,3 +117,26 @@ async def test_rescan_says_what_changed_even_when_nothing_did(tmp_path, scenes):
         await pilot.press("r")
         await settle(pilot)
         assert app.notes[-1] == ("information", "Rescan", f"{root}: 1 new, 1 gone, 1 to score.")
+
+
+async def test_stats_say_one_labelled_image(tmp_path, scenes):
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: len(labels_by_name(app.home)) == 1)
+        await pilot.pause(0.1)
+        await pilot.press("i")
+        assert "1 labelled image, 1 of them scored" in screen_text(app)
+
+
+async def test_the_training_summary_names_the_config_file_once(tmp_path, scenes):
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("t")
+        summary = str(app.screen.query_one("#train-summary", Static).render())
+        assert "config:   config.yaml: model convnext_tiny" in summary
+        await pilot.press("b")
+        summary = str(app.screen.query_one("#train-summary", Static).render())
+        assert "config:   config_baseline.yaml: model " in summary
