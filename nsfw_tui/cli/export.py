@@ -12,12 +12,14 @@ from ..core.errors import NsfwTuiError
 from .options import (
     HomeOption,
     InputSize,
-    Overrides,
     console,
     err_console,
     handles_errors,
     open_store,
+    overrides_argument,
 )
+
+Overrides = overrides_argument("opset=17 dynamic_batch=false")
 
 app = typer.Typer()
 

@@ -9,16 +9,17 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
-from .options import HomeOption, console, err_console, fail, handles_errors, open_store
+from .options import Command, HomeOption, console, err_console, fail, handles_errors, open_store
 
 app = typer.Typer()
 
 
-@app.command("import")
+@app.command("import", cls=Command)
 @handles_errors
 def import_(
     path: Annotated[
-        Path, typer.Argument(help="A folder of images, or a root with nsfw/ and sfw/.")
+        Path,
+        typer.Argument(metavar="PATH", help="A folder of images, or a root with nsfw/ and sfw/."),
     ],
     label: Annotated[
         str | None, typer.Option(help="Label for every image under PATH: nsfw or sfw.")
@@ -86,10 +87,10 @@ def labels(
             )
 
 
-@app.command()
+@app.command(cls=Command)
 @handles_errors
 def backup(
-    file: Annotated[Path, typer.Argument(help="New file to write the backup to.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="New file to write the backup to.")],
     home: HomeOption = None,
 ) -> None:
     """Back up the store with SQLite's online backup API (safe while other commands run)."""
@@ -103,7 +104,7 @@ def backup(
 @handles_errors
 def restore(
     file: Annotated[
-        Path | None, typer.Argument(help="A backup written by `nsfw-tui backup`.")
+        Path | None, typer.Argument(metavar="[FILE]", help="A backup written by `nsfw-tui backup`.")
     ] = None,
     empty: Annotated[
         bool, typer.Option("--empty", help="Start a new, empty store on purpose.")

@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from .options import (
+    Command,
     CommandGroup,
     HomeOption,
     InputSize,
@@ -44,10 +45,12 @@ def models_list(ctx: typer.Context, home: HomeOption = None) -> None:
         console.print(table)
 
 
-@app.command("use")
+@app.command("use", cls=Command)
 @handles_errors
 def models_use(
-    model_id: Annotated[str, typer.Argument(help="Model id, as listed by `nsfw-tui models`.")],
+    model_id: Annotated[
+        str, typer.Argument(metavar="MODEL_ID", help="Model id, as listed by `nsfw-tui models`.")
+    ],
     home: HomeOption = None,
 ) -> None:
     """Make MODEL_ID the active model."""
@@ -60,10 +63,12 @@ def models_use(
         console.print(Text(change_line(before, store.active_model())))
 
 
-@app.command("add")
+@app.command("add", cls=Command)
 @handles_errors
 def models_add(
-    file: Annotated[Path, typer.Argument(help="An ONNX classifier, e.g. one `export` wrote.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="An ONNX classifier, e.g. one `export` wrote.")
+    ],
     model_id: Annotated[
         str | None,
         typer.Option("--id", help="Model id (default: as export named it, else the file name)."),

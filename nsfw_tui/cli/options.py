@@ -35,6 +35,14 @@ class CommandGroup(typer.core.TyperGroup):
         return super().resolve_command(ctx, args)
 
 
+class Command(typer.core.TyperCommand):
+    """A command whose usage line names a required argument plainly: `PATH`, not `{PATH}`."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -50,10 +58,19 @@ ThresholdOption = Annotated[
     float | None, typer.Option(help="Decision threshold (default: the model's own).")
 ]
 ModelOption = Annotated[str | None, typer.Option(help="Model id (default: the active one).")]
-Overrides = Annotated[
-    list[str] | None,
-    typer.Argument(help="Config overrides as key=value, e.g. batch_size=32 scan.workers=1."),
-]
+
+
+def overrides_argument(example: str):
+    """The `[OVERRIDES]...` argument, with an example of the command's own section."""
+    return Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[OVERRIDES]...", help=f"Config overrides as key=value, e.g. {example}."
+        ),
+    ]
+
+
+Overrides = overrides_argument("batch_size=32 scan.workers=1")  # scan's
 InputSize = Annotated[
     tuple[int, int] | None,
     typer.Option("--input-size", metavar="H W", help="Input height and width in pixels."),

@@ -11,15 +11,17 @@ from rich.text import Text
 from ..core.errors import NsfwTuiError
 from .options import (
     HomeOption,
-    Overrides,
     console,
     err_console,
     handles_errors,
     is_num,
     new_table,
     open_store,
+    overrides_argument,
     progress_bar,
 )
+
+Overrides = overrides_argument("training.max_epochs=3 training.batch_size=16")
 
 app = typer.Typer()
 

@@ -15,15 +15,16 @@ from rich.text import Text
 
 from ..core.errors import NsfwTuiError
 from .options import (
+    Command,
     HomeOption,
     ModelOption,
-    Overrides,
     ThresholdOption,
     check_threshold,
     console,
     err_console,
     handles_errors,
     open_store,
+    overrides_argument,
 )
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from ..core.scan import ScanOptions
     from ..core.scorers import Scorer
     from ..core.watch import WatchOptions
+
+Overrides = overrides_argument("settle_s=0.5 rescan_interval_s=60")
 
 app = typer.Typer()
 
@@ -49,10 +52,12 @@ class WatchPlan:
     log: Path  # --log, else the home's journal for this folder
 
 
-@app.command()
+@app.command(cls=Command)
 @handles_errors
 def watch(
-    path: Annotated[Path, typer.Argument(help="Folder to watch (subfolders included).")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Folder to watch (subfolders included).")
+    ],
     overrides: Overrides = None,
     quarantine: Annotated[
         Path | None,
@@ -212,7 +217,8 @@ def _print_summary(s, dry_run: bool) -> None:
 @handles_errors
 def release(
     files: Annotated[
-        list[Path] | None, typer.Argument(help="Quarantined files to move back.")
+        list[Path] | None,
+        typer.Argument(metavar="[FILES]...", help="Quarantined files to move back."),
     ] = None,
     b64: Annotated[
         list[str] | None,

@@ -118,3 +118,37 @@ def test_one_labelled_image_is_singular(tmp_path):
     result = run("labels", home=home)
     assert result.exit_code == 0
     assert result.output == "1 NSFW and 0 SFW labelled image\n"
+
+
+@pytest.mark.parametrize(
+    ("cmd", "usage"),
+    [
+        (["scan"], "Usage: nsfw-tui scan [OPTIONS] PATH [OVERRIDES]..."),
+        (["watch"], "Usage: nsfw-tui watch [OPTIONS] PATH [OVERRIDES]..."),
+        (["open"], "Usage: nsfw-tui open [OPTIONS] PATH"),
+        (["import"], "Usage: nsfw-tui import [OPTIONS] PATH"),
+        (["backup"], "Usage: nsfw-tui backup [OPTIONS] FILE"),
+        (["models", "add"], "Usage: nsfw-tui models add [OPTIONS] FILE"),
+        (["models", "use"], "Usage: nsfw-tui models use [OPTIONS] MODEL_ID"),
+    ],
+)
+def test_usage_lines_name_arguments_plainly(cmd, usage):
+    result = runner.invoke(app, [*cmd, "-h"], prog_name="nsfw-tui")
+    assert result.exit_code == 0
+    assert result.output.splitlines()[0] == usage
+
+
+@pytest.mark.parametrize(
+    ("cmd", "example"),
+    [
+        ("scan", "e.g. batch_size=32 scan.workers=1."),
+        ("train", "e.g. training.max_epochs=3 training.batch_size=16."),
+        ("export", "e.g. opset=17 dynamic_batch=false."),
+        ("serve", "e.g. port=8080 max_images=16."),
+        ("watch", "e.g. settle_s=0.5 rescan_interval_s=60."),
+    ],
+)
+def test_each_command_gives_its_own_override_example(cmd, example):
+    result = runner.invoke(app, [cmd, "-h"], terminal_width=200)
+    assert result.exit_code == 0
+    assert f"Config overrides as key=value, {example}" in result.output
