@@ -140,3 +140,16 @@ async def test_the_training_summary_names_the_config_file_once(tmp_path, scenes)
         await pilot.press("b")
         summary = str(app.screen.query_one("#train-summary", Static).render())
         assert "config:   config_baseline.yaml: model " in summary
+
+
+async def test_help_wraps_a_long_description_under_itself(tmp_path, scenes):
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        lines = screen_text(app).splitlines()
+        [first] = [line for line in lines if "filter: all, unlabelled" in line]
+        [wrapped] = [line for line in lines if "uncertain, errors" in line]
+        assert wrapped.index("uncertain, errors") > first.index("filter:") - 1
+        column = first.index("filter:")
+        assert wrapped[column - 1] == " " and wrapped[column] != " "
