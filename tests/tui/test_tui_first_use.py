@@ -10,6 +10,7 @@ from support.tui import (
     labels_by_name,
     make_readonly,
     make_test_app,
+    row_text,
     scene_folder,
     screen_text,
     settle,
@@ -153,3 +154,21 @@ async def test_help_wraps_a_long_description_under_itself(tmp_path, scenes):
         assert wrapped.index("uncertain, errors") > first.index("filter:") - 1
         column = first.index("filter:")
         assert wrapped[column - 1] == " " and wrapped[column] != " "
+
+
+async def test_an_error_reason_fills_the_row_and_shows_whole_in_the_details(tmp_path):
+    from support.imagegen import truncated_jpeg
+
+    (tmp_path / "photos").mkdir()
+    truncated_jpeg(tmp_path / "photos" / "broken.jpg", 0.3)
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await settle(pilot)
+        [row] = screen.review.rows
+        reason = row.error
+        assert reason.startswith("truncated: JPEG file is incomplete") and len(reason) > 27
+        shown = row_text(screen, 0)
+        assert "truncated: JPEG file is i… error" in shown  # the call and label columns too
+        await wait_for(pilot, lambda: "end-of-image" in screen_text(app))
+        details = " ".join(line.split("│")[-1].strip() for line in screen_text(app).splitlines())
+        assert f"status {reason}" in " ".join(details.split())  # wrapped, never cut
