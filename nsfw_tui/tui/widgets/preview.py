@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from PIL import Image, ImageFilter
-from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Container, Vertical
@@ -63,19 +61,17 @@ class Preview(Vertical):
         msg.display = bool(message)
 
     def show_details(self, details: list[tuple[str, str]], history: list[LabelEvent]) -> None:
-        # a grid: a long value (an error's whole reason) wraps under itself, never cut
-        grid = Table.grid()
-        grid.add_column(width=12, no_wrap=True, style="bold")
-        grid.add_column(overflow="fold")
-        for key, value in details:
-            grid.add_row(key, Text(printable(value)))  # plain text: never markup or codes
         text = Text()
+        for key, value in details:
+            text.append(f"{key:<12}", style="bold")
+            text.append(printable(value))  # plain text: names never become markup or codes
+            text.append("\n")
         if history:
             text.append("history\n", style="bold")
             for ev in reversed(history[-8:]):
                 when = datetime.fromtimestamp(ev.created_at).strftime("%Y-%m-%d %H:%M:%S")
                 text.append(f"  {when}  {(ev.label or 'cleared'):<7} {ev.source}\n")
-        self.query_one("#preview-details", Static).update(Group(grid, text))
+        self.query_one("#preview-details", Static).update(text)
 
     def clear(self, message: str) -> None:
         self.path = None
