@@ -168,6 +168,7 @@ def export_onnx(
     register: bool = True,
     max_images: int = MAX_IMAGES,
     say: Say | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> ExportReport:
     """Export a checkpoint model (the active one, ``model_id`` or ``checkpoint``) to ONNX.
 
@@ -177,6 +178,7 @@ def export_onnx(
     against PyTorch on random inputs and on real images, max abs diff <= PARITY_ATOL) and
     only then moved into place: an ExportError leaves no file. The result is registered in
     the store as an ``onnx`` model ``<id>-onnx`` unless ``register`` is False.
+    ``on_start`` is called once every argument has passed its checks, as the export begins.
     """
     import onnx
     import torch
@@ -211,6 +213,8 @@ def export_onnx(
     if dest.suffix.lower() != ".onnx":
         raise ExportError(f"the output file must end in .onnx, got {dest.name}")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if on_start is not None:
+        on_start()
     images, labels, source = real_images(store, meta.get("run_id"), pre, max_images)
     attempts = [
         ("dynamo", opset or DYNAMO_OPSET, _export_dynamo),

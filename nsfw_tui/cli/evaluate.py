@@ -54,7 +54,10 @@ def _print_evaluation(ev, scope, data) -> None:
     from ..core.evaluate import scope_line
 
     c = ev.confusion
-    title = f"{ev.model_id} at threshold {format_threshold(ev.threshold)} on {ev.n} labelled images"
+    title = (
+        f"{ev.model_id} at threshold {format_threshold(ev.threshold)} "
+        f"on {ev.n} labelled image{'s' * (ev.n != 1)}"
+    )
     table = new_table(title=title)
     table.add_column("label \\ call")
     table.add_column("NSFW", justify="right")
@@ -74,7 +77,12 @@ def _print_evaluation(ev, scope, data) -> None:
     )
     console.print(Text(scope_line(scope, data)))
     if ev.skipped:
-        console.print(Text(f"{ev.skipped} labelled images are no longer on disk or unreadable"))
+        n = ev.skipped
+        console.print(
+            Text(
+                f"{n} labelled image{'s are' if n != 1 else ' is'} no longer on disk or unreadable"
+            )
+        )
 
 
 @app.command("eval")

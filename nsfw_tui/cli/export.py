@@ -13,12 +13,14 @@ from ..core.thresholds import format_threshold
 from .options import (
     HomeOption,
     InputSize,
-    Overrides,
     console,
     err_console,
     handles_errors,
     open_store,
+    overrides_argument,
 )
+
+Overrides = overrides_argument("opset=17 dynamic_batch=false")
 
 app = typer.Typer()
 
@@ -82,7 +84,6 @@ def export(
     with store:
         if checkpoint is None and _export_adapted(store, model, output):
             return
-        err_console.print("Exporting and checking against PyTorch…")
         report = export_onnx(
             store,
             model_id=model,
@@ -92,6 +93,8 @@ def export(
             dynamic_batch=not static_batch and bool(cfg.dynamic_batch),
             input_size=size,
             say=say,
+            # said once the arguments passed their checks, never before a refusal
+            on_start=lambda: err_console.print("Exporting and checking against PyTorch…"),
         )
         p = report.parity
         h, w = report.preprocessing.input_size

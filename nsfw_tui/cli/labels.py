@@ -10,6 +10,7 @@ from rich.text import Text
 
 from ..core.errors import NsfwTuiError
 from .options import (
+    Command,
     CommandGroup,
     HomeOption,
     console,
@@ -22,11 +23,12 @@ from .options import (
 app = typer.Typer()
 
 
-@app.command("import")
+@app.command("import", cls=Command)
 @handles_errors
 def import_(
     path: Annotated[
-        Path, typer.Argument(help="A folder of images, or a root with nsfw/ and sfw/.")
+        Path,
+        typer.Argument(metavar="PATH", help="A folder of images, or a root with nsfw/ and sfw/."),
     ],
     label: Annotated[
         str | None, typer.Option(help="Label for every image under PATH: nsfw or sfw.")
@@ -100,7 +102,8 @@ def labels(
                 Text(
                     f"wrote {rep.counts['nsfw']} NSFW and {rep.counts['sfw']} SFW images under "
                     f"{imagefolder} ({rep.counts['linked']} hard links, {rep.counts['copied']} "
-                    f"copies, {rep.counts['missing']} labelled images no longer on disk)"
+                    f"copies, {rep.counts['missing']} labelled "
+                    f"image{'s' * (rep.counts['missing'] != 1)} no longer on disk)"
                 )
             )
             if rep.taken_out:
@@ -121,14 +124,18 @@ def labels(
             by = {"nsfw": 0, "sfw": 0}
             for r in rows:
                 by[r.label] += 1
-            console.print(Text(f"{by['nsfw']} NSFW and {by['sfw']} SFW labelled images"))
+            n = by["nsfw"] + by["sfw"]
+            console.print(
+                Text(f"{by['nsfw']} NSFW and {by['sfw']} SFW labelled image{'s' * (n != 1)}")
+            )
 
 
-@labels_app.command("remove")
+@labels_app.command("remove", cls=Command)
 @handles_errors
 def labels_remove(
     paths: Annotated[
-        list[Path], typer.Argument(help="Images, or folders: every image under them.")
+        list[Path],
+        typer.Argument(metavar="PATH...", help="Images, or folders: every image under them."),
     ],
     home: HomeOption = None,
 ) -> None:
@@ -192,10 +199,10 @@ def _label(label: str | None) -> str:
     return label or "no label"
 
 
-@store_app.command()
+@store_app.command(cls=Command)
 @handles_errors
 def backup(
-    file: Annotated[Path, typer.Argument(help="New file to write the backup to.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="New file to write the backup to.")],
     home: HomeOption = None,
 ) -> None:
     """Back up the store with SQLite's online backup API (safe while other commands run)."""
@@ -209,7 +216,7 @@ def backup(
 @handles_errors
 def restore(
     file: Annotated[
-        Path | None, typer.Argument(help="A backup written by `nsfw-tui backup`.")
+        Path | None, typer.Argument(metavar="[FILE]", help="A backup written by `nsfw-tui backup`.")
     ] = None,
     empty: Annotated[
         bool, typer.Option("--empty", help="Start a new, empty store on purpose.")

@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from .options import (
+    Command,
     CommandGroup,
     HomeOption,
     InputSize,
@@ -53,10 +54,12 @@ def models_list(ctx: typer.Context, home: HomeOption = None) -> None:
     print_table(columns, rows, whole=("active", "id", "threshold"))
 
 
-@app.command("use")
+@app.command("use", cls=Command)
 @handles_errors
 def models_use(
-    model_id: Annotated[str, typer.Argument(help="Model id, as listed by `nsfw-tui models`.")],
+    model_id: Annotated[
+        str, typer.Argument(metavar="MODEL_ID", help="Model id, as listed by `nsfw-tui models`.")
+    ],
     home: HomeOption = None,
 ) -> None:
     """Make MODEL_ID the active model."""
@@ -69,12 +72,17 @@ def models_use(
         console.print(Text(change_line(before, store.active_model())))
 
 
-@app.command("threshold")
+@app.command("threshold", cls=Command)
 @handles_errors
 def models_threshold(
-    model_id: Annotated[str, typer.Argument(help="Model id, as listed by `nsfw-tui models`.")],
+    model_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Model id, as listed by `nsfw-tui models`.")
+    ],
     value: Annotated[
-        float | None, typer.Argument(help="The new threshold, within [0, 1].", show_default=False)
+        float | None,
+        typer.Argument(
+            metavar="[THRESHOLD]", help="The new threshold, within [0, 1].", show_default=False
+        ),
     ] = None,
     reset: Annotated[
         bool,
@@ -118,10 +126,12 @@ def models_threshold(
         console.print(Text(change_line(before, after)))
 
 
-@app.command("add")
+@app.command("add", cls=Command)
 @handles_errors
 def models_add(
-    file: Annotated[Path, typer.Argument(help="An ONNX classifier, e.g. one `export` wrote.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="An ONNX classifier, e.g. one `export` wrote.")
+    ],
     model_id: Annotated[
         str | None,
         typer.Option("--id", help="Model id (default: as export named it, else the file name)."),

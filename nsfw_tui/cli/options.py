@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..core.errors import NsfwTuiError
+from ..core.errors import NsfwTuiError, missing_extra
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -36,6 +36,16 @@ class CommandGroup(typer.core.TyperGroup):
         return super().resolve_command(ctx, args)
 
 
+class Command(typer.core.TyperCommand):
+    """A command whose usage line names a required argument plainly: `PATH`, not `{PATH}`."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        import re
+
+        pieces = super().collect_usage_pieces(ctx)
+        return [re.sub(r"^\{(.+)\}((?:\.\.\.)?)$", r"\1\2", p) for p in pieces]
+
+
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -51,10 +61,19 @@ ThresholdOption = Annotated[
     float | None, typer.Option(help="Decision threshold (default: the model's own).")
 ]
 ModelOption = Annotated[str | None, typer.Option(help="Model id (default: the active one).")]
-Overrides = Annotated[
-    list[str] | None,
-    typer.Argument(help="Config overrides as key=value, e.g. batch_size=32 scan.workers=1."),
-]
+
+
+def overrides_argument(example: str):
+    """The `[OVERRIDES]...` argument, with an example of the command's own section."""
+    return Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[OVERRIDES]...", help=f"Config overrides as key=value, e.g. {example}."
+        ),
+    ]
+
+
+Overrides = overrides_argument("batch_size=32 scan.workers=1")  # scan's
 InputSize = Annotated[
     tuple[int, int] | None,
     typer.Option("--input-size", metavar="H W", help="Input height and width in pixels."),
@@ -130,20 +149,6 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-# Libraries that only an extra brings: the light install scores without any of them.
-EXTRAS = {
-    "torch": "train",
-    "torchvision": "train",
-    "timm": "train",
-    "onnxscript": "train",
-    "safetensors": "train",
-    "matplotlib": "train",
-    "mlflow": "mlflow",
-    "fastapi": "serve",
-    "uvicorn": "serve",
-}
-
-
 def handles_errors(fn):
     """Every expected failure becomes one clear line and exit code 2."""
 
@@ -154,13 +159,10 @@ def handles_errors(fn):
         except NsfwTuiError as exc:
             raise fail(str(exc)) from None
         except ModuleNotFoundError as exc:
-            extra = EXTRAS.get((exc.name or "").split(".")[0])
-            if extra is None:
+            line = missing_extra(exc)
+            if line is None:
                 raise
-            raise fail(
-                f"this command needs the {extra} extra ({exc.name} is not installed): "
-                f"pip install 'nsfw-tui[{extra}]'"
-            ) from None
+            raise fail(line) from None
         except KeyboardInterrupt:
             err_console.print("Cancelled; everything finished before Ctrl+C is saved.")
             raise typer.Exit(130) from None

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from .options import HomeOption, ThresholdOption, check_threshold, handles_errors, open_store
+from .options import (
+    Command,
+    HomeOption,
+    ThresholdOption,
+    check_threshold,
+    handles_errors,
+    open_store,
+)
 
 app = typer.Typer()
 
@@ -45,10 +52,10 @@ def _run_app(
     ).run()
 
 
-@app.command("open")
+@app.command("open", cls=Command)
 @handles_errors
 def open_(
-    path: Annotated[Path, typer.Argument(help="Folder of images to review.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Folder of images to review.")],
     blur: Blur = True,
     threshold: ThresholdOption = None,
     model: Annotated[

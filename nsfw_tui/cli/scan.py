@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ..core.errors import NsfwTuiError
 from .options import (
+    Command,
     HomeOption,
     ModelOption,
     Overrides,
@@ -28,10 +29,10 @@ from .options import (
 app = typer.Typer()
 
 
-@app.command()
+@app.command(cls=Command)
 @handles_errors
 def scan(
-    path: Annotated[Path, typer.Argument(help="Folder of images to score.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Folder of images to score.")],
     overrides: Overrides = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write FILE.csv or FILE.json.")
@@ -89,6 +90,11 @@ def scan(
         err_console.print(
             Text(f"not scored {path_text(issue.path)}: {issue.reason}", style="yellow")
         )
+    if not rows:  # an empty table and "0 images" would look like a failure to read them
+        err_console.print(Text(f"no images found in {path_text(str(folder))}"))
+        if output is not None:
+            console.print(Text(f"wrote {output}"))
+        return
     if output is None:
         _print_table(rows, folder)
     msg = (

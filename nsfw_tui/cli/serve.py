@@ -10,7 +10,16 @@ from rich.text import Text
 
 from ..core.errors import NsfwTuiError
 from ..core.thresholds import format_threshold
-from .options import HomeOption, ModelOption, Overrides, console, handles_errors, open_store
+from .options import (
+    HomeOption,
+    ModelOption,
+    console,
+    handles_errors,
+    open_store,
+    overrides_argument,
+)
+
+Overrides = overrides_argument("port=8080 max_images=16")
 
 app = typer.Typer()
 

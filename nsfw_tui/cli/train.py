@@ -12,16 +12,18 @@ from ..core.errors import NsfwTuiError
 from ..core.thresholds import format_threshold
 from .options import (
     HomeOption,
-    Overrides,
     console,
     err_console,
     handles_errors,
     is_num,
     new_table,
     open_store,
+    overrides_argument,
     print_table,
     progress_bar,
 )
+
+Overrides = overrides_argument("training.max_epochs=3 training.batch_size=16")
 
 app = typer.Typer()
 
@@ -72,6 +74,7 @@ def train(
 
     from ..core.active_model import change_line
     from ..core.config import load_config, resolve_config_name
+    from ..core.errors import require_extra
     from ..core.store import Store
 
     cfg = load_config(config_name, overrides or [])
@@ -80,6 +83,7 @@ def train(
     if resolve_config_name(config_name) == "config_adapt":
         _adapt(cfg, folder=folder, activate=activate, home=home)
         return
+    require_extra("train")  # before the store is touched or a progress bar drawn
     h, store = open_store(home)
     before = store.active_model()
     store.close()
@@ -105,7 +109,11 @@ def train(
                     progress.console.print(
                         Text(
                             f"epoch {ev.epoch}/{ev.epochs}  "
-                            + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if is_num(v))
+                            + "  ".join(
+                                f"{k} {v:.4f}"
+                                for k, v in m.items()
+                                if is_num(v) and k != "epoch"  # the line starts with it
+                            )
                         )
                     )
 
@@ -168,7 +176,10 @@ def _adapt(cfg, *, folder: Path | None, activate: bool, home: Path | None) -> No
         todo = labelled_without_features(store, only)
         if todo:  # labelled before the built-in network saw them (import, another model)
             options = ScanOptions.from_config(load_config(None, []).scan)
-            err_console.print(Text(f"scoring {len(todo)} labelled images with open_nsfw first"))
+            n = len(todo)
+            err_console.print(
+                Text(f"scoring {n} labelled image{'s' * (n != 1)} with open_nsfw first")
+            )
             scan_files(todo, load_builtin(inference_threads(options.workers)), store, options)
         before = store.active_model()
         result = adapt(
@@ -193,7 +204,10 @@ def _print_adaptation(r) -> None:
     table.add_row(Text("open_nsfw (built-in)"), *(f(r.builtin.get(k)) for k in keys))
     console.print(table)
     if r.skipped:
-        console.print(Text(f"{r.skipped} labelled images have no cached features; left out"))
+        n = r.skipped
+        console.print(
+            Text(f"{n} labelled image{'s have' if n != 1 else ' has'} no cached features; left out")
+        )
     fl = r.flips
     console.print(
         Text(

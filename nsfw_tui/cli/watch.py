@@ -16,15 +16,16 @@ from rich.text import Text
 from ..core.errors import NsfwTuiError
 from ..core.thresholds import format_threshold
 from .options import (
+    Command,
     HomeOption,
     ModelOption,
-    Overrides,
     ThresholdOption,
     check_threshold,
     console,
     err_console,
     handles_errors,
     open_store,
+    overrides_argument,
 )
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from ..core.scan import ScanOptions
     from ..core.scorers import Scorer
     from ..core.watch import WatchOptions
+
+Overrides = overrides_argument("settle_s=0.5 rescan_interval_s=60")
 
 app = typer.Typer()
 
@@ -50,10 +53,12 @@ class WatchPlan:
     log: Path  # --log, else the home's journal for this folder
 
 
-@app.command()
+@app.command(cls=Command)
 @handles_errors
 def watch(
-    path: Annotated[Path, typer.Argument(help="Folder to watch (subfolders included).")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Folder to watch (subfolders included).")
+    ],
     overrides: Overrides = None,
     quarantine: Annotated[
         Path | None,
@@ -202,8 +207,9 @@ def _print_summary(s, dry_run: bool) -> None:
     err_console.print(
         Text(
             f"{s.seen} decisions: {s.nsfw} NSFW, {s.sfw} SFW, {s.errors} errors; {moved} "
-            f"{s.quarantined}; {s.scored} scored by the model; {s.pending} left for the next "
-            "start's catch-up"
+            f"{s.quarantined}; {s.labelled} made by labels, {s.cached} on cached scores; "
+            f"{s.scored} images scored by the model; {s.pending} left for the next start's "
+            "catch-up"
         )
     )
 
@@ -212,7 +218,8 @@ def _print_summary(s, dry_run: bool) -> None:
 @handles_errors
 def release(
     files: Annotated[
-        list[Path] | None, typer.Argument(help="Quarantined files to move back.")
+        list[Path] | None,
+        typer.Argument(metavar="[FILES]...", help="Quarantined files to move back."),
     ] = None,
     b64: Annotated[
         list[str] | None,

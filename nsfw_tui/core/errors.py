@@ -31,6 +31,50 @@ class StoreReadOnlyError(StoreError):
     """The store is open read-only (newer schema, or no write permission)."""
 
 
+# Libraries that only an extra brings: the light install scores without any of them.
+EXTRAS = {
+    "torch": "train",
+    "torchvision": "train",
+    "timm": "train",
+    "onnxscript": "train",
+    "safetensors": "train",
+    "matplotlib": "train",
+    "mlflow": "mlflow",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+}
+
+
+def extra_line(extra: str, module: str, what: str = "this command") -> str:
+    """The one line that names the extra to install (the CLI and the TUI say the same)."""
+    return (
+        f"{what} needs the {extra} extra ({module} is not installed): "
+        f"pip install 'nsfw-tui[{extra}]'"
+    )
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str = "this command") -> str | None:
+    """``extra_line`` for a library only an extra brings; None for any other missing module."""
+    extra = EXTRAS.get((exc.name or "").split(".")[0])
+    return None if extra is None else extra_line(extra, exc.name or "", what)
+
+
+class MissingExtraError(NsfwTuiError):
+    """An optional extra (train, serve, mlflow) is not installed."""
+
+
+def require_extra(extra: str, what: str = "this command") -> None:
+    """Refuse up front, before any progress is drawn, when a library of ``extra`` is missing.
+
+    Looks the libraries up without importing them (torch alone takes seconds to import).
+    """
+    import importlib.util
+
+    for module in ("torch", "torchvision", "timm") if extra == "train" else ():
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(extra_line(extra, module, what))
+
+
 class ImageError(NsfwTuiError):
     """A file could not be decoded into pixels.
 
@@ -69,3 +113,14 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     if isinstance(exc, NsfwTuiError) and first:
         return first[:limit]
     return (f"{type(exc).__name__}: {first}" if first else type(exc).__name__)[:limit]
+
+
+def plain_line(exc: BaseException, limit: int = 300) -> str:
+    """``one_line`` for a toast or a status line: the reason only, never a class name."""
+    if isinstance(exc, ModuleNotFoundError) and (line := missing_extra(exc)):
+        return line
+    while not isinstance(exc, NsfwTuiError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = _ANSI.sub("", str(exc)).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return (first or "an unexpected error, with no reason given")[:limit]

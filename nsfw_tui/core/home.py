@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,11 @@ def resolve_home(home: str | os.PathLike | None = None) -> Home:
         root.mkdir(parents=True, exist_ok=True)
         (root / "models").mkdir(exist_ok=True)
     except OSError as exc:
+        if root.is_dir() and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise NsfwTuiError(
+                f"the home folder {root} is read-only ({exc.strerror or exc}); "
+                f"choose a writable one with --home or ${ENV_VAR}"
+            ) from exc
         raise NsfwTuiError(f"cannot create the home folder {root}: {exc.strerror or exc}") from exc
     if not root.is_dir():
         raise NsfwTuiError(f"the home path {root} is not a folder")

@@ -86,6 +86,7 @@ def scan_files(
     on_progress: Callable[[int, int], None] | None = None,
     on_items: Callable[[list[ScanItem]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    save: bool = True,
 ) -> ScanResult:
     """Score ``paths`` with ``scorer``, answering from the store's cache where it can.
 
@@ -93,7 +94,8 @@ def scan_files(
     an older completeness check recorded it whole (FileRow.unchecked): that one is read once
     more, and keeps its cached score only if it is still whole. A content already scored by
     this model is not re-scored. Results are written one batch per transaction,
-    so a cancelled or killed scan keeps every batch it finished.
+    so a cancelled or killed scan keeps every batch it finished. With ``save`` False (a
+    read-only store) the store is only read: the scores live in the result alone.
     """
     options = options or ScanOptions()
     result = ScanResult()
@@ -146,7 +148,7 @@ def scan_files(
                 again[p] = row.sha256
     result.reused = len(reused)
     result.errors = len(stat_failures) + sum(1 for r in reused if r.error_kind)
-    if stat_failures:
+    if stat_failures and save:
         store.record_files(
             ScoreRecord(i.path, 0, 0, None, error_kind=i.error_kind, error=i.error)
             for i in stat_failures
@@ -176,8 +178,9 @@ def scan_files(
         )
         result.scored += sum(1 for i in items if not i.cached)
         result.reused += sum(1 for i in items if i.cached)
-        store.record_files(records)
-        if confirmed:  # a kill in between leaves them unchecked: read once more, no harm
+        if save:
+            store.record_files(records)
+        if confirmed and save:  # a kill in between leaves them unchecked: read once more, no harm
             store.mark_checked(confirmed, CHECK_VERSION)
         pending.clear()
         pool.release(held)
@@ -190,19 +193,20 @@ def scan_files(
                 pool.release()
                 item = ScanItem(res.path, res.sha256, None, res.error.kind, res.error.reason)
                 st = stats[res.path]
-                store.record_files(
-                    [
-                        ScoreRecord(
-                            path=res.path,
-                            size=st.st_size,
-                            mtime_ns=st.st_mtime_ns,
-                            sha256=res.sha256,
-                            error_kind=res.error.kind,
-                            error=res.error.reason,
-                            checked=checked_error(res.error.kind),
-                        )
-                    ]
-                )
+                if save:
+                    store.record_files(
+                        [
+                            ScoreRecord(
+                                path=res.path,
+                                size=st.st_size,
+                                mtime_ns=st.st_mtime_ns,
+                                sha256=res.sha256,
+                                error_kind=res.error.kind,
+                                error=res.error.reason,
+                                checked=checked_error(res.error.kind),
+                            )
+                        ]
+                    )
                 result.errors += 1
                 emit([item])
             else:

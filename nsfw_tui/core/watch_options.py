@@ -40,6 +40,8 @@ class WatchStats:
     errors: int = 0
     quarantined: int = 0  # moved, or (dry run) would have been
     scored: int = 0  # model inferences
+    cached: int = 0  # decisions on a probability the store already held (no inference)
+    labelled: int = 0  # decisions a label made (a label outranks the model)
     pending: int = 0  # candidates settling plus settled files waiting for the model
     rescans: int = 0
     restarts: int = 0

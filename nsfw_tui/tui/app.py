@@ -104,7 +104,8 @@ class NsfwTuiApp(App):
         cfg = load_config(config_name, self.settings.train_overrides)
         t = cfg.training
         counts["config"] = (
-            f"{config_name}: model {cfg.model.name}, {t.max_epochs} epochs, batch {t.batch_size}, "
+            f"{config_name}.yaml: model {cfg.model.name}, {t.max_epochs} epochs, "
+            f"batch {t.batch_size}, "
             f"lr {cfg.optimizer.learning_rate:g}, input {cfg.data.input_size[0]}x"
             f"{cfg.data.input_size[1]}, device {cfg.trainer.accelerator}"
         )
@@ -125,10 +126,12 @@ class NsfwTuiApp(App):
         from trainer.run import RunResult, train
 
         from ..core.config import load_config
+        from ..core.errors import missing_extra, require_extra
         from ..core.evaluate import comparable_images, labelled_scores, summary
 
         worker = get_current_worker()
         try:
+            require_extra("train", "training")
             cfg = load_config(config_name, self.settings.train_overrides)
             result = train(
                 self.home.store_path,
@@ -138,7 +141,10 @@ class NsfwTuiApp(App):
                 should_stop=lambda: worker.is_cancelled,
             )
         except Exception as exc:  # one clear line on the screen, whatever went wrong
-            result = RunResult("", "failed", None, None, None, {}, [], [], None, {}, str(exc))
+            line = str(exc)
+            if isinstance(exc, ModuleNotFoundError):  # a library only the train extra brings
+                line = missing_extra(exc, "training") or line
+            result = RunResult("", "failed", None, None, None, {}, [], [], None, {}, line)
         new: dict = {}
         active: dict = {}
         active_id = ""
@@ -183,9 +189,11 @@ class NsfwTuiApp(App):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every worker failure becomes a notification; the app keeps running."""
         if event.state == WorkerState.ERROR:
+            from ..core.errors import plain_line
+
             error = event.worker.error
             self.notify(
-                f"{type(error).__name__}: {error}" if error else "a background task failed",
+                plain_line(error) if error else "a background task failed",
                 title=f"{event.worker.name or event.worker.group} failed",
                 severity="error",
                 timeout=10,

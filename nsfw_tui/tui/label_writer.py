@@ -11,7 +11,7 @@ from pathlib import Path
 
 from textual.message import Message
 
-from ..core.errors import ImageError, NsfwTuiError, StoreBusyError
+from ..core.errors import ImageError, NsfwTuiError, StoreBusyError, plain_line
 from ..core.images import hash_file
 from ..core.store import Store
 from .messages import LabelsFailed, LabelsSaved, StoreBusy, UndoEmpty
@@ -90,7 +90,7 @@ class LabelWriter:
                 self.post(LabelsFailed(self._paths(op), str(exc)))
             except Exception as exc:  # the writer must outlive any one bad operation
                 self._count(op, -1)
-                self.post(LabelsFailed(self._paths(op), f"{type(exc).__name__}: {exc}"))
+                self.post(LabelsFailed(self._paths(op), plain_line(exc)))
         if store is not None:
             store.close()
 

@@ -141,7 +141,7 @@ def test_empty_folder(tmp_path, home):
     (tmp_path / "empty").mkdir()
     result = run("scan", str(tmp_path / "empty"), home=home)
     assert result.exit_code == 0
-    assert "0 images" in result.output
+    assert f"no images found in {tmp_path / 'empty'}" in result.stderr and not result.stdout
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ def test_relative_rows_from_early_versions_are_merged_never_guessed(tmp_path, mo
         [row] = store.labelled_files()
         assert row.path is None  # unknown location, not tmp_path/data/nsfw/n0.jpg
     out = run("labels", "--imagefolder", str(tmp_path / "out"), home=home)
-    assert "1 labelled images no longer on disk" in out
+    assert "1 labelled image no longer on disk" in out
     run("scan", str(here / "data"), "-o", str(tmp_path / "s.csv"), home=home)
     with Store.open(path) as store:
         paths = [r[0] for r in store._conn.execute("SELECT path FROM files ORDER BY path")]

@@ -126,10 +126,12 @@ class Tally:
         with self._lock:
             setattr(self._stats, name, getattr(self._stats, name) + n)
 
-    def decision(self, call: Call, action: str) -> None:
+    def decision(self, call: Call, action: str, *, labelled: bool = False, cached: bool = False):
         with self._lock:
             st = self._stats
             st.seen += 1
+            st.labelled += labelled
+            st.cached += cached and not labelled
             st.nsfw += call is Call.NSFW
             st.sfw += call is Call.SFW
             st.errors += call is Call.ERROR
@@ -230,7 +232,12 @@ class Decider:
         }
         if dest is not None and (raw := path_b64(dest)) is not None:
             line["dest_b64"] = raw
-        self.tally.decision(v.decision, action)
+        self.tally.decision(
+            v.decision,
+            action,
+            labelled=o.label is not None,
+            cached=bool(o.cached) and o.probability is not None,
+        )
         # stdout (or the screen) first, the log last: a kill in between repeats the line on
         # stdout at the next start (at-least-once) and never loses it from the log (W13).
         if self.on_decision is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -38,15 +40,19 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
-        text = Text()
-        text.append("Keys\n\n", style="bold")
+        # a grid, so that a description too long for the dialog wraps under itself
+        keys = Table.grid(padding=(0, 2))
+        keys.add_column(no_wrap=True, style="bold #f5a524")
+        keys.add_column()
         for key, what in KEYS:
-            text.append(f"  {key:<22}", style="bold #f5a524")
-            text.append(f"{what}\n")
+            keys.add_row(key, what)
+        text = Text()
         text.append("\nSafe mode blurs images at or above the threshold and unscored ones;\n")
         text.append("space reveals the current one. Start with --no-blur to turn it off.\n")
         text.append("\nEsc closes this help.", style="dim")
         with Vertical(id="dialog"):
+            yield Static(Text("Keys\n", style="bold"))
+            yield Static(Padding(keys, (0, 0, 0, 2)))
             yield Static(text)
 
 
@@ -87,6 +93,12 @@ class ModelScreen(ModalScreen[str | None]):
         with Vertical(id="dialog"):
             yield Static(Text("Active model (enter to choose, Esc to cancel)", style="bold"))
             yield OptionList(*options, id="models")
+
+    def on_mount(self) -> None:
+        # start on the active model: enter at once keeps it, a move goes from where it stands
+        ids = [mid for mid, _ in self.models]
+        if self.active in ids:
+            self.query_one("#models", OptionList).highlighted = ids.index(self.active)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)

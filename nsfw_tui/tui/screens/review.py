@@ -39,7 +39,7 @@ from ..messages import (
     UndoEmpty,
 )
 from ..widgets.folder_tree import FolderTree
-from ..widgets.image_list import ImageList
+from ..widgets.image_list import ImageList, printable
 from ..widgets.preview import Preview, blur, prepare
 from ..widgets.status_bar import StatusBar, adaptation_line
 from .dialogs import ConfirmScreen, HelpScreen, ModelScreen
@@ -69,7 +69,7 @@ class ReviewScreen(Screen):
         Binding("minus", "threshold(-1)", "-Thr", show=False),
         Binding("slash", "search", "Search"),
         Binding("m", "pick_model", "Model"),
-        Binding("r", "rescan", "Rescan", show=False),
+        Binding("r", "rescan(True)", "Rescan", show=False),
         Binding("i", "stats", "Stats"),
         Binding("t", "app.push_screen('training')", "Train"),
         Binding("A", "adapt", "Adapt", show=False),
@@ -90,6 +90,7 @@ class ReviewScreen(Screen):
         self.revealed: str | None = None  # the path the person chose to see unblurred
         self.optimistic: dict[str, str | None] = {}  # path -> label before an unsaved change
         self.preview_cache: PreviewReady | None = None
+        self.rescan_said = False  # the next load was asked for with r: say what changed
         self.adaptation = AdaptationController(self._load_adapt_settings)
 
     # -- layout --------------------------------------------------------------------------
@@ -176,6 +177,7 @@ class ReviewScreen(Screen):
                 on_items=lambda items: self.post_message(ScoresReady(items)),
                 on_progress=lambda d, t: self.post_message(ScoringProgressed(d, t)),
                 should_stop=lambda: worker.is_cancelled,
+                save=not store.readonly,  # a read-only store: scored in memory only
             )
         self.post_message(ScoringFinished(result.scored, result.cancelled))
 
@@ -214,9 +216,21 @@ class ReviewScreen(Screen):
             )
             if self.host.settings.threshold is None and old.model_id == review.model_id:
                 review.threshold = old.threshold
+        if old is not None and self.rescan_said:
+            self.rescan_said = False
+            self.say_rescanned(old, review, message.pending)
         self.review = review
         self.model_name = message.model_name
         self.query_one(StatusBar).fitted = message.fitted
+        if old is None and self.host.store_readonly:
+            self.notify(
+                f"Nothing is saved: scores are kept in memory only and labels are refused. "
+                f"{self.host.store_readonly}",
+                title="Read-only store",
+                severity="warning",
+                timeout=10,
+                markup=False,
+            )
         if old is None and message.fitted:  # a head fitted on other images must not go unseen
             note = f"{message.model_name}, {labels_note(message.fitted)}; m picks another."
             self.notify(note, title="Active model", markup=False)
@@ -522,9 +536,21 @@ class ReviewScreen(Screen):
         self.app.call_from_thread(self.notify, switch_line(self.model_name, model_id))
         self.app.call_from_thread(self.action_rescan)
 
-    def action_rescan(self) -> None:
+    def action_rescan(self, say: bool = False) -> None:
+        """Walk the folder again; ``say``: tell what changed (the r key), even if nothing did."""
+        self.rescan_said = say
         self.workers.cancel_group(self, "score")
         self.load()
+
+    def say_rescanned(self, old: Review, new: Review, pending: list[str]) -> None:
+        before, after = set(old.by_path), set(new.by_path)
+        added, gone = len(after - before), len(before - after)
+        folder = printable(str(self.root))
+        if not (added or gone or pending):
+            self.notify(f"Nothing changed in {folder}.", title="Rescan", markup=False)
+            return
+        parts = [f"{added} new", f"{gone} gone", f"{len(pending)} to score"]
+        self.notify(f"{folder}: {', '.join(parts)}.", title="Rescan", markup=False)
 
     # -- adaptation: a head on the cached features, every few labels and on A ---------------
 

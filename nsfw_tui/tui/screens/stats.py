@@ -42,7 +42,10 @@ class StatsScreen(ModalScreen[None]):
         s = self.stats
         c = s.confusion
         summary = Text()
-        summary.append(f"{s.labelled} labelled images, {s.scored_labelled} of them scored\n\n")
+        n = s.labelled
+        summary.append(
+            f"{n} labelled image{'s' * (n != 1)}, {s.scored_labelled} of them scored\n\n"
+        )
         for name, value in (
             ("recall (NSFW found)", c.recall),
             ("precision", c.precision),

@@ -180,8 +180,16 @@ class ImageList(ScrollView, can_focus=True):
                 Segment(f" {p:5.3f} ", style),
             ]
         elif row.error:
-            # No score to draw: the reason takes the bar's place, so the list says why.
-            segs.append(Segment(_fit(row.error, BAR + 6) + " ", style + Style(color="#e5484d")))
+            # No score to draw: the reason takes the bar's place, and the call's and the
+            # label's where those are empty (an error has no call), so the list says why.
+            err_style = style + Style(color="#e5484d")
+            if not row.label:
+                segs.append(Segment(_fit(row.error, BAR + 6 + 1 + 5 + 1 + 5), err_style))
+                segs.append(Segment(" ", style))
+                status_style = style + Style(color="#e5484d")
+                segs.append(Segment(_fit(row.status, 8), status_style))
+                return segs
+            segs.append(Segment(_fit(row.error, BAR + 6) + " ", err_style))
         else:
             segs.append(Segment(" " * BAR + "   –   ", style))
         call = review.call(row) if review else None
