@@ -2,9 +2,10 @@
 
 Trains the baseline twice with the default config_baseline (200x200, 10 epochs, its
 augmentation and split) on the same few generated images: warm round blobs (nsfw) against
-cool bars (sfw). "before" flattens the last 64x50x50 map into the dense head (model.pool=0,
-the original's layout, about 20M dense weights); "after" averages it to a 4x4 grid first
-(model.pool=4, the default). Each model then scores a held-out set drawn with other seeds.
+cool bars (sfw), both on grounds of any colour. "before" flattens the last 64x50x50 map
+into the dense head (model.pool=0, the original's layout, about 20M dense weights); "after"
+averages it to a 4x4 grid first (model.pool=4, the default). Each model then scores a
+held-out set drawn with other seeds.
 
 Run alone (nothing else on the cores):
     PYTHONUNBUFFERED=1 python benchmarks/baseline_generalisation.py

@@ -65,12 +65,12 @@ def _tint(rng: np.random.Generator, base: tuple[int, int, int]) -> tuple[int, ..
 
 
 def cool_bars(rng: np.random.Generator, size: int = 128) -> Image.Image:
-    """One to three thin blue-green bars at their own angles on a ground of any colour."""
+    """One to three blue-green bars at their own angles on a ground of any colour."""
     img = _ground(rng, size)
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(1, 4))):
         cx, cy = rng.uniform(0.15, 0.85, 2) * size
-        half_len, half_wid = rng.uniform(0.1, 0.3) * size, rng.uniform(0.02, 0.05) * size
+        half_len, half_wid = rng.uniform(0.2, 0.4) * size, rng.uniform(0.04, 0.08) * size
         a = rng.uniform(0, np.pi)
         along, across = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
         corners = [
@@ -82,12 +82,12 @@ def cool_bars(rng: np.random.Generator, size: int = 128) -> Image.Image:
 
 
 def warm_blobs(rng: np.random.Generator, size: int = 128) -> Image.Image:
-    """One to three small round orange-pink blobs on a ground of any colour."""
+    """One to three round orange-pink blobs on a ground of any colour."""
     img = _ground(rng, size)
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(1, 4))):
         cx, cy = rng.uniform(0.15, 0.85, 2) * size
-        r = rng.uniform(0.05, 0.12) * size
+        r = rng.uniform(0.1, 0.2) * size
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_tint(rng, (225, 150, 120)))
     return _finish(img, rng, size)
 

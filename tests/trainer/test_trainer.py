@@ -20,17 +20,14 @@ from PIL import Image
 from support.imagegen import zero_tailed
 from support.trainer import (
     config,
-    cool_bars,
     home_for,
     labelled_store,
-    warm_blobs,
     write_family,
 )
 
 from nsfw_tui.core.config_schema import MONITORS
 from nsfw_tui.core.errors import ConfigError, NsfwTuiError
 from nsfw_tui.core.images import load_image
-from nsfw_tui.core.labels import import_folders
 from nsfw_tui.core.metrics import auroc, confusion
 from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.store import ScoreRecord, Store
@@ -249,27 +246,6 @@ def test_baseline_trains_a_step_and_exports(tmp_path):
         expected = model(x).numpy()
     got = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_baseline_scores_unseen_images_of_the_families_it_learnt(tmp_path):
-    """96 labels of warm blobs against cool bars on random grounds; 200 unseen images scored."""
-    root = tmp_path / "data"
-    write_family(root / "nsfw", "warm_blobs", 48, seed=0)
-    write_family(root / "sfw", "cool_bars", 48, seed=1000)
-    store_path = tmp_path / "home" / "store.db"
-    store_path.parent.joinpath("models").mkdir(parents=True)
-    with Store.open(store_path) as store:
-        import_folders(store, [(root / "nsfw", "nsfw"), (root / "sfw", "sfw")])
-    result = train(store_path, home_for(store_path), config("training.max_epochs=6"))
-    assert result.status == "done", result.message
-
-    scorer = CheckpointScorer(result.checkpoint, device="cpu")
-    nsfw, sfw = np.random.default_rng(50_000), np.random.default_rng(60_000)
-    images = [warm_blobs(nsfw) for _ in range(100)] + [cool_bars(sfw) for _ in range(100)]
-    pixels = np.stack([scorer.preprocessing.pixels(img) for img in images])
-    scores = scorer.score(pixels).probabilities
-    assert auroc([1] * 100 + [0] * 100, scores.tolist()) >= 0.9
 
 
 def test_unpooled_checkpoint_of_an_older_version_still_loads(tmp_path):
