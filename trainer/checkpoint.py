@@ -119,7 +119,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """
     from safetensors.torch import load as load_tensors
 
-    from .models import build_model
+    from .models import BASELINE, build_model
 
     meta = read_meta(path)
     meta_path, folder = _paths(path)
@@ -143,6 +143,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
         raise CheckpointError(f"checkpoint weights {weights_path} cannot be read: {exc}") from None
     try:
         model_cfg = {**meta["model"], "pretrained": False, "weights": None}  # never download
+        if model_cfg.get("name") == BASELINE and "pool" not in model_cfg:
+            # written before the baseline pooled its features: it flattened the whole map
+            model_cfg["pool"] = 0
         model = build_model(model_cfg, tuple(meta["input_size"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta_path} does not describe a model: {exc}") from None

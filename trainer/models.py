@@ -15,12 +15,19 @@ from .errors import ModelConfigError, WeightsUnavailableError
 log = logging.getLogger(__name__)
 
 BASELINE = "baseline_cnn"
+POOL = 4  # the baseline's default pooled grid (model.pool)
 FORWARD = "model.pretrained=false"
 LOCAL = "model.weights=PATH"
 
 
 class BaselineCNN(nn.Module):
-    """Conv + ReLU + max-pool blocks, then a dense head: the original project's baseline."""
+    """Conv + ReLU + max-pool blocks, then a dense head: the original project's baseline.
+
+    ``pool`` averages the last feature map down to a ``pool`` x ``pool`` grid before the
+    dense head. Flattening the whole map (``pool=0``, the original's layout) puts about 20M
+    weights behind a 200x200 input, which a few hundred labels memorise rather than learn
+    from; the pooled head has about 130k and generalises to unseen images.
+    """
 
     def __init__(
         self,
@@ -28,6 +35,7 @@ class BaselineCNN(nn.Module):
         channels: tuple[int, ...] = (32, 64),
         hidden: int = 128,
         dropout: float = 0.3,
+        pool: int = POOL,
     ) -> None:
         super().__init__()
         h, w = input_size
@@ -42,6 +50,11 @@ class BaselineCNN(nn.Module):
                 f"blocks; use at least {2 ** len(channels)} pixels a side"
             )
         self.features = nn.Sequential(*layers)
+        # no weights here, so the state-dict keys stay those of the unpooled checkpoints
+        self.pool: nn.Module = nn.Identity()
+        if pool > 0:
+            h, w = min(pool, h), min(pool, w)
+            self.pool = nn.AdaptiveAvgPool2d((h, w))
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(c_in * h * w, hidden),
@@ -51,7 +64,7 @@ class BaselineCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
+        return self.head(self.pool(self.features(x))).squeeze(1)
 
 
 class ConvNextClassifier(nn.Module):
@@ -95,7 +108,8 @@ def build_model(model_cfg: Any, input_size: tuple[int, int]) -> nn.Module:
     if name == BASELINE:
         channels = tuple(int(c) for c in _get(model_cfg, "channels", (32, 64)))
         hidden = int(_get(model_cfg, "hidden", 128))
-        return BaselineCNN((h, w), channels, hidden, dropout)
+        pool = int(_get(model_cfg, "pool", POOL))
+        return BaselineCNN((h, w), channels, hidden, dropout, pool)
 
     known = convnext_names()
     if name.split(".")[0] not in known:

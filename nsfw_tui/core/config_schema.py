@@ -141,6 +141,8 @@ class BaselineConfig(Section):
         [32, 64], Check("a list of positive integers", lambda v: len(v) > 0 and min(v) >= 1)
     )
     """Output channels of each conv + ReLU + max-pool block."""
+    pool: int = setting(4, Range(0))
+    """Grid side the last feature map is averaged to before the dense layers; 0 flattens it."""
     hidden: int = setting(128, Range(1))
     """Width of the hidden dense layer."""
     dropout: float = setting(0.3, DROPOUT)

@@ -49,11 +49,54 @@ def blobs(rng: np.random.Generator, size: int = 96) -> Image.Image:
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
+def _ground(rng: np.random.Generator, size: int) -> Image.Image:
+    """A plain ground of a random colour, the same for both families: it tells nothing."""
+    return Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(40, 216, 3)))
+
+
+def _finish(img: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
+    img = img.filter(ImageFilter.GaussianBlur(1.5))
+    noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, 8, (size, size, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+
+
+def _tint(rng: np.random.Generator, base: tuple[int, int, int]) -> tuple[int, ...]:
+    return tuple(int(c) for c in np.clip(np.array(base) + rng.normal(0, 30, 3), 0, 255))
+
+
+def cool_bars(rng: np.random.Generator, size: int = 128) -> Image.Image:
+    """One to three blue-green bars at their own angles on a ground of any colour."""
+    img = _ground(rng, size)
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(1, 4))):
+        cx, cy = rng.uniform(0.15, 0.85, 2) * size
+        half_len, half_wid = rng.uniform(0.2, 0.4) * size, rng.uniform(0.04, 0.08) * size
+        a = rng.uniform(0, np.pi)
+        along, across = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+        corners = [
+            tuple(np.array([cx, cy]) + i * half_len * along + j * half_wid * across)
+            for i, j in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        ]
+        draw.polygon(corners, fill=_tint(rng, (40, 140, 200)))
+    return _finish(img, rng, size)
+
+
+def warm_blobs(rng: np.random.Generator, size: int = 128) -> Image.Image:
+    """One to three round orange-pink blobs on a ground of any colour."""
+    img = _ground(rng, size)
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(1, 4))):
+        cx, cy = rng.uniform(0.15, 0.85, 2) * size
+        r = rng.uniform(0.1, 0.2) * size
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_tint(rng, (225, 150, 120)))
+    return _finish(img, rng, size)
+
+
 def write_family(folder: Path, kind: str, n: int, seed: int, size: int = 96) -> list[Path]:
     """``n`` images of one family; every third is a JPEG so both decoders are exercised."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    draw = stripes if kind == "stripes" else blobs
+    draw = {"stripes": stripes, "cool_bars": cool_bars, "warm_blobs": warm_blobs}.get(kind, blobs)
     paths = []
     for i in range(n):
         img = draw(rng, size)

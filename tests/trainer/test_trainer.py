@@ -233,6 +233,53 @@ def test_baseline_model_shape():
     assert model(torch.zeros(5, 3, 64, 64)).shape == (5,)
 
 
+def test_baseline_pools_before_a_small_dense_head():
+    cfg = config("data.input_size=[200,200]")
+    model = build_model(cfg.model, tuple(cfg.data.input_size))
+    dense = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    # the original flattened 64x50x50 into 128 units: 20.5M weights for a few hundred labels
+    assert dense[0].in_features == 64 * 4 * 4
+    assert sum(m.weight.numel() for m in dense) < 1_000_000
+    flat = build_model({**cfg.model, "pool": 0}, (200, 200))
+    assert flat.head[1].in_features == 64 * 50 * 50
+    # pooling frees the head from the input size: any size the conv blocks can take works
+    assert model(torch.zeros(2, 3, 96, 120)).shape == (2,)
+
+
+def test_baseline_trains_a_step_and_exports(tmp_path):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = build_model(config().model, (64, 64))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    before = model.head[1].weight.detach().clone()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, model.head[1].weight)
+    model.eval()
+    path = tmp_path / "baseline.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_unpooled_checkpoint_of_an_older_version_still_loads(tmp_path):
+    """A baseline checkpoint saved before model.pool existed flattened the whole map."""
+    torch.manual_seed(0)
+    old = {"name": BASELINE, "channels": [4, 8], "hidden": 8, "dropout": 0.0}  # no "pool"
+    model = BaselineCNN((32, 32), (4, 8), 8, 0.0, pool=0).eval()
+    path = save_checkpoint(tmp_path / "old", model, {"model": old, "input_size": [32, 32]})
+    loaded, _ = load_checkpoint(path)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded.head[1].in_features == 8 * 8 * 8
+
+
 def test_convnext_head_and_frozen_stages():
     cfg = {"name": "convnext_atto", "pretrained": False, "freeze_stages": 2, "dropout": 0.25}
     model = build_model(cfg, (64, 64))
@@ -379,7 +426,14 @@ def test_loader_worker_processes(tmp_path):
 @pytest.mark.parametrize(
     ("cfg", "size"),
     [
-        ({"name": BASELINE, "channels": [8, 16], "hidden": 16, "dropout": 0.3}, (48, 40)),
+        (
+            {"name": BASELINE, "channels": [8, 16], "pool": 4, "hidden": 16, "dropout": 0.3},
+            (48, 40),
+        ),
+        (
+            {"name": BASELINE, "channels": [8, 16], "pool": 0, "hidden": 16, "dropout": 0.3},
+            (48, 40),
+        ),
         ({"name": "convnext_atto", "pretrained": False, "freeze_stages": 1}, (64, 64)),
     ],
 )

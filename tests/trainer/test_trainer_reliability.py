@@ -30,7 +30,7 @@ from trainer.run import train
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
-SMALL = {"name": models.BASELINE, "channels": [4, 8], "hidden": 8, "dropout": 0.0}
+SMALL = {"name": models.BASELINE, "channels": [4, 8], "pool": 4, "hidden": 8, "dropout": 0.0}
 
 
 def _with_previous_model(store_path: Path) -> None:
