@@ -341,6 +341,10 @@ def test_w12_w13_twenty_kill_9_rounds_during_a_burst_with_quarantine_and_log(tmp
             try:
                 if r == ROUNDS:  # the last run: no kill, until every file has its line
                     deadline = time.monotonic() + 60
+                    # Running first: every line may be there already, and a SIGTERM during
+                    # the imports, before the handler is set, would kill it unheard.
+                    while time.monotonic() < deadline and "watching " not in out.read_text():
+                        time.sleep(0.05)
                     while time.monotonic() < deadline and not set(files) <= {
                         Path(d["path"]).name for d in parsed(log)[0]
                     }:
