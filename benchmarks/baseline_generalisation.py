@@ -33,7 +33,18 @@ from nsfw_tui.core.labels import import_folders
 from nsfw_tui.core.metrics import auroc
 from nsfw_tui.core.store import Store
 
-VARIANTS = {"before (model.pool=0, flatten)": "model.pool=0", "after (model.pool=4)": None}
+# name -> config overrides; --variant NAME=OVERRIDE[,OVERRIDE...] replaces these
+VARIANTS: dict[str, list[str]] = {
+    "before (model.pool=0, flatten)": ["model.pool=0"],
+    "after (default)": [],
+}
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, _, overrides = text.partition("=")
+    if not name or not overrides:
+        raise argparse.ArgumentTypeError(f"expected NAME=OVERRIDE[,OVERRIDE...], got {text!r}")
+    return name, [o for o in overrides.split(",") if o]
 
 
 def labelled_home(root: Path, per_family: int, seed: int) -> Path:
@@ -76,14 +87,22 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        help="NAME=OVERRIDE[,OVERRIDE...], repeatable (e.g. max8=model.pool=8,model.pool_kind=max;"
+        " NAME=default for the config as is); replaces the before/after pair",
+    )
     args = parser.parse_args()
+    variants = dict(args.variant) if args.variant else VARIANTS
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     images, labels = held_out(args.test, args.seed)
     print(f"held-out set: {args.test} warm blobs + {args.test} cool bars")
-    for name, override in VARIANTS.items():
+    for name, variant in variants.items():
         overrides = ["trainer.accelerator=cpu"]
-        overrides += [override] if override else []
+        overrides += [o for o in variant if o != "default"]
         overrides += [f"training.max_epochs={args.epochs}"] if args.epochs else []
         cfg = load_config("config_baseline", overrides)
         with tempfile.TemporaryDirectory() as tmp:

@@ -146,6 +146,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
         if model_cfg.get("name") == BASELINE and "pool" not in model_cfg:
             # written before the baseline pooled its features: it flattened the whole map
             model_cfg["pool"] = 0
+        if model_cfg.get("name") == BASELINE and "pool_kind" not in model_cfg:
+            # written before model.pool_kind existed: a pooled head averaged its grid
+            model_cfg["pool_kind"] = "avg"
         model = build_model(model_cfg, tuple(meta["input_size"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta_path} does not describe a model: {exc}") from None

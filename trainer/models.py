@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 BASELINE = "baseline_cnn"
 POOL = 4  # the baseline's default pooled grid (model.pool)
+POOL_KINDS = ("max", "avg")  # model.pool_kind; the first is the default
 FORWARD = "model.pretrained=false"
 LOCAL = "model.weights=PATH"
 
@@ -36,6 +37,7 @@ class BaselineCNN(nn.Module):
         hidden: int = 128,
         dropout: float = 0.3,
         pool: int = POOL,
+        pool_kind: str = POOL_KINDS[0],
     ) -> None:
         super().__init__()
         h, w = input_size
@@ -52,9 +54,14 @@ class BaselineCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         # no weights here, so the state-dict keys stay those of the unpooled checkpoints
         self.pool: nn.Module = nn.Identity()
+        if pool_kind not in POOL_KINDS:
+            raise ModelConfigError(
+                f"model.pool_kind: expected one of {', '.join(POOL_KINDS)}, got {pool_kind!r}"
+            )
         if pool > 0:
             h, w = min(pool, h), min(pool, w)
-            self.pool = nn.AdaptiveAvgPool2d((h, w))
+            adaptive = nn.AdaptiveMaxPool2d if pool_kind == "max" else nn.AdaptiveAvgPool2d
+            self.pool = adaptive((h, w))
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(c_in * h * w, hidden),
@@ -109,7 +116,8 @@ def build_model(model_cfg: Any, input_size: tuple[int, int]) -> nn.Module:
         channels = tuple(int(c) for c in _get(model_cfg, "channels", (32, 64)))
         hidden = int(_get(model_cfg, "hidden", 128))
         pool = int(_get(model_cfg, "pool", POOL))
-        return BaselineCNN((h, w), channels, hidden, dropout, pool)
+        pool_kind = str(_get(model_cfg, "pool_kind", POOL_KINDS[0]))
+        return BaselineCNN((h, w), channels, hidden, dropout, pool, pool_kind)
 
     known = convnext_names()
     if name.split(".")[0] not in known:
