@@ -1,16 +1,18 @@
 """Does the baseline CNN generalise? AUROC on unseen generated images, unpooled against pooled.
 
-Trains the baseline twice with the default config_baseline (200x200, 10 epochs, its
-augmentation and split) on the same few generated images: warm round blobs (nsfw) against
-cool bars (sfw), both on grounds of any colour. "before" flattens the last 64x50x50 map
-into the dense head (model.pool=0, the original's layout, about 20M dense weights); "after"
-averages it to a 4x4 grid first (model.pool=4, the default). Each model then scores a
-held-out set drawn with other seeds.
+Trains the baseline with the default config_baseline (200x200, 10 epochs, its augmentation
+and split) on the same few generated images: warm round blobs (nsfw) against cool bars
+(sfw), both on grounds of any colour. "before" flattens the last 64x50x50 map into the
+dense head (model.pool=0, the original's layout, about 20M dense weights); "after" is the
+default, which max-pools it to a 4x4 grid first (model.pool=4, model.pool_kind=max). Each
+model then scores a held-out set drawn with other seeds. --variant compares other layouts.
 
 Run alone (nothing else on the cores):
     PYTHONUNBUFFERED=1 python benchmarks/baseline_generalisation.py
 Options: --train N (images a family, default 48: 96 in all), --test N (held-out images a
-family, default 200), --epochs E (default: the config's), --seed S (data seed, default 0).
+family, default 200), --epochs E (default: the config's), --seed S (data seed, default 0),
+--variant NAME=OVERRIDE[,OVERRIDE...] (repeatable; replaces the before/after pair), e.g.
+    --variant flatten=model.pool=0 --variant avg4=model.pool_kind=avg --variant max8=model.pool=8
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from nsfw_tui.core.store import Store
 # name -> config overrides; --variant NAME=OVERRIDE[,OVERRIDE...] replaces these
 VARIANTS: dict[str, list[str]] = {
     "before (model.pool=0, flatten)": ["model.pool=0"],
-    "after (default)": [],
+    "after (model.pool=4, max)": [],
 }
 
 

@@ -24,10 +24,12 @@ LOCAL = "model.weights=PATH"
 class BaselineCNN(nn.Module):
     """Conv + ReLU + max-pool blocks, then a dense head: the original project's baseline.
 
-    ``pool`` averages the last feature map down to a ``pool`` x ``pool`` grid before the
-    dense head. Flattening the whole map (``pool=0``, the original's layout) puts about 20M
-    weights behind a 200x200 input, which a few hundred labels memorise rather than learn
-    from; the pooled head has about 130k and generalises to unseen images.
+    ``pool`` reduces the last feature map to a ``pool`` x ``pool`` grid before the dense
+    head, by max (``pool_kind="max"``, the default) or average. Flattening the whole map
+    (``pool=0``, the original's layout) puts about 20M weights behind a 200x200 input; the
+    pooled head has about 130k. Averaging a 50x50 map to 4x4 washes out small, local
+    responses and generalised worse in benchmarks/baseline_generalisation.py; max keeps
+    them and matches the flattening head there.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class BaselineCNN(nn.Module):
                 f"blocks; use at least {2 ** len(channels)} pixels a side"
             )
         self.features = nn.Sequential(*layers)
+        self.pool_kind = pool_kind
         # no weights here, so the state-dict keys stay those of the unpooled checkpoints
         self.pool: nn.Module = nn.Identity()
         if pool_kind not in POOL_KINDS:

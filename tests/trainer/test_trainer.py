@@ -292,6 +292,9 @@ def test_pooled_checkpoint_from_before_pool_kind_still_averages(tmp_path):
     old = {"name": BASELINE, "channels": [4, 8], "pool": 4, "hidden": 8, "dropout": 0.0}
     model = BaselineCNN((32, 32), (4, 8), 8, 0.0, pool=4, pool_kind="avg").eval()
     path = save_checkpoint(tmp_path / "old", model, {"model": old, "input_size": [32, 32]})
+    meta = json.loads(Path(path).read_text())
+    assert meta["model"].pop("pool_kind") == "avg"  # new checkpoints record it
+    Path(path).write_text(json.dumps(meta))  # as the older versions wrote it
     loaded, _ = load_checkpoint(path)
     assert isinstance(loaded.pool, torch.nn.AdaptiveAvgPool2d)
     x = torch.randn(3, 3, 32, 32)
