@@ -1,16 +1,18 @@
 """Does the baseline CNN generalise? AUROC on unseen generated images, unpooled against pooled.
 
-Trains the baseline twice with the default config_baseline (200x200, 10 epochs, its
-augmentation and split) on the same few generated images: warm round blobs (nsfw) against
-cool bars (sfw), both on grounds of any colour. "before" flattens the last 64x50x50 map
-into the dense head (model.pool=0, the original's layout, about 20M dense weights); "after"
-averages it to a 4x4 grid first (model.pool=4, the default). Each model then scores a
-held-out set drawn with other seeds.
+Trains the baseline with the default config_baseline (200x200, 10 epochs, its augmentation
+and split) on the same few generated images: warm round blobs (nsfw) against cool bars
+(sfw), both on grounds of any colour. "before" flattens the last 64x50x50 map into the
+dense head (model.pool=0, the original's layout, about 20M dense weights); "after" is the
+default, which max-pools it to a 4x4 grid first (model.pool=4, model.pool_kind=max). Each
+model then scores a held-out set drawn with other seeds. --variant compares other layouts.
 
 Run alone (nothing else on the cores):
     PYTHONUNBUFFERED=1 python benchmarks/baseline_generalisation.py
 Options: --train N (images a family, default 48: 96 in all), --test N (held-out images a
-family, default 200), --epochs E (default: the config's), --seed S (data seed, default 0).
+family, default 200), --epochs E (default: the config's), --seed S (data seed, default 0),
+--variant NAME=OVERRIDE[,OVERRIDE...] (repeatable; replaces the before/after pair), e.g.
+    --variant flatten=model.pool=0 --variant avg4=model.pool_kind=avg --variant max8=model.pool=8
 """
 
 from __future__ import annotations
@@ -33,7 +35,18 @@ from nsfw_tui.core.labels import import_folders
 from nsfw_tui.core.metrics import auroc
 from nsfw_tui.core.store import Store
 
-VARIANTS = {"before (model.pool=0, flatten)": "model.pool=0", "after (model.pool=4)": None}
+# name -> config overrides; --variant NAME=OVERRIDE[,OVERRIDE...] replaces these
+VARIANTS: dict[str, list[str]] = {
+    "before (model.pool=0, flatten)": ["model.pool=0"],
+    "after (model.pool=4, max)": [],
+}
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, _, overrides = text.partition("=")
+    if not name or not overrides:
+        raise argparse.ArgumentTypeError(f"expected NAME=OVERRIDE[,OVERRIDE...], got {text!r}")
+    return name, [o for o in overrides.split(",") if o]
 
 
 def labelled_home(root: Path, per_family: int, seed: int) -> Path:
@@ -76,14 +89,22 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        help="NAME=OVERRIDE[,OVERRIDE...], repeatable (e.g. max8=model.pool=8,model.pool_kind=max;"
+        " NAME=default for the config as is); replaces the before/after pair",
+    )
     args = parser.parse_args()
+    variants = dict(args.variant) if args.variant else VARIANTS
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     images, labels = held_out(args.test, args.seed)
     print(f"held-out set: {args.test} warm blobs + {args.test} cool bars")
-    for name, override in VARIANTS.items():
+    for name, variant in variants.items():
         overrides = ["trainer.accelerator=cpu"]
-        overrides += [override] if override else []
+        overrides += [o for o in variant if o != "default"]
         overrides += [f"training.max_epochs={args.epochs}"] if args.epochs else []
         cfg = load_config("config_baseline", overrides)
         with tempfile.TemporaryDirectory() as tmp:

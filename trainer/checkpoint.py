@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ def save_checkpoint(directory: Path, model: Any, meta: dict[str, Any]) -> Path:
         save_file(tensors, str(weights))
         _fsync(weights)
         data = weights.read_bytes()
+        kind = getattr(model, "pool_kind", None)
+        if kind is not None and isinstance(meta.get("model"), Mapping):
+            # what the model pools by, whatever the caller's copy of its config left out:
+            # a sidecar without it reads as one written before model.pool_kind (average)
+            meta = {**meta, "model": {**meta["model"], "pool_kind": kind}}
         full = {
             **meta,
             "format": FORMAT,
@@ -146,6 +152,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
         if model_cfg.get("name") == BASELINE and "pool" not in model_cfg:
             # written before the baseline pooled its features: it flattened the whole map
             model_cfg["pool"] = 0
+        if model_cfg.get("name") == BASELINE and "pool_kind" not in model_cfg:
+            # written before model.pool_kind existed: a pooled head averaged its grid
+            model_cfg["pool_kind"] = "avg"
         model = build_model(model_cfg, tuple(meta["input_size"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta_path} does not describe a model: {exc}") from None

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 BASELINE = "baseline_cnn"
 POOL = 4  # the baseline's default pooled grid (model.pool)
+POOL_KINDS = ("max", "avg")  # model.pool_kind; the first is the default
 FORWARD = "model.pretrained=false"
 LOCAL = "model.weights=PATH"
 
@@ -23,10 +24,12 @@ LOCAL = "model.weights=PATH"
 class BaselineCNN(nn.Module):
     """Conv + ReLU + max-pool blocks, then a dense head: the original project's baseline.
 
-    ``pool`` averages the last feature map down to a ``pool`` x ``pool`` grid before the
-    dense head. Flattening the whole map (``pool=0``, the original's layout) puts about 20M
-    weights behind a 200x200 input, which a few hundred labels memorise rather than learn
-    from; the pooled head has about 130k and generalises to unseen images.
+    ``pool`` reduces the last feature map to a ``pool`` x ``pool`` grid before the dense
+    head, by max (``pool_kind="max"``, the default) or average. Flattening the whole map
+    (``pool=0``, the original's layout) puts about 20M weights behind a 200x200 input; the
+    pooled head has about 130k. Averaging a 50x50 map to 4x4 washes out small, local
+    responses and generalised worse in benchmarks/baseline_generalisation.py; max keeps
+    them and matches the flattening head there.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class BaselineCNN(nn.Module):
         hidden: int = 128,
         dropout: float = 0.3,
         pool: int = POOL,
+        pool_kind: str = POOL_KINDS[0],
     ) -> None:
         super().__init__()
         h, w = input_size
@@ -50,11 +54,17 @@ class BaselineCNN(nn.Module):
                 f"blocks; use at least {2 ** len(channels)} pixels a side"
             )
         self.features = nn.Sequential(*layers)
+        self.pool_kind = pool_kind
         # no weights here, so the state-dict keys stay those of the unpooled checkpoints
         self.pool: nn.Module = nn.Identity()
+        if pool_kind not in POOL_KINDS:
+            raise ModelConfigError(
+                f"model.pool_kind: expected one of {', '.join(POOL_KINDS)}, got {pool_kind!r}"
+            )
         if pool > 0:
             h, w = min(pool, h), min(pool, w)
-            self.pool = nn.AdaptiveAvgPool2d((h, w))
+            adaptive = nn.AdaptiveMaxPool2d if pool_kind == "max" else nn.AdaptiveAvgPool2d
+            self.pool = adaptive((h, w))
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(c_in * h * w, hidden),
@@ -109,7 +119,8 @@ def build_model(model_cfg: Any, input_size: tuple[int, int]) -> nn.Module:
         channels = tuple(int(c) for c in _get(model_cfg, "channels", (32, 64)))
         hidden = int(_get(model_cfg, "hidden", 128))
         pool = int(_get(model_cfg, "pool", POOL))
-        return BaselineCNN((h, w), channels, hidden, dropout, pool)
+        pool_kind = str(_get(model_cfg, "pool_kind", POOL_KINDS[0]))
+        return BaselineCNN((h, w), channels, hidden, dropout, pool, pool_kind)
 
     known = convnext_names()
     if name.split(".")[0] not in known:

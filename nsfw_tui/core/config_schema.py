@@ -142,7 +142,9 @@ class BaselineConfig(Section):
     )
     """Output channels of each conv + ReLU + max-pool block."""
     pool: int = setting(4, Range(0))
-    """Grid side the last feature map is averaged to before the dense layers; 0 flattens it."""
+    """Grid side the last feature map is pooled to before the dense layers; 0 flattens it."""
+    pool_kind: str = setting("max", OneOf("max", "avg"))
+    """How that grid is pooled: max keeps each cell's strongest response, avg its mean."""
     hidden: int = setting(128, Range(1))
     """Width of the hidden dense layer."""
     dropout: float = setting(0.3, DROPOUT)

@@ -240,6 +240,12 @@ def test_baseline_pools_before_a_small_dense_head():
     # the original flattened 64x50x50 into 128 units: 20.5M weights for a few hundred labels
     assert dense[0].in_features == 64 * 4 * 4
     assert sum(m.weight.numel() for m in dense) < 1_000_000
+    # max pooling by default: averaging a 50x50 cell washes out small, local responses
+    assert isinstance(model.pool, torch.nn.AdaptiveMaxPool2d)
+    avg = build_model({**cfg.model, "pool_kind": "avg"}, (200, 200))
+    assert isinstance(avg.pool, torch.nn.AdaptiveAvgPool2d)
+    with pytest.raises(ModelConfigError, match="pool_kind"):
+        build_model({**cfg.model, "pool_kind": "median"}, (200, 200))
     flat = build_model({**cfg.model, "pool": 0}, (200, 200))
     assert flat.head[1].in_features == 64 * 50 * 50
     # pooling frees the head from the input size: any size the conv blocks can take works
@@ -278,6 +284,22 @@ def test_unpooled_checkpoint_of_an_older_version_still_loads(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     assert loaded.head[1].in_features == 8 * 8 * 8
+
+
+def test_pooled_checkpoint_from_before_pool_kind_still_averages(tmp_path):
+    """model.pool_kind came after model.pool: those pooled checkpoints averaged their grid."""
+    torch.manual_seed(0)
+    old = {"name": BASELINE, "channels": [4, 8], "pool": 4, "hidden": 8, "dropout": 0.0}
+    model = BaselineCNN((32, 32), (4, 8), 8, 0.0, pool=4, pool_kind="avg").eval()
+    path = save_checkpoint(tmp_path / "old", model, {"model": old, "input_size": [32, 32]})
+    meta = json.loads(Path(path).read_text())
+    assert meta["model"].pop("pool_kind") == "avg"  # new checkpoints record it
+    Path(path).write_text(json.dumps(meta))  # as the older versions wrote it
+    loaded, _ = load_checkpoint(path)
+    assert isinstance(loaded.pool, torch.nn.AdaptiveAvgPool2d)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
 
 
 def test_convnext_head_and_frozen_stages():
