@@ -38,7 +38,7 @@ from nsfw_tui.core.store import Store
 # name -> config overrides; --variant NAME=OVERRIDE[,OVERRIDE...] replaces these
 VARIANTS: dict[str, list[str]] = {
     "before (model.pool=0, flatten)": ["model.pool=0"],
-    "after (model.pool=4, max)": [],
+    "after (model.pool=4, max)": ["model.pool=4", "model.pool_kind=max"],
 }
 
 

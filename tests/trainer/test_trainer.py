@@ -234,14 +234,16 @@ def test_baseline_model_shape():
 
 
 def test_baseline_pools_before_a_small_dense_head():
-    cfg = config("data.input_size=[200,200]")
+    cfg = config("data.input_size=[200,200]", "model.pool=4")
     model = build_model(cfg.model, tuple(cfg.data.input_size))
     dense = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     # the original flattened 64x50x50 into 128 units: 20.5M weights for a few hundred labels
     assert dense[0].in_features == 64 * 4 * 4
     assert sum(m.weight.numel() for m in dense) < 1_000_000
-    # max pooling by default: averaging a 50x50 cell washes out small, local responses
+    # max pooling unless told: averaging a 50x50 cell washes out small, local responses
     assert isinstance(model.pool, torch.nn.AdaptiveMaxPool2d)
+    default = build_model(config("data.input_size=[200,200]").model, (200, 200))
+    assert default.head[1].in_features == 64 * 50 * 50  # flattening stays the default (README)
     avg = build_model({**cfg.model, "pool_kind": "avg"}, (200, 200))
     assert isinstance(avg.pool, torch.nn.AdaptiveAvgPool2d)
     with pytest.raises(ModelConfigError, match="pool_kind"):
