@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support.imagegen import photo, zero_tailed
-from support.legacy import schema_5_store, sha_of
+from support.legacy import legacy_photos, schema_5_store, sha_of
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app
@@ -28,12 +27,7 @@ def folder(tmp_path, home) -> Path:
     """``photos/``: a whole and a zero-tailed JPEG both scored SFW by the built-in model, and
     a PNG refused then, as a schema-5 store at ``home`` recorded them."""
     folder = tmp_path / "photos"
-    folder.mkdir()
-    whole = folder / "whole.jpg"
-    photo((240, 180), 1).save(whole, quality=90)
-    partial = zero_tailed(folder / "partial.jpg", 0.5)
-    broken = folder / "broken.png"
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    whole, partial, broken = legacy_photos(folder)
     home.mkdir()
     schema_5_store(
         home / "store.db",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.imagegen import photo, zero_tailed
-from support.legacy import schema_5_store, sha_of
+from support.imagegen import photo
+from support.legacy import legacy_photos, schema_5_store, sha_of
 
 from nsfw_tui.core.adapt import labelled_without_features
 from nsfw_tui.core.adapt_head import DIM
@@ -60,12 +60,7 @@ def upgraded(tmp_path) -> tuple[Path, Store]:
     schema-5 store (both JPEGs scored SFW, the zero-tailed one labelled by a person), opened
     by this version."""
     folder = tmp_path / "photos"
-    folder.mkdir()
-    whole = folder / "whole.jpg"
-    photo((240, 180), 1).save(whole, quality=90)
-    partial = zero_tailed(folder / "partial.jpg", 0.5)
-    broken = folder / "broken.png"
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    whole, partial, broken = legacy_photos(folder)
     schema_5_store(
         tmp_path / "store.db",
         MODEL,

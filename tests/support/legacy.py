@@ -9,6 +9,20 @@ from pathlib import Path
 from nsfw_tui.core.store_schema import APP_ID, MIGRATIONS
 
 
+def legacy_photos(folder: Path) -> tuple[Path, Path, Path]:
+    """``folder`` with a whole JPEG, a zero-tailed one and a broken PNG: (whole, partial,
+    broken), for a schema-5 store to have recorded before the structure check."""
+    from support.imagegen import photo, zero_tailed
+
+    folder.mkdir()
+    whole = folder / "whole.jpg"
+    photo((240, 180), 1).save(whole, quality=90)
+    partial = zero_tailed(folder / "partial.jpg", 0.5)
+    broken = folder / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    return whole, partial, broken
+
+
 def sha_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -27,9 +27,11 @@ from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.scorers import ScoreBatch, ensure_builtin
 from nsfw_tui.core.store import SCHEMA_VERSION, ScoreRecord, Store
 from nsfw_tui.core.structure import CHECK_VERSION
+from nsfw_tui.core.watch import WatchOptions
 from nsfw_tui.tui.app import NsfwTuiApp, make_app
 from nsfw_tui.tui.screens.review import ReviewScreen
-from nsfw_tui.tui.settings import ReviewSettings
+from nsfw_tui.tui.settings import ReviewSettings, WatchSettings
+from nsfw_tui.tui.watch_app import WatchApp, make_watch_app
 from nsfw_tui.tui.widgets.image_list import HEADER
 
 FAKE_ID = "fake"
@@ -299,3 +301,22 @@ def headless_watch(inbox: Path, home: Home) -> tuple[subprocess.Popen, queue.Que
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     return proc, lines
+
+
+def watch_app(inbox: Path, tmp_path: Path, **options) -> WatchApp:
+    """The watch screen over ``inbox`` with the fake scorer and inline decoding."""
+    home = resolve_home(tmp_path / "home")
+    prepare_home(home)
+    scorer = RedScorer()
+    settings = WatchSettings(
+        scorer=scorer,
+        threshold=0.5,
+        options=WatchOptions(settle_s=0.3, supervise_interval_s=0.2, **options),
+        log_path=tmp_path / "w.jsonl",
+        review=ReviewSettings(
+            scan_options=ScanOptions(workers=0),
+            scorer_factory=lambda row: scorer,
+            image_class=HalfcellImage,
+        ),
+    )
+    return make_watch_app(inbox, home=home, settings=settings)

@@ -20,21 +20,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from support.imagegen import photo, truncated_jpeg, zero_tailed
-from support.tui import CLI_WITH_FAKE_SCORER, FAKE_ID, RedScorer, prepare_home, wait_for
+from support.tui import CLI_WITH_FAKE_SCORER, FAKE_ID, prepare_home, wait_for, watch_app
 from support.watch import SETTLE, Harness, image_bytes
 from textual.widgets import Static
-from textual_image.widget import HalfcellImage
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app as cli_app
 from nsfw_tui.core.config_schema import WatchConfig
 from nsfw_tui.core.home import resolve_home
-from nsfw_tui.core.scan import ScanOptions
 from nsfw_tui.core.store import Store
-from nsfw_tui.core.watch import WatchOptions, move_no_overwrite, release
+from nsfw_tui.core.watch import move_no_overwrite, release
 from nsfw_tui.tui.screens.watch import WatchReviewScreen, WatchScreen
-from nsfw_tui.tui.settings import ReviewSettings, WatchSettings
-from nsfw_tui.tui.watch_app import make_watch_app
 
 KINDS = ["native", "polling"]
 LINE_KEYS = {
@@ -626,21 +622,7 @@ async def test_tui_pause_resume_and_enter_opens_the_review(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     Image.new("RGB", (24, 16), (250, 90, 160)).save(inbox / "first.png")
-    home = resolve_home(tmp_path / "home")
-    prepare_home(home)
-    scorer = RedScorer()
-    settings = WatchSettings(
-        scorer=scorer,
-        threshold=0.5,
-        options=WatchOptions(settle_s=0.3, supervise_interval_s=0.2),
-        log_path=tmp_path / "w.jsonl",
-        review=ReviewSettings(
-            scan_options=ScanOptions(workers=0),
-            scorer_factory=lambda row: scorer,
-            image_class=HalfcellImage,
-        ),
-    )
-    app = make_watch_app(inbox, home=home, settings=settings)
+    app = watch_app(inbox, tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.watch_screen
         assert isinstance(app.screen, WatchScreen)

@@ -17,18 +17,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from support.tui import RedScorer, prepare_home, wait_for
+from support.tui import prepare_home, wait_for, watch_app
 from support.watch import DEAF_CLI, SETTLE, Harness, deaf_to_the_root, image_bytes
 from textual.widgets import Static
-from textual_image.widget import HalfcellImage
 
 from nsfw_tui.core.home import resolve_home
-from nsfw_tui.core.scan import ScanOptions
-from nsfw_tui.core.watch import WatchOptions
 from nsfw_tui.core.watch.clock import ManualClock
 from nsfw_tui.core.watch.coverage import PROBE_PREFIX, Coverage, limit_advice, remote_mounts
-from nsfw_tui.tui.settings import ReviewSettings, WatchSettings
-from nsfw_tui.tui.watch_app import WatchApp, make_watch_app
 
 LINUX = sys.platform.startswith("linux")
 
@@ -396,25 +391,6 @@ async def test_w15_the_watch_screen_says_it_polls(tmp_path, monkeypatch):
         assert len(said) == 1 and "polling the whole folder" in str(said[0].message)
         Image.new("RGB", (24, 16), (10, 90, 160)).save(inbox / "landed.png")
         await wait_for(pilot, lambda: screen.table.row_count == 1)
-
-
-def watch_app(inbox: Path, tmp_path: Path, **options) -> WatchApp:
-    """The watch screen over ``inbox`` with the fake scorer and inline decoding."""
-    home = resolve_home(tmp_path / "home")
-    prepare_home(home)
-    scorer = RedScorer()
-    settings = WatchSettings(
-        scorer=scorer,
-        threshold=0.5,
-        options=WatchOptions(settle_s=0.3, supervise_interval_s=0.2, **options),
-        log_path=tmp_path / "w.jsonl",
-        review=ReviewSettings(
-            scan_options=ScanOptions(workers=0),
-            scorer_factory=lambda row: scorer,
-            image_class=HalfcellImage,
-        ),
-    )
-    return make_watch_app(inbox, home=home, settings=settings)
 
 
 @pytest.mark.slow
