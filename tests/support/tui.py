@@ -144,6 +144,12 @@ def make_test_app(
     )
     app = make_app(folder, home=home, settings=settings)
     app.scorers = by_id
+    return record_notes(app)
+
+
+def record_notes(app: NsfwTuiApp) -> NsfwTuiApp:
+    """Keep every notification in ``app.notes`` as (severity, title, message): Textual's own
+    list drops them when they time out."""
     app.notes = []
     notify = app.notify
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support.tui import labels_by_sha, settle, wait_for
+from support.tui import labels_by_sha, record_notes, settle, wait_for
 from textual_image.widget import HalfcellImage
 from typer.testing import CliRunner
 
@@ -62,15 +62,7 @@ def demo_app(monkeypatch, home: Home) -> tui_app.NsfwTuiApp:
     result = CliRunner().invoke(cli_app, ["demo", "--home", str(home.root)])
     assert result.exit_code == 0, result.output
     (app,) = built
-    app.notes = []
-    notify = app.notify
-
-    def recording_notify(message, *, title="", severity="information", **kwargs):
-        app.notes.append((severity, title, str(message)))
-        notify(message, title=title, severity=severity, **kwargs)
-
-    app.notify = recording_notify
-    return app
+    return record_notes(app)
 
 
 def status(screen) -> str:
