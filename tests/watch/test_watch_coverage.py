@@ -404,7 +404,13 @@ async def test_r_on_the_watch_screen_rescans_what_events_missed(tmp_path, monkey
     app = watch_app(inbox, tmp_path, probe_wait_s=600)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.watch_screen
-        await wait_for(pilot, lambda: app.watcher is not None and app.watcher.idle())
+        # after the start's own rescan, which would find the file without `r`
+        await wait_for(
+            pilot,
+            lambda: (
+                app.watcher is not None and app.watcher.stats().rescans >= 1 and app.watcher.idle()
+            ),
+        )
         Image.new("RGB", (24, 16), (10, 90, 160)).save(inbox / "missed.png")
         await pilot.pause(1.0)
         assert screen.table.row_count == 0, "the deaf observer reported nothing"
