@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # A hidden .part folder older than this was left by a killed run, not one still saving.
 STALE_PART_S = 3600
+# How far under its validation image's score a stored threshold sits (threshold_metrics).
+THRESHOLD_MARGIN = 1e-4
 
 
 @dataclass
@@ -357,6 +359,14 @@ def threshold_metrics(labels: Any, scores: Any, target_recall: float) -> dict[st
     threshold = threshold_for_recall(labels, scores, target_recall)
     if threshold is None:
         return None
+    # That threshold is one validation image's own score. Stored as is, the float noise of
+    # another batch size or of the ONNX copy (1e-7 to 1e-6) drops that image below it and the
+    # recall below its target. Keep a point just under it instead: halfway to the next lower
+    # score, at most THRESHOLD_MARGIN under; no validation image lies in between.
+    s = np.asarray(scores, dtype=float)
+    below = s[s < threshold]
+    floor = float(below.max()) if len(below) else 0.0
+    threshold = max((threshold + floor) / 2, threshold - THRESHOLD_MARGIN)
     at = confusion(labels, scores, threshold)
     return {
         "threshold": threshold,

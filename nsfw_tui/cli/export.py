@@ -141,8 +141,8 @@ def export(
                 Text(
                     f"int8: {q.path} ({_mb(q.size_bytes)}, {report.size_bytes / q.size_bytes:.1f}x "
                     f"smaller); {q.int8_ips:.1f} vs {q.float_ips:.1f} img/s at batch {q.batch} "
-                    f"({q.speedup:.2f}x); on {q.n_images} {p.image_source} images max probability "
-                    f"change {q.max_prob_change:.4f}, {auc}"
+                    f"({q.speedup:.2f}x); on {q.n_images} {p.image_source} and {q.n_calibration} "
+                    f"calibration images max probability change {q.max_prob_change:.4f}, {auc}"
                 )
             )
             console.print(Text(f"registered as {q.model_id}; use it with --model {q.model_id}"))

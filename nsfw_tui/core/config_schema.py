@@ -141,7 +141,7 @@ class BaselineConfig(Section):
         [32, 64], Check("a list of positive integers", lambda v: len(v) > 0 and min(v) >= 1)
     )
     """Output channels of each conv + ReLU + max-pool block."""
-    pool: int = setting(0, Range(0))
+    pool: int = setting(4, Range(0))
     """Grid side the last feature map is pooled to before the dense layers; 0 flattens it."""
     pool_kind: str = setting("max", OneOf("max", "avg"))
     """How that grid is pooled: max keeps each cell's strongest response, avg its mean."""
