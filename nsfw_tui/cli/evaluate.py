@@ -15,8 +15,8 @@ from .options import (
     ModelOption,
     console,
     handles_errors,
-    new_table,
     open_store,
+    print_table,
     progress_bar,
 )
 
@@ -58,13 +58,14 @@ def _print_evaluation(ev, scope, data) -> None:
         f"{ev.model_id} at threshold {format_threshold(ev.threshold)} "
         f"on {ev.n} labelled image{'s' * (ev.n != 1)}"
     )
-    table = new_table(title=title)
-    table.add_column("label \\ call")
-    table.add_column("NSFW", justify="right")
-    table.add_column("SFW", justify="right")
-    table.add_row("NSFW", str(c.tp), str(c.fn))
-    table.add_row("SFW", str(c.fp), str(c.tn))
-    console.print(table)
+    if not console.is_terminal:  # piped: the title as a line, the matrix tab-separated
+        console.print(Text(title))
+    print_table(
+        ["label \\ call", "NSFW", "SFW"],
+        [["NSFW", c.tp, c.fn], ["SFW", c.fp, c.tn]],
+        title=title,
+        right=("NSFW", "SFW"),
+    )
 
     def f(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.4f}"

@@ -45,7 +45,9 @@ def test_a_trained_model_is_measured_on_its_validation_images(scored_home, fake_
     out = run("eval", "--model", "baseline-r1", home=scored_home)
     assert out.exit_code == 0, out.output
     assert "baseline-r1 at threshold 0.2 on 4 labelled images" in out.output
-    # at 0.2: TP 2 (0.9 0.35), FP 1 (0.7), TN 1 (0.05)
+    # at 0.2: TP 2 (0.9 0.35), FP 1 (0.7), TN 1 (0.05); piped, the matrix is tab-separated
+    assert "label \\ call\tNSFW\tSFW\nNSFW\t2\t0\nSFW\t1\t1\n" in out.output
+    assert not set("┃━│─┏") & set(out.output)
     assert "recall 1.0000  precision 0.6667  accuracy 0.7500" in out.output
     assert (
         "measured on 4 validation images of run r1, none of them trained on "

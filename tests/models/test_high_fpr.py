@@ -46,5 +46,9 @@ def test_a_threshold_that_flags_everything_is_not_activated(tmp_path, monkeypatc
         f"(make it active anyway: nsfw-tui models use {model.id})"
     ) in result.output
     assert "active model: open_nsfw (unchanged)" in result.output
+    # one line per epoch, starting with it (not repeated among the metrics)
+    (epoch_line,) = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    assert epoch_line.startswith("epoch 1/1  train_loss ")
+    assert " val_auroc " in epoch_line and "epoch 1.0000" not in epoch_line
     # the same threshold everywhere: the run's summary line too, never 0.0000
     assert f"threshold {threshold}," in result.output
