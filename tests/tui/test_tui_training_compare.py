@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 from support.scores import S, scored_store
-from support.tui import settle, wait_for
+from support.tui import record_notes, settle, wait_for
 from textual.widgets import Static
 from textual_image.widget import HalfcellImage
 
@@ -21,6 +21,7 @@ from nsfw_tui.tui.settings import ReviewSettings
 
 SHAS = [f"{i:064x}" for i in range(len(S))]  # support.scores: 0-3 NSFW, 4-9 SFW
 NEW_VAL = [SHAS[0], SHAS[1], SHAS[4], SHAS[5]]
+MADE = "Training finished: press a to make the new model active and rescore."
 
 
 def trained_model(store: Store, model_id: str, val: list[str] | None) -> None:
@@ -37,14 +38,20 @@ def finished(home, tmp_path, monkeypatch):
     """Runs the training screen against a fake training run; returns the comparison shown."""
     import trainer.run as run
 
+    warning = ""
+
     def fake_train(store_path, home_, cfg, **_):
         with Store.open(store_path) as store:
             trained_model(store, "new", NEW_VAL)
-        return run.RunResult("run-new", "done", "new", 0.2, 1, {}, [], NEW_VAL, None, {})
+        result = run.RunResult("run-new", "done", "new", 0.2, 1, {}, [], NEW_VAL, None, {})
+        result.warning = warning
+        return result
 
     monkeypatch.setattr(run, "train", fake_train)
 
-    async def finish(active: str, active_val: list[str] | None):
+    async def finish(active: str, active_val: list[str] | None, warn: str = ""):
+        nonlocal warning
+        warning = warn
         scored_store(home)
         with Store.open(home / "store.db") as store:
             trained_model(store, active, active_val)
@@ -55,7 +62,7 @@ def finished(home, tmp_path, monkeypatch):
             image_class=HalfcellImage,
             scorer_factory=lambda row: SimpleNamespace(id=row.id),
         )
-        app = make_app(tmp_path / "data", home=Home(home), settings=settings)
+        app = record_notes(make_app(tmp_path / "data", home=Home(home), settings=settings))
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, timeout=30)
             await pilot.press("t")
@@ -66,6 +73,7 @@ def finished(home, tmp_path, monkeypatch):
             await pilot.pause()
             console = Console(width=120, record=True, file=io.StringIO())
             console.print(screen.query_one("#train-result", Static).content)
+            finish.notes = app.notes
             return screen.comparison, " ".join(console.export_text().split())
 
     return finish
@@ -78,6 +86,8 @@ async def test_only_validation_images_neither_model_was_fitted_on_are_compared(f
     assert compared.new["n"] == compared.active["n"] == 2
     assert "2 of this run's 4 validation images, fitted on by neither model" in shown
     assert "active: old" in shown
+    assert "warning:" not in shown
+    assert ("information", "", MADE) in finished.notes
 
 
 async def test_an_active_model_without_recorded_validation_images_cannot_be_compared(finished):
@@ -97,3 +107,14 @@ async def test_no_image_of_one_class_left_cannot_be_compared(finished):
         "cannot compare with old: 2 of the 4 validation images are new to old too, not NSFW "
         "and SFW both" in shown
     )
+
+
+async def test_a_threshold_that_flags_too_many_sfw_images_is_warned_of_apart(finished):
+    why = (
+        "at threshold 0.2 the model flags 50% of the validation SFW images (false alarm rate "
+        "0.5 > metrics.max_val_fpr 0.2); registered, not made active"
+    )
+    _, shown = await finished("old", [SHAS[0], SHAS[4], SHAS[7]], warn=why)
+    assert f"warning: {why}" in shown
+    (note,) = [n for n in finished.notes if n[2].startswith("Training finished")]
+    assert note[0] == "warning" and "flags too many SFW images" in note[2]

@@ -177,9 +177,19 @@ class TrainingScreen(Screen):
             if not message.why:
                 cells.append(_f(message.active.get(key)))
             table.add_row(label, *cells)
+        parts: list = [table]
         if message.why:
-            note = Text(f"cannot compare with {message.active_id}: {message.why}", style="dim")
-            out.update(Group(table, note))
+            parts.append(
+                Text(f"cannot compare with {message.active_id}: {message.why}", style="dim")
+            )
+        if r.warning:  # a threshold that flags too many SFW images: said apart, in its colour
+            parts.append(Text(f"warning: {r.warning}", style="#f5a524"))
+        out.update(Group(*parts) if len(parts) > 1 else table)
+        if r.warning:
+            self.notify(
+                "Training finished, but its threshold flags too many SFW images (see the "
+                "warning); press a only if you want it active anyway.",
+                severity="warning",
+            )
         else:
-            out.update(table)
-        self.notify("Training finished: press a to make the new model active and rescore.")
+            self.notify("Training finished: press a to make the new model active and rescore.")
