@@ -280,6 +280,8 @@ class ScanConfig(Section):
     """Let JPEG decode at reduced size (much faster for large photos)."""
     max_frames: int = setting(8, Range(1))
     """Frames sampled from an animated image (GIF, WebP, APNG)."""
+    video_frames: int = setting(16, Range(1))
+    """Evenly spaced frames sampled from a video (needs the video extra); the highest counts."""
 
 
 @dataclass
