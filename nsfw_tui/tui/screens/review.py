@@ -199,7 +199,7 @@ class ReviewScreen(Screen):
                 blurred = blur(image)
                 details["dimensions"] = f"{loaded.width} x {loaded.height} {loaded.format}"
                 if at is not None:
-                    details["frame"] = f"{at:.2f} s (the highest-scoring frame)"
+                    details["frame"] = f"{at:.2f} s (highest)"
             except ImageError as exc:
                 error = f"{exc.kind}: {exc.reason}"
         if get_current_worker().is_cancelled:
