@@ -24,10 +24,19 @@ from .structure import isobmff_file
 
 log = logging.getLogger(__name__)
 
+# Display-matrix rotations (counter-clockwise quarter turns) as the transposes that undo them
+_TURNS = {
+    1: Image.Transpose.ROTATE_90,
+    2: Image.Transpose.ROTATE_180,
+    3: Image.Transpose.ROTATE_270,
+}
+
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".qt", ".webm", ".mkv", ".avi"})
 MAX_VIDEO_BYTES = 64 * 1024**3
 """Video files above this are rejected before any byte is decoded (images: 256 MiB)."""
-EXTRA_LINE = "video files need the video extra (PyAV is not installed): install nsfw-tui[video]"
+EXTRA_LINE = (
+    "video files need the video extra (PyAV is not installed): pip install 'nsfw-tui[video]'"
+)
 
 # QuickTime files may start with these top-level boxes instead of ftyp
 _QUICKTIME_BOXES = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
@@ -119,6 +128,7 @@ class _Sampler:
         start = stream.start_time
         self.start = float(start * self.base) if start is not None and self.base else 0.0
         self.decoded = 0
+        self.turned = False
 
     def duration(self) -> float | None:
         s = self.stream
@@ -136,8 +146,17 @@ class _Sampler:
         return round(duration * float(rate)) if duration and rate else 0
 
     def _image(self, frame) -> Image.Image:
+        """The frame upright: a phone's portrait video is stored sideways with a display
+        matrix saying how to turn it (as a photo's EXIF orientation does)."""
         w, h = self.size
-        return frame.to_image(width=w, height=h).convert("RGB")
+        image = frame.to_image(width=w, height=h).convert("RGB")
+        turn = _TURNS.get(round((getattr(frame, "rotation", 0) or 0) / 90) % 4)
+        self.turned = turn in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270)
+        return image if turn is None else image.transpose(turn)
+
+    def upright(self) -> tuple[int, int]:
+        """The full-size (width, height) as shown, after the display matrix's turn."""
+        return (self.height, self.width) if self.turned else (self.width, self.height)
 
     def _frames(self):
         av = _av()
@@ -238,11 +257,12 @@ def sample_video(
                 f"{duration:.1f} s it declares",
             )
         n_frames = sampler.n_frames()
+        width, height = sampler.upright()
         return VideoFrames(
             frames=frames,
             times=times,
-            width=sampler.width,
-            height=sampler.height,
+            width=width,
+            height=height,
             format=fmt,
             n_frames=n_frames,
             duration=duration,
@@ -290,11 +310,13 @@ def frame_at(path: str | os.PathLike, time: float | None, max_side: int = 1024) 
                 raise _decode_error(exc, fmt) from None
             if frame is None:
                 raise ImageError("corrupt", f"{fmt} video: no frame could be decoded")
+            image = sampler._image(frame)
+            width, height = sampler.upright()
             return VideoFrames(
-                frames=[sampler._image(frame)],
+                frames=[image],
                 times=[max(0.0, frame.time - sampler.start)],
-                width=w,
-                height=h,
+                width=width,
+                height=height,
                 format=fmt,
                 n_frames=sampler.n_frames(),
                 duration=sampler.duration(),

@@ -29,6 +29,15 @@ def test_the_heic_fixture_decodes_upright_with_its_colours():
     assert left[0] > 200 and left[2] < 50 and right[2] > 200 and right[0] < 50
 
 
+def test_a_heic_with_exif_orientation_6_is_turned_once():
+    # the same picture stored with EXIF orientation 6 (turn 90 degrees clockwise to show)
+    loaded = load_image(HEIC.with_name("two_halves_orientation6.heic"))
+    (frame,) = loaded.frames
+    assert (loaded.width, loaded.height) == frame.size == (48, 64)
+    top, bottom = frame.getpixel((24, 8)), frame.getpixel((24, 56))
+    assert top[0] > 200 and top[2] < 50 and bottom[2] > 200 and bottom[0] < 50
+
+
 def test_heif_opener_is_registered_only_when_a_file_is_loaded():
     code = (
         "import sys\n"

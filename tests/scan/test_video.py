@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from support.imagegen import save
@@ -263,7 +264,7 @@ def test_without_pyav_a_video_is_an_error_naming_the_extra(tmp_path, store, monk
     red_video(folder, ".webm").rename(folder / "upload.bin.jpg")  # a video by content only
     save(Image.new("RGB", (48, 32), BLUE), folder / "still.png")
     monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError
-    with pytest.raises(ImageError, match=r"install nsfw-tui\[video\]"):
+    with pytest.raises(ImageError, match=r"pip install 'nsfw-tui\[video\]'"):
         frame_at(folder / "clip.mp4", None)
     result = scan_folder(folder, RedScorer(), store, ScanOptions(workers=0))
     got = {Path(i.path).name: i for i in result.items}
@@ -305,3 +306,35 @@ def test_cli_scan_without_pyav_reports_the_extra_in_its_csv(tmp_path):
         (row,) = list(csv.DictReader(fh))
     assert row["prediction"] == "" and row["probability"] == ""
     assert row["error"] == f"needs-extra: {EXTRA_LINE}"
+
+
+def test_a_video_without_an_index_is_decoded_from_the_start_and_still_sampled(tmp_path):
+    path = write_video(tmp_path / "live.mkv", colour=red_between(2.0, 2.5), live=True)
+    with open(path, "rb") as fh:
+        video = sample_video(fh, "MKV", 16)
+    assert video.duration is None
+    assert video.decoded == 32, "every frame: the cost that counts against the file's limit"
+    assert len(video.times) == 16 and video.times == sorted(video.times)
+    assert any(2.0 <= t < 2.5 for t in video.times)
+    result = decode_path(str(path), SPEC, True, 8, 16)
+    assert isinstance(result, Decoded) and len(result.pixels) == 16
+
+
+@pytest.mark.parametrize("turn", [90, -90, 180])
+def test_a_portrait_phone_video_is_scored_and_shown_upright(tmp_path, turn):
+    def halves(t: float) -> np.ndarray:  # stored sideways: red left half, blue right half
+        rgb = np.empty((32, 64, 3), np.uint8)
+        rgb[:, :32], rgb[:, 32:] = RED, BLUE
+        return rgb
+
+    path = write_video(tmp_path / "portrait.mov", size=(64, 32), pixels=halves, rotation=turn)
+    with open(path, "rb") as fh:
+        video = sample_video(fh, "MOV", 2)
+    shot = frame_at(path, None)
+    upright = Image.fromarray(halves(0)).rotate(turn, expand=True)  # counter-clockwise
+    for image in (*video.frames, *shot.frames):
+        assert image.size == upright.size
+        diff = np.abs(np.asarray(image, np.int16) - np.asarray(upright, np.int16))
+        assert np.median(diff) < 12, turn
+    expected = (64, 32) if turn == 180 else (32, 64)
+    assert (video.width, video.height) == (shot.width, shot.height) == expected

@@ -30,17 +30,27 @@ def write_video(
     gop: int = 8,
     codec: str | None = None,
     faststart: bool = False,
+    rotation: int = 0,
+    pixels: Callable[[float], np.ndarray] | None = None,
+    live: bool = False,
 ) -> Path:
-    """A video of solid frames, ``colour(t)`` at each frame time t, a keyframe every ``gop``."""
+    """A video of solid frames, ``colour(t)`` at each frame time t (or ``pixels(t)``),
+    a keyframe every ``gop``. ``rotation`` (counter-clockwise degrees) goes in the display
+    matrix, as a phone records portrait video; ``live`` (Matroska only) muxes as to a pipe,
+    which leaves the file without a duration or an index."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     codec = codec or CODECS[path.suffix.lower()]
     options = {"movflags": "faststart"} if faststart else {}
     w, h = size
-    with av.open(str(path), mode="w", options=options) as out:
+    sink = _Pipe() if live else str(path)
+    fmt = "matroska" if live else None
+    with av.open(sink, mode="w", format=fmt, options=options) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = w, h
+        if rotation:
+            stream.set_display_rotation(rotation)
         stream.pix_fmt = "yuv420p"
         stream.gop_size = gop
         if codec == "mpeg4":  # keyframes every gop frames, none added at scene changes
@@ -48,8 +58,11 @@ def write_video(
         if codec == "libvpx-vp9":
             stream.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
         for i in range(round(seconds * fps)):
-            rgb = np.empty((h, w, 3), np.uint8)
-            rgb[:] = colour(i / fps)
+            if pixels is not None:
+                rgb = pixels(i / fps)
+            else:
+                rgb = np.empty((h, w, 3), np.uint8)
+                rgb[:] = colour(i / fps)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
@@ -57,7 +70,20 @@ def write_video(
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+    if live:
+        path.write_bytes(bytes(sink.data))
     return path
+
+
+class _Pipe:
+    """A write-only sink: the muxer cannot seek back to write a duration or an index."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, chunk) -> int:
+        self.data += bytes(chunk)
+        return len(chunk)
 
 
 def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
