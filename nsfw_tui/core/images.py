@@ -21,7 +21,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from .errors import ImageError
 from .preprocess import Preprocessing
 from .structure import incomplete, sniff
-from .video import VideoFrames, is_video_name, sample_bytes, sniff_video
+from .video import VideoFrames, check_video, is_video_name, sample_bytes, sniff_video
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +444,11 @@ def _decode(data: bytes, draft: tuple[int, int] | None, max_frames: int) -> Load
 
 def check_structure(data: bytes) -> str:
     """The loader's completeness check alone, without decoding: the format's name, else
-    ImageError ``unidentified`` (no image format's magic bytes) or ``truncated`` (P12)."""
+    ImageError ``unidentified`` (no image format's magic bytes) or ``truncated`` (P12).
+    A video container is named too ("MP4", "MKV", ...), after the check its structure allows."""
+    if (container := sniff_video(data[:64])) is not None:
+        check_video(io.BytesIO(data), len(data), container)
+        return container
     fmt = sniff(data)
     if fmt is None:
         raise ImageError("unidentified", "not a recognised image file")

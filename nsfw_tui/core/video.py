@@ -32,6 +32,8 @@ _TURNS = {
 }
 
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".qt", ".webm", ".mkv", ".avi"})
+VIDEO_FORMATS = frozenset({"MP4", "MOV", "MKV", "WEBM", "AVI"})
+"""The containers ``sniff_video`` names."""
 MAX_VIDEO_BYTES = 64 * 1024**3
 """Video files above this are rejected before any byte is decoded (images: 256 MiB)."""
 EXTRA_LINE = (

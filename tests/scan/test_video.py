@@ -338,3 +338,26 @@ def test_a_portrait_phone_video_is_scored_and_shown_upright(tmp_path, turn):
         assert np.median(diff) < 12, turn
     expected = (64, 32) if turn == 180 else (32, 64)
     assert (video.width, video.height) == (shot.width, shot.height) == expected
+
+
+# -- labels ----------------------------------------------------------------------------------
+
+
+def test_import_labels_a_whole_video_and_training_skips_it_with_its_reason(tmp_path, store):
+    from nsfw_tui.core.labels import import_folders
+    from trainer.data import labelled_samples
+
+    folder = tmp_path / "dataset" / "nsfw"
+    red_video(folder, ".mp4")
+    cut(red_video(tmp_path / "src", ".mov"), folder / "cut.mov", 0.5)
+    save(Image.new("RGB", (48, 32), RED), folder / "still.png")
+    report = import_folders(store, [(folder, "nsfw")])
+    assert report.labelled == {"nsfw": 2, "sfw": 0}
+    assert [(Path(p).name, why.split(":")[0]) for p, why in report.errors] == [
+        ("cut.mov", "truncated")
+    ]
+    samples, skipped = labelled_samples(store)
+    assert [Path(s.path).name for s in samples] == ["still.png"]
+    ((where, why),) = skipped
+    assert Path(where).name == "clip.mp4"
+    assert why == "video: training reads still images (MP4 is scored on its frames, not trained on)"
