@@ -273,7 +273,7 @@ class ScanConfig(Section):
     timeout_s: float = setting(20.0, POSITIVE)
     """Per-file decode limit in seconds; a slower file is skipped as a timeout."""
     pattern: str | None = None
-    """Glob the file names must match (e.g. "*.jpg"); None: every image type."""
+    """Glob the file names must match (e.g. "*.jpg"); None: every image and video type."""
     recursive: bool = True
     """Descend into subfolders."""
     use_draft: bool = True
