@@ -22,6 +22,7 @@ from support.videogen import (
     scribbled,
     write_audio_only,
     write_video,
+    zero_tailed,
 )
 
 from nsfw_tui.core.decode_pool import decode_path
@@ -209,21 +210,26 @@ def test_bad_videos_are_errors_with_reasons_never_safe(tmp_path, store):
     mp4 = write_video(good / "a.mp4", faststart=True)
     mkv = write_video(good / "a.mkv", seconds=8)
     avi = write_video(good / "a.avi")
+    webm = write_video(good / "a.webm", seconds=8)
     folder = tmp_path / "bad"
     folder.mkdir()
     cut(mp4, folder / "cut.mp4", 0.6)
     cut(mkv, folder / "cut.mkv", 0.5)
+    zero_tailed(mp4, folder / "zeros.mp4")  # the zeros fall inside the media data
+    zero_tailed(webm, folder / "zeros.webm")
     scribbled(avi, folder / "noise.avi")
     write_audio_only(folder / "song.mp4")
     (folder / "empty.webm").write_bytes(b"")
     (folder / "text.mov").write_text("not a video at all\n" * 10)
     result = scan_folder(folder, RedScorer(), store, ScanOptions(workers=1))
     got = {Path(i.path).name: i for i in result.items}
-    assert result.errors == 6 and result.scored == 0
+    assert result.errors == 8 and result.scored == 0
     assert all(i.probability is None for i in got.values()), "an unreadable video is never SFW"
     kinds = {n: (i.error_kind, i.error) for n, i in got.items()}
     assert kinds["cut.mp4"][0] == "truncated" and "runs past the end" in kinds["cut.mp4"][1]
     assert kinds["cut.mkv"][0] == "truncated" and "of the 8.0 s it declares" in kinds["cut.mkv"][1]
+    assert kinds["zeros.mp4"][0] == "truncated", kinds["zeros.mp4"]
+    assert kinds["zeros.webm"][0] == "truncated" and "frames end at" in kinds["zeros.webm"][1]
     assert kinds["noise.avi"][0] in ("corrupt", "no-video"), kinds["noise.avi"]
     assert kinds["song.mp4"] == ("no-video", "MP4 file has no video stream (audio streams only)")
     assert kinds["empty.webm"][0] == "empty"
@@ -272,6 +278,11 @@ def test_without_pyav_a_video_is_an_error_naming_the_extra(tmp_path, store, monk
         assert (got[name].error_kind, got[name].error) == ("needs-extra", EXTRA_LINE), name
         assert got[name].probability is None
     assert got["still.png"].probability == pytest.approx(BLUE_P, abs=0.01)
+    monkeypatch.undo()  # the extra installed: the same unchanged files are read again
+    again = scan_folder(folder, RedScorer(), store, ScanOptions(workers=0))
+    got = {Path(i.path).name: i for i in again.items}
+    assert again.errors == 0 and again.scored == 2
+    assert got["clip.mp4"].probability == pytest.approx(RED_P, abs=0.03)
 
 
 def test_cli_scan_without_pyav_reports_the_extra_in_its_csv(tmp_path):

@@ -116,6 +116,15 @@ def cut(path: Path, dest: Path, fraction: float = 0.5) -> Path:
     return dest
 
 
+def zero_tailed(path: Path, dest: Path, fraction: float = 0.5) -> Path:
+    """``path`` with its bytes from ``fraction`` on zeroed: a preallocated, unfinished download."""
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * fraction)
+    data[start:] = bytes(len(data) - start)
+    dest.write_bytes(bytes(data))
+    return dest
+
+
 def scribbled(path: Path, dest: Path, seed: int = 0) -> Path:
     """``path`` with its bytes past the header overwritten by noise (a corrupt file)."""
     data = bytearray(path.read_bytes())
