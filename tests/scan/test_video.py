@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -372,3 +373,25 @@ def test_import_labels_a_whole_video_and_training_skips_it_with_its_reason(tmp_p
     ((where, why),) = skipped
     assert Path(where).name == "clip.mp4"
     assert why == "video: training reads still images (MP4 is scored on its frames, not trained on)"
+
+
+def test_cli_scan_table_shows_a_videos_frame_time(tmp_path):
+    from typer.testing import CliRunner
+
+    from nsfw_tui.cli import app
+    from nsfw_tui.core.scorers import BUILTIN_ID
+
+    folder = tmp_path / "videos"
+    red_video(folder, ".webm")
+    save(Image.new("RGB", (48, 32), BLUE), folder / "still.png")
+    run = CliRunner().invoke(
+        app, ["scan", str(folder), "--home", str(tmp_path / "home"), "scan.workers=0"]
+    )
+    assert run.exit_code == 0, run.output
+    with Store.open(tmp_path / "home" / "store.db") as store:
+        (at,) = store.frame_times(BUILTIN_ID, store.predictions(BUILTIN_ID)).values()
+    (line,) = [ln for ln in run.output.splitlines() if "clip.webm" in ln]
+    assert f" {at:.2f} s " in line, line
+    (still,) = [ln for ln in run.output.splitlines() if "still.png" in ln]
+    assert not re.search(r"\d s ", still), still
+    assert "frame" in run.output and "2 images with open_nsfw" in run.output
