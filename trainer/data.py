@@ -18,6 +18,7 @@ from nsfw_tui.core.images import check_structure, load_image, read_bytes
 from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.scan import CONTENT_ERRORS
 from nsfw_tui.core.store import FileRow, Store
+from nsfw_tui.core.video import VIDEO_FORMATS
 
 from .errors import NotEnoughLabelsError
 
@@ -116,9 +117,11 @@ def _confirm(path: str, sha: str, row: FileRow | None) -> str:
         data = read_bytes(path)
         if not unchanged and hashlib.sha256(data).hexdigest() != sha:
             return "file changed since it was labelled (different content now)"
-        check_structure(data)
+        fmt = check_structure(data)
     except ImageError as exc:
         return f"{exc.kind}: {exc.reason}"
+    if fmt in VIDEO_FORMATS:
+        return f"video: training reads still images ({fmt} is scored on its frames, not trained on)"
     return ""
 
 

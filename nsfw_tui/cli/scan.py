@@ -112,18 +112,24 @@ def _print_table(rows: list[dict], folder: Path) -> None:
     table.add_column("image", overflow="fold")
     for name in ("probability", "class", "label"):
         table.add_column(name, no_wrap=True)
+    videos = any(r.get("frame_time") is not None for r in rows)
+    if videos:  # where a video's probability comes from: its highest-scoring frame
+        table.add_column("frame", no_wrap=True)
     table.add_column("error", overflow="fold")
     shown = sorted(rows, key=lambda r: (r["probability"] is not None, -(r["probability"] or 0)))
     for r in shown[:50]:
         prob = "" if r["probability"] is None else f"{r['probability']:.3f}"
         style = "red" if r["class_name"] == "NSFW" else ("yellow" if r["error"] else "green")
-        table.add_row(
+        cells = [
             Text(os.path.relpath(r["image_path"], folder)),
             prob,
             Text(r["class_name"], style=style),
             Text(r["label"] or ""),
-            Text(r["error"] or ""),
-        )
+        ]
+        if videos:
+            at = r.get("frame_time")
+            cells.append("" if at is None else f"{at:.2f} s")
+        table.add_row(*cells, Text(r["error"] or ""))
     if len(rows) > 50:
         table.caption = f"{len(rows) - 50} more; use -o FILE.csv for all"
     console.print(table)

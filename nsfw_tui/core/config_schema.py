@@ -273,13 +273,15 @@ class ScanConfig(Section):
     timeout_s: float = setting(20.0, POSITIVE)
     """Per-file decode limit in seconds; a slower file is skipped as a timeout."""
     pattern: str | None = None
-    """Glob the file names must match (e.g. "*.jpg"); None: every image type."""
+    """Glob the file names must match (e.g. "*.jpg"); None: every image and video type."""
     recursive: bool = True
     """Descend into subfolders."""
     use_draft: bool = True
     """Let JPEG decode at reduced size (much faster for large photos)."""
     max_frames: int = setting(8, Range(1))
     """Frames sampled from an animated image (GIF, WebP, APNG)."""
+    video_frames: int = setting(16, Range(1))
+    """Evenly spaced frames sampled from a video (needs the video extra); the highest counts."""
 
 
 @dataclass

@@ -24,7 +24,9 @@ from typing import Any
 
 from .errors import ImageError
 from .images import Decoded, Failed, Result, decode_image, read_bytes
+from .media import decode_video_path
 from .preprocess import Preprocessing
+from .video import is_video_name
 
 __all__ = [
     "WORKER_MEMORY_BYTES",
@@ -45,14 +47,20 @@ WORKER_START_S = 60.0
 _SLICE_S = 0.25
 
 
-def decode_path(path: str, spec: Preprocessing, use_draft: bool, max_frames: int) -> Result:
-    """Read, hash and decode one file (``decode_image``); every failure is a ``Failed``."""
+def decode_path(
+    path: str, spec: Preprocessing, use_draft: bool, max_frames: int, video_frames: int = 16
+) -> Result:
+    """Read, hash and decode one file (``decode_image``; a video by its name is streamed
+    instead, ``video_frames`` of it sampled); every failure is a ``Failed``."""
+    if is_video_name(path):
+        return decode_video_path(path, spec, use_draft, video_frames)
     return decode_image(
         functools.partial(read_bytes, path),
         path,
         spec,
         use_draft=use_draft,
         max_frames=max_frames,
+        video_frames=video_frames,
     )
 
 

@@ -42,6 +42,7 @@ EXTRAS = {
     "mlflow": "mlflow",
     "fastapi": "serve",
     "uvicorn": "serve",
+    "av": "video",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import io
 import logging
 import os
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, UnidentifiedImageError, features
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .errors import ImageError
 from .preprocess import Preprocessing
 from .structure import incomplete, sniff
+from .video import VideoFrames, check_video, is_video_name, sample_bytes, sniff_video
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +50,21 @@ _TRANSPOSE = {
 }
 
 
-def _optional_formats() -> tuple[str, ...]:
-    extra = []
-    try:
-        import pillow_heif  # type: ignore[import-not-found]
+@functools.cache
+def _register_heif() -> bool:
+    """Register the HEIF opener with Pillow on first use; False when no plugin is installed.
 
-        pillow_heif.register_heif_opener()
-        extra.append("HEIF")
-    except Exception:  # absent or broken: HEIF files are then simply not allowed
-        pass
-    if features.check("avif"):
-        extra.append("AVIF")
-    return tuple(extra)
+    pi-heif (decode-only) is a base dependency; pillow-heif, where a person has it instead,
+    registers the same opener. Done lazily so that importing the loader stays cheap.
+    """
+    for module in ("pi_heif", "pillow_heif"):
+        try:
+            plugin = importlib.import_module(module)
+            plugin.register_heif_opener()
+            return True
+        except Exception:  # absent or broken: try the next, else HEIF is simply not allowed
+            continue
+    return False
 
 
 ALLOWED_FORMATS: tuple[str, ...] = (
@@ -70,17 +75,23 @@ ALLOWED_FORMATS: tuple[str, ...] = (
     "GIF",
     "BMP",
     "TIFF",
-    *_optional_formats(),
+    "HEIF",  # where the opener registers (_register_heif)
+    "AVIF",  # where Pillow is built with it (features.check("avif"))
 )
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-    | {".heic", ".heif", ".avif"}
+    | {".heic", ".heif", ".hif", ".avif"}
 )
 
 
 def is_image_name(name: str) -> bool:
     """True when the file name has an image suffix (content still decides on load)."""
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def is_media_name(name: str) -> bool:
+    """True for an image or a video suffix: the files a scan or a watch picks up."""
+    return is_image_name(name) or is_video_name(name)
 
 
 # -- reading bytes -----------------------------------------------------------------------
@@ -90,12 +101,15 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
-def _too_large(size: int) -> ImageError:
-    return ImageError("too-large", f"file is {_mib(size)}, over the {_mib(MAX_FILE_BYTES)} limit")
+def _too_large(size: int, limit: int | None = None) -> ImageError:
+    limit = MAX_FILE_BYTES if limit is None else limit
+    return ImageError("too-large", f"file is {_mib(size)}, over the {_mib(limit)} limit")
 
 
-def _open_checked(path: str | os.PathLike) -> tuple[BinaryIO, int]:
-    """Open a regular file for reading; ImageError for anything that is not one."""
+def open_checked(path: str | os.PathLike, limit: int | None = None) -> tuple[BinaryIO, int]:
+    """Open a regular file of at most ``limit`` bytes (MAX_FILE_BYTES by default) for
+    reading; ImageError for anything that is not one."""
+    limit = MAX_FILE_BYTES if limit is None else limit
     p = os.fspath(path)
     # A FIFO is never opened at all (N2): looked at first, then opened with O_NONBLOCK and
     # looked at again through the descriptor, in case it was swapped in between.
@@ -126,8 +140,8 @@ def _open_checked(path: str | os.PathLike) -> tuple[BinaryIO, int]:
             raise ImageError("unreadable", "cannot read file: not a regular file")
         if st.st_size == 0:
             raise ImageError("empty", "file is empty (0 bytes)")
-        if st.st_size > MAX_FILE_BYTES:
-            raise _too_large(st.st_size)
+        if st.st_size > limit:
+            raise _too_large(st.st_size, limit)
         return os.fdopen(fd, "rb"), st.st_size
     except BaseException:
         os.close(fd)
@@ -140,7 +154,7 @@ def _read_error(exc: OSError) -> ImageError:
 
 def read_bytes(path: str | os.PathLike) -> bytes:
     """All of a file's bytes; ImageError missing / unreadable / empty / too-large."""
-    f, size = _open_checked(path)
+    f, size = open_checked(path)
     with f:
         try:
             parts = [f.read(size)]
@@ -160,7 +174,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 
 def hash_file(path: str | os.PathLike) -> tuple[str, int]:
     """(sha256 hex, size in bytes), streamed; raises ImageError like read_bytes."""
-    f, _ = _open_checked(path)
+    f, _ = open_checked(path)
     digest = hashlib.sha256()
     total = 0
     with f:
@@ -197,6 +211,7 @@ class LoadedImage:
 @functools.cache
 def _open_formats() -> tuple[str, ...]:
     # MPO has no opener of its own: the JPEG opener returns MPO files
+    _register_heif()
     Image.init()
     return tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
 
@@ -337,7 +352,7 @@ def _check_pixels(im: Image.Image) -> None:
 
 def _sniff(prefix: bytes) -> str | None:
     """The format whose magic bytes match, asking each plugin's accept() and nothing more."""
-    Image.init()
+    _open_formats()  # every plugin registered
     for fmt in Image.ID:
         accept = Image.OPEN[fmt][1]
         if accept is None:
@@ -429,7 +444,11 @@ def _decode(data: bytes, draft: tuple[int, int] | None, max_frames: int) -> Load
 
 def check_structure(data: bytes) -> str:
     """The loader's completeness check alone, without decoding: the format's name, else
-    ImageError ``unidentified`` (no image format's magic bytes) or ``truncated`` (P12)."""
+    ImageError ``unidentified`` (no image format's magic bytes) or ``truncated`` (P12).
+    A video container is named too ("MP4", "MKV", ...), after the check its structure allows."""
+    if (container := sniff_video(data[:64])) is not None:
+        check_video(io.BytesIO(data), len(data), container)
+        return container
     fmt = sniff(data)
     if fmt is None:
         raise ImageError("unidentified", "not a recognised image file")
@@ -483,6 +502,8 @@ class Decoded:
     pixels: list[np.ndarray]
     """uint8 (H, W, 3) RGB from Preprocessing.pixels, one per sampled frame."""
     path: str = ""
+    frame_times: list[float] | None = None
+    """A video's sampled frames' times in seconds, one per pixels entry; None for a still."""
 
 
 @dataclass
@@ -505,6 +526,7 @@ def decode_image(
     *,
     use_draft: bool = True,
     max_frames: int = 8,
+    video_frames: int = 16,
 ) -> Result:
     """The one decode pipeline: read, hash, decode and preprocess every sampled frame.
 
@@ -512,12 +534,17 @@ def decode_image(
     confined reader); its ImageError is a failure like any other. ``name`` becomes the
     result's ``path``. Nothing is raised: every failure becomes a ``Failed`` with its reason
     (an ImageError as it is, MemoryError as ``bomb``, any other exception as ``corrupt`` with
-    its type), carrying the hash and size whenever the bytes were read.
+    its type), carrying the hash and size whenever the bytes were read. Bytes that are a
+    video container go to ``video.decode_video_bytes`` (``video_frames`` of them).
     """
     sha256 = size = None
     try:
         data = source() if callable(source) else source
         sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+        if (container := sniff_video(data[:64])) is not None:  # an upload may be a video
+            draft = preprocessing.draft_size() if use_draft else None
+            video = sample_bytes(data, video_frames, draft, container)
+            return decoded_video(video, sha256, size, name, preprocessing)
         draft = preprocessing.draft_size() if use_draft else None
         loaded = load_image(data, draft=draft, max_frames=max_frames)
         del data
@@ -542,6 +569,26 @@ def decode_image(
         error = ImageError("corrupt", f"{type(exc).__name__}: {exc}")
     error.sha256, error.size = sha256, size
     return Failed(name, error, sha256, size)
+
+
+def decoded_video(
+    video: VideoFrames, sha256: str, size: int, name: str, preprocessing: Preprocessing
+) -> Decoded:
+    """A video's sampled frames preprocessed, each dropped as soon as it is."""
+    pixels = []
+    while video.frames:
+        pixels.append(preprocessing.pixels(video.frames.pop(0)))
+    return Decoded(
+        sha256=sha256,
+        size=size,
+        width=video.width,
+        height=video.height,
+        format=video.format,
+        n_frames=video.n_frames or len(pixels),
+        pixels=pixels,
+        path=name,
+        frame_times=list(video.times),
+    )
 
 
 def decode_file(

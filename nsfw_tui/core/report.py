@@ -15,7 +15,16 @@ from .names import path_b64
 from .scan import ScanItem
 from .store import Store
 
-COLUMNS = ("image_path", "probability", "prediction", "class_name", "error", "label")
+# frame_time (last): a video's highest-scoring frame, in seconds; empty for a still image
+COLUMNS = (
+    "image_path",
+    "probability",
+    "prediction",
+    "class_name",
+    "error",
+    "label",
+    "frame_time",
+)
 
 
 def decisions(items: Sequence[ScanItem], store: Store, threshold: float) -> list[dict]:
@@ -38,6 +47,7 @@ def decisions(items: Sequence[ScanItem], store: Store, threshold: float) -> list
                 "class_name": decision.class_name,
                 "error": f"{item.error_kind}: {item.error}" if item.error_kind else "",
                 "label": label or "",
+                "frame_time": None if item.frame_time is None else round(item.frame_time, 3),
             }
         )
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,16 @@ from .walk import WalkIssue, check_path, walk_images
 
 # Failures that belong to the bytes (not to the moment): an unchanged file keeps them.
 CONTENT_ERRORS = frozenset(
-    {"empty", "unidentified", "truncated", "bomb", "corrupt", "too-large", "too-many-frames"}
+    {
+        "empty",
+        "unidentified",
+        "truncated",
+        "bomb",
+        "corrupt",
+        "too-large",
+        "too-many-frames",
+        "no-video",
+    }
 )
 
 
@@ -54,6 +64,7 @@ class ScanItem:
     error_kind: str | None = None
     error: str | None = None
     cached: bool = False
+    frame_time: float | None = None  # a video: the time of the frame that gave probability
 
     @property
     def display_path(self) -> str:
@@ -128,6 +139,7 @@ def scan_files(
         if row.sha256 and row.error_kind is None and not row.unchecked
     }
     cached_probs = store.predictions(scorer.id, list(cached_shas)) if cached_shas else {}
+    cached_times = store.frame_times(scorer.id, list(cached_probs)) if cached_probs else {}
 
     to_decode: list[str] = []
     # Unchanged files found whole by an older completeness check, and the content they held:
@@ -139,7 +151,10 @@ def scan_files(
         row = known.get(p)
         unchanged = row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns
         if unchanged and row.sha256 in cached_probs and not row.unchecked:
-            reused.append(ScanItem(p, row.sha256, cached_probs[row.sha256], cached=True))
+            sha = row.sha256
+            reused.append(
+                ScanItem(p, sha, cached_probs[sha], cached=True, frame_time=cached_times.get(sha))
+            )
         elif unchanged and row.error_kind in CONTENT_ERRORS:
             reused.append(ScanItem(p, row.sha256, None, row.error_kind, row.error, cached=True))
         else:
@@ -164,7 +179,7 @@ def scan_files(
         timeout_s=options.timeout_s,
         use_draft=options.use_draft,
         max_frames=options.max_frames,
-        decoder=options.decoder,
+        decoder=_decoder(options),
     )
     pending: dict[str, _Pending] = {}
     held = 0  # decoded results whose pixels we still hold (pool permits)
@@ -230,6 +245,27 @@ def scan_files(
     return result
 
 
+def _decoder(options: ScanOptions) -> Decoder:
+    """The options' decoder; the default one told how many frames of a video to sample."""
+    if options.decoder is decode_path:
+        return functools.partial(decode_path, video_frames=options.video_frames)
+    return options.decoder
+
+
+def _best_times(
+    fresh: list[_Pending], probabilities: np.ndarray, counts: list[int]
+) -> dict[str, float]:
+    """The time of each video's highest-scoring frame (the one its probability comes from)."""
+    times: dict[str, float] = {}
+    start = 0
+    for e, n in zip(fresh, counts, strict=True):
+        if e.decoded.frame_times is not None and n:
+            best = int(np.argmax(probabilities[start : start + n]))
+            times[e.decoded.sha256] = float(e.decoded.frame_times[best])
+        start += n
+    return times
+
+
 def _score_batch(
     entries: list[_Pending],
     scorer: Scorer,
@@ -243,6 +279,7 @@ def _score_batch(
     known = store.predictions(scorer.id, shas)
     fresh = [e for e in entries if e.decoded.sha256 not in known]
     probs: dict[str, float] = dict(known)
+    times = store.frame_times(scorer.id, list(known)) if known else {}
     feats: dict[str, np.ndarray | None] = {}
     if fresh:
         pixels = np.stack([px for e in fresh for px in e.decoded.pixels])
@@ -250,6 +287,7 @@ def _score_batch(
         counts = [len(e.decoded.pixels) for e in fresh]
         for e, p in zip(fresh, max_over_frames(batch.probabilities, counts), strict=True):
             probs[e.decoded.sha256] = p
+        times |= _best_times(fresh, batch.probabilities, counts)
         if batch.features is not None:
             start = 0
             for e, n in zip(fresh, counts, strict=True):
@@ -265,7 +303,15 @@ def _score_batch(
         for i, path in enumerate(e.paths):
             st = stats[path]
             scored_here = is_fresh and i == 0
-            items.append(ScanItem(path, d.sha256, probs[d.sha256], cached=not scored_here))
+            items.append(
+                ScanItem(
+                    path,
+                    d.sha256,
+                    probs[d.sha256],
+                    cached=not scored_here,
+                    frame_time=times.get(d.sha256),
+                )
+            )
             if again.get(path) == d.sha256 and not is_fresh:  # its cached score stands
                 confirmed.add(d.sha256)
                 continue
@@ -282,6 +328,7 @@ def _score_batch(
                     format=d.format,
                     n_frames=d.n_frames,
                     features=feats.get(d.sha256) if scored_here else None,
+                    frame_time=times.get(d.sha256) if scored_here else None,
                     checked=CHECK_VERSION,  # this path was just read by today's loader
                 )
             )

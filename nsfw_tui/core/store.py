@@ -416,8 +416,9 @@ class Store:
                     continue
                 self._conn.execute(
                     "INSERT OR REPLACE INTO predictions "
-                    "(sha256, model_id, probability, n_frames, created_at) VALUES (?,?,?,?,?)",
-                    (r.sha256, r.model_id, float(r.probability), r.n_frames, now),
+                    "(sha256, model_id, probability, n_frames, created_at, frame_time) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (r.sha256, r.model_id, float(r.probability), r.n_frames, now, r.frame_time),
                 )
                 if r.features is not None:
                     self._conn.execute(
@@ -564,6 +565,18 @@ class Store:
                 [model_id],
             )
         return {r["sha256"]: r["probability"] for r in rows}
+
+    def frame_times(self, model_id: str, shas: Sequence[str]) -> dict[str, float]:
+        """The time of the highest-scoring frame of each video among ``shas``: the one
+        ``model_id`` scored highest, else the one another model recorded (a head rescoring
+        from cached features records none). Stills are left out."""
+        rows = self._in_chunks(
+            "SELECT sha256, frame_time, model_id = ? AS own FROM predictions "
+            "WHERE frame_time IS NOT NULL AND sha256 IN ({marks}) ORDER BY own",
+            list(shas),
+            [model_id],
+        )
+        return {r["sha256"]: r["frame_time"] for r in rows}  # the model's own row comes last
 
     def features(self, model_id: str, sha256: str) -> np.ndarray:
         rows = self._rows(

@@ -134,6 +134,7 @@ class ScoreRecord:
     format: str | None = None
     n_frames: int | None = None
     features: np.ndarray | None = None  # (frames, dim) float
+    frame_time: float | None = None  # a video: the time of its highest-scoring frame
     error_kind: str | None = None
     error: str | None = None
     # The completeness check version (structure.CHECK_VERSION) of the loader that produced

@@ -128,6 +128,12 @@ def _migration_6(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE images ADD COLUMN checked INTEGER NOT NULL DEFAULT 0")
 
 
+def _migration_7(conn: sqlite3.Connection) -> None:
+    # The time in seconds of the video frame that gave a prediction its probability (the
+    # highest over the sampled frames), so the preview shows that frame. NULL for a still.
+    conn.execute("ALTER TABLE predictions ADD COLUMN frame_time REAL")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migration_1,
     _migration_2,
@@ -135,6 +141,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -385,6 +385,31 @@ def isobmff(data: bytes, fmt: str = "HEIF") -> str | None:
     return None
 
 
+def isobmff_file(f, size: int, fmt: str = "MP4") -> str | None:
+    """Top-level boxes of an open ISO base media file (MP4, MOV) must tile it, read box header
+    by box header: a video may be far too large to hold in memory for ``isobmff``."""
+    pos = 0
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(16)
+        box, kind = struct.unpack_from(">I4s", head, 0)
+        length = 8
+        if box == 1:
+            if len(head) < 16:
+                return f"{fmt} file is incomplete: a box header at byte {pos:,} is cut"
+            box, length = struct.unpack_from(">Q", head, 8)[0], 16
+        elif box == 0:
+            box = size - pos  # the box runs to the end
+        if kind == b"\0\0\0\0":
+            return f"{fmt} file is incomplete: zeros where a box should start at byte {pos:,}"
+        if box < length or pos + box > size:
+            return f"{fmt} file is incomplete: box {kind!r} at byte {pos:,} runs past the end"
+        pos += box
+    if pos < size:
+        return f"{fmt} file is incomplete: a box header at byte {pos:,} is cut"
+    return None
+
+
 # -- dispatch -----------------------------------------------------------------------------------
 
 # ISO-BMFF major brands of still and animated AVIF/HEIF images (not MP4 video)

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from .images import is_image_name
+from .images import is_media_name
 
 Problem = tuple[str, str]  # (error kind, reason), as a failed decode reports them
 
@@ -81,10 +81,10 @@ def check_path(path: str) -> tuple[os.stat_result | None, Problem | None]:
 
 
 def matches(name: str, pattern: str | None) -> bool:
-    """Whether a name is one the walk looks at: the pattern's, else an image suffix."""
+    """Whether a name is one the walk looks at: the pattern's, else an image or video suffix."""
     if pattern:
         return fnmatch.fnmatch(name.lower(), pattern.lower())
-    return is_image_name(name)
+    return is_media_name(name)
 
 
 def walk_images(

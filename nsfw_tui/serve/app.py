@@ -132,6 +132,11 @@ _ITEM["properties"] |= {
         "enum": ["nsfw", "sfw"],
         "description": "a person's label, which decides (only from a server run with --labels)",
     },
+    "frame_time": {
+        "type": "number",
+        "minimum": 0,
+        "description": "a video: seconds into it of the sampled frame that scored highest",
+    },
 }
 _PREDICTIONS = _obj(predictions={"type": "array", "items": _ITEM}, model=_TEXT)
 _HEALTH = _obj(status=_TEXT, model=_TEXT, threshold={"type": "number"})

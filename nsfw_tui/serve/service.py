@@ -118,8 +118,9 @@ class Service:
         timed_out = any(isinstance(r, Failed) and r.error.kind == "timeout" for r in results)
         return (504 if timed_out else 422), items
 
-    def score(self, decoded: list[Decoded]) -> dict[str, float]:
-        """Probability per content hash; duplicates are scored once, frames in batches."""
+    def score(self, decoded: list[Decoded]) -> dict[str, tuple[float, float | None]]:
+        """(probability, a video's best frame time) per content hash; duplicates are scored
+        once, frames in batches."""
         unique = {d.sha256: d for d in decoded}
         frames = [px for d in unique.values() for px in d.pixels]
         parts = [
@@ -127,8 +128,17 @@ class Service:
             for i in range(0, len(frames), self.batch_size)
         ]
         counts = [len(d.pixels) for d in unique.values()]
-        probs = max_over_frames(np.concatenate(parts), counts)
-        return dict(zip(unique, probs, strict=True))
+        every = np.concatenate(parts)
+        probs = max_over_frames(every, counts)
+        out: dict[str, tuple[float, float | None]] = {}
+        start = 0
+        for (sha, d), p, n in zip(unique.items(), probs, counts, strict=True):
+            at = None
+            if d.frame_times is not None:
+                at = float(d.frame_times[int(np.argmax(every[start : start + n]))])
+            out[sha] = (p, at)
+            start += n
+        return out
 
     def read_labels(self, shas: list[str]) -> dict[str, str]:
         if self.labels is None:
@@ -138,8 +148,10 @@ class Service:
         except StoreError as exc:
             raise Refused(503, f"cannot read labels: {exc}", {"Retry-After": "1"}) from None
 
-    def item(self, r: Result, probs: dict[str, float], labels: dict[str, str]) -> dict:
-        prob = probs.get(r.sha256) if isinstance(r, Decoded) else None
+    def item(
+        self, r: Result, probs: dict[str, tuple[float, float | None]], labels: dict[str, str]
+    ) -> dict:
+        prob, at = probs.get(r.sha256, (None, None)) if isinstance(r, Decoded) else (None, None)
         label = labels.get(r.sha256) if r.sha256 else None
         decision = decide(prob, self.threshold, label)
         out: dict[str, Any] = {
@@ -151,6 +163,8 @@ class Service:
             out["error"] = f"{r.error.kind}: {r.error.reason}"
         if label is not None:
             out["label"] = label
+        if at is not None:
+            out["frame_time"] = round(at, 3)
         return out
 
 

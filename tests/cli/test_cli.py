@@ -81,7 +81,15 @@ def test_scan_writes_csv_then_reuses_the_cache(tmp_path, home):
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     columns = list(rows[0])
-    assert columns == ["image_path", "probability", "prediction", "class_name", "error", "label"]
+    assert columns == [
+        "image_path",
+        "probability",
+        "prediction",
+        "class_name",
+        "error",
+        "label",
+        "frame_time",
+    ]
     by_name = {Path(r["image_path"]).name: r for r in rows}
     broken = by_name.pop("broken.jpg")
     assert broken["probability"] == "" and broken["prediction"] == "" and broken["class_name"] == ""

@@ -16,7 +16,7 @@ from nsfw_tui.core import images
 from nsfw_tui.core import labels as labels_module
 from nsfw_tui.core.labels import import_folders, plan_import
 from nsfw_tui.core.scorers import BUILTIN_ID
-from nsfw_tui.core.store import Store
+from nsfw_tui.core.store import SCHEMA_VERSION, Store
 
 runner = CliRunner()
 OLD_WHOLE = 0.123456  # the built-in model gives no such score to these photos
@@ -80,7 +80,7 @@ def test_cli_scan_refuses_a_zero_tailed_file_scored_before_and_keeps_a_whole_one
     assert decodes == [] and "3 reused from the cache, 0 scored" in again_output
     assert again == rows
     with Store.open(home / "store.db") as store:
-        assert store.schema_version == 6
+        assert store.schema_version == SCHEMA_VERSION
         assert store.predictions(BUILTIN_ID) == {sha_of(folder / "whole.jpg"): OLD_WHOLE}
 
 

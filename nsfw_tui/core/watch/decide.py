@@ -54,6 +54,7 @@ class Outcome:
     error: tuple[str, str] | None = None  # (kind, reason)
     label: LabelEvent | None = None
     cached: bool = False
+    frame_time: float | None = None  # a video: its highest-scoring frame, in seconds
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,8 @@ class Decider:
         }
         if dest is not None and (raw := path_b64(dest)) is not None:
             line["dest_b64"] = raw
+        if o.frame_time is not None:  # only a video's line has it
+            line["frame_time"] = round(o.frame_time, 3)
         self.tally.decision(
             v.decision,
             action,

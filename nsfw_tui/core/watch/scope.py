@@ -8,7 +8,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..images import is_image_name
+from ..images import is_media_name
 from ..walk import WalkIssue, walk_images
 
 Key = tuple[int, int]  # (size, mtime_ns)
@@ -69,7 +69,7 @@ class Scope:
             return False
         if self.pattern:
             return fnmatch.fnmatch(parts[-1].lower(), self.pattern.lower())
-        return is_image_name(parts[-1])
+        return is_media_name(parts[-1])
 
     def wanted_dir(self, folder: str) -> bool:
         if self._in_quarantine(folder):

@@ -140,7 +140,16 @@ class Scoring:
             error = (item.error_kind, item.error or "") if item.error_kind else None
             self._decide(
                 store,
-                Outcome(item.path, key, item.sha256, item.probability, error, label, item.cached),
+                Outcome(
+                    item.path,
+                    key,
+                    item.sha256,
+                    item.probability,
+                    error,
+                    label,
+                    item.cached,
+                    item.frame_time,
+                ),
             )
 
     def _again(self, path: str) -> None:

@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from ...core.active_model import fitted_labels, labels_note, switch_line
 from ...core.decision import count_flips
 from ...core.errors import ImageError
-from ...core.images import load_image
+from ...core.media import load_frame
 from ...core.review import Review, Row, load_review
 from ...core.scan import scan_files
 from ...core.store import Store
@@ -184,17 +184,22 @@ class ReviewScreen(Screen):
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def load_preview(self, row: Row) -> None:
         details = {"history": []}
+        at = None  # a video shows the frame that scored highest
         if row.sha256:
             with self._store() as store:
                 details["history"] = store.label_history(row.sha256)
+                if self.review is not None:
+                    at = store.frame_times(self.review.model_id, [row.sha256]).get(row.sha256)
         image = blurred = None
         error = row.error
         if error is None:
             try:
-                loaded = load_image(row.path, draft=(1024, 1024), max_frames=1)
+                loaded = load_frame(row.path, at)
                 image = prepare(loaded.frames[0])
                 blurred = blur(image)
                 details["dimensions"] = f"{loaded.width} x {loaded.height} {loaded.format}"
+                if at is not None:
+                    details["frame"] = f"{at:.2f} s (highest)"
             except ImageError as exc:
                 error = f"{exc.kind}: {exc.reason}"
         if get_current_worker().is_cancelled:
@@ -341,6 +346,8 @@ class ReviewScreen(Screen):
         ]
         if "dimensions" in message.details:
             out.append(("dimensions", message.details["dimensions"]))
+        if "frame" in message.details:
+            out.append(("frame", message.details["frame"]))
         out += [
             ("probability", prob),
             ("model call", (call or "–").upper()),
