@@ -42,6 +42,8 @@ EXTRAS = {
     "mlflow": "mlflow",
     "fastapi": "serve",
     "uvicorn": "serve",
+    "ray": "scale",
+    "pyarrow": "scale",
 }
 
 
