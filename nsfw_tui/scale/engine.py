@@ -27,8 +27,9 @@ from .worker import COLUMNS, DecodeSettings, ScoreWorker, expand_shards
 
 # Internal columns the output does not keep.
 _DROP = ("shard", "shard_total")
-# Files per read task: small blocks keep the stream moving and a retried task cheap.
-_FILES_PER_BLOCK = 32
+# Read tasks (blocks) at most: a block of one batch keeps the stream moving and a retried
+# task cheap, until the number of blocks itself would cost the driver more.
+_MAX_BLOCKS = 20_000
 
 
 @dataclass
@@ -361,7 +362,8 @@ def _datasets(
         if not group:
             continue
         paths = [e.path for e in group]
-        blocks = max(1, min(len(paths), len(paths) // _FILES_PER_BLOCK + 1))
+        per_block = max(options.batch_size, -(-len(paths) // _MAX_BLOCKS))
+        blocks = -(-len(paths) // per_block)
         ds = ray.data.read_binary_files(
             paths,
             include_paths=True,

@@ -12,6 +12,7 @@ import io
 import os
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,18 +30,19 @@ from .bundle import ModelBundle
 MAX_SHARD_MEMBERS = 100_000
 
 
+def decode_task(task: tuple[str, bytes], spec: Preprocessing, use_draft: bool, max_frames: int):
+    """The pool's decoder: ``task`` is (key, bytes) already read by Ray."""
+    key, data = task
+    return decode_image(data, key, spec, use_draft=use_draft, max_frames=max_frames)
+
+
 @dataclass(frozen=True)
 class DecodeSettings:
     timeout_s: float = 20.0
     use_draft: bool = True
     max_frames: int = 8
     decoders: int = 1  # decode processes per actor
-
-
-def decode_task(task: tuple[str, bytes], spec: Preprocessing, use_draft: bool, max_frames: int):
-    """The pool's decoder: ``task`` is (key, bytes) already read by Ray."""
-    key, data = task
-    return decode_image(data, key, spec, use_draft=use_draft, max_frames=max_frames)
+    decoder: Callable[..., Any] = decode_task  # module-level; tests swap in a faulty one
 
 
 def task_name(task: tuple[str, bytes]) -> str:
@@ -119,7 +121,7 @@ class ScoreWorker:
             timeout_s=settings.timeout_s,
             use_draft=settings.use_draft,
             max_frames=settings.max_frames,
-            decoder=decode_task,
+            decoder=settings.decoder,
             name_of=task_name,
         )
         self.pool.start()
