@@ -40,7 +40,7 @@ class EngineOptions:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     features: bool = False
     part_rows: int = 4096
-    part_seconds: float = 30.0
+    part_seconds: float = 10.0  # a kill -9 of the command loses at most this much scoring
     # Only for a local Ray this command starts (tests and laptops).
     num_cpus: int | None = None
     object_store_bytes: int | None = None
@@ -354,6 +354,7 @@ def _datasets(
     import ray.data
 
     workers = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    read_tasks = max(2, workers)
     # The model travels once through the object store, by reference: each actor (and a
     # restarted one) fetches it, and the driver keeps it alive for the whole run.
     args = ([ray.put(bundle)], options.decode, plan.prefix, manifest.features, manifest.threshold)
@@ -364,18 +365,25 @@ def _datasets(
         paths = [e.path for e in group]
         per_block = max(options.batch_size, -(-len(paths) // _MAX_BLOCKS))
         blocks = -(-len(paths) // per_block)
+        readers = min(read_tasks, blocks)
         ds = ray.data.read_binary_files(
             paths,
             include_paths=True,
             filesystem=plan.fs,
             ignore_missing_paths=True,
             override_num_blocks=blocks,
-            # reading is I/O: it must never wait for a CPU that a scoring actor holds
+            # Reading is I/O: it never waits for a CPU a scoring actor holds; the cap keeps
+            # Ray from starting a process per block (tasks of 0 CPUs are otherwise unbounded).
             num_cpus=0,
+            concurrency=readers,
         )
         if is_shards:
             ds = ds.map_batches(
-                expand_shards, fn_kwargs={"prefix": plan.prefix}, batch_size=1, num_cpus=0
+                expand_shards,
+                fn_kwargs={"prefix": plan.prefix},
+                batch_size=1,
+                num_cpus=0,
+                concurrency=readers,
             )
         ds = ds.map_batches(
             ScoreWorker,

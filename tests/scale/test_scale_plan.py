@@ -125,3 +125,20 @@ def test_import_scores_refuses_a_folder_without_a_manifest(tmp_path, home):
     (tmp_path / "out").mkdir()
     result = runner.invoke(app, ["import-scores", str(tmp_path / "out"), "--home", str(home)])
     assert result.exit_code == 2 and "holds no _manifest.json" in result.output
+
+
+def test_without_the_scale_extra_the_command_names_it(tmp_path, home, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    photo_folder(tmp_path / "src", 1, size=(32, 24))
+    args = ["scan", str(tmp_path / "src"), "--engine", "ray", "-o", str(tmp_path / "out")]
+    result = runner.invoke(app, [*args, "--home", str(home)])
+    assert result.exit_code == 2
+    assert "needs the scale extra (ray is not installed): pip install 'nsfw-tui[scale]'" in (
+        result.output
+    )
+    assert not (tmp_path / "out").exists()
