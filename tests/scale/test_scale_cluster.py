@@ -50,3 +50,34 @@ def test_both_nodes_of_a_cluster_score_part_of_the_input(tmp_path, two_nodes, bu
     alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert set(per_node) == alive, per_node  # each of the two nodes scored some
     assert summary.nodes == per_node
+
+
+@pytest.mark.slow
+def test_a_node_lost_mid_run_loses_and_repeats_nothing(tmp_path, two_nodes, builtin_row):
+    """The worker node goes away after the first rows; a fresh node takes its place, as a
+    cluster's autoscaler would bring one. Ray restarts the actors and retries their tasks."""
+    photo_folder(tmp_path / "shared" / "photos", 40, size=(48, 40))
+    workers = [n for n in two_nodes.list_all_nodes() if n is not two_nodes.head_node]
+    lost: list[str] = []
+
+    def lose_node(progress) -> None:
+        if not lost and progress.done:
+            lost.append(workers[0].unique_id)
+            two_nodes.remove_node(workers[0], allow_graceful=False)
+            two_nodes.add_node(num_cpus=1, object_store_memory=RAY_ARGS["object_store_memory"])
+
+    options = EngineOptions(address=two_nodes.address, workers=2, batch_size=2, part_rows=1)
+    summary = run_scan(
+        plan_source(f"file://{tmp_path}/shared/photos"),
+        OutDir.open(f"file://{tmp_path}/shared/out"),
+        bundle_for(builtin_row),
+        0.2,
+        options,
+        on_progress=lose_node,
+    )
+    assert lost
+    rows = parts_rows(tmp_path / "shared" / "out")
+    keys = Counter(r["image_path"] for r in rows)
+    assert len(keys) == 40 and set(keys.values()) == {1}
+    assert all(r["probability"] is not None for r in rows)
+    assert summary.written == 40

@@ -204,3 +204,59 @@ def test_import_scores_fills_the_store_so_a_local_scan_rescores_nothing(tmp_path
     assert again.scored == 0 and again.reused == 6  # the broken file's error is reused too
     by_path = {i.path: i for i in again.items}
     assert by_path[str(src / "broken.jpg")].error_kind == "unidentified"
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """A real ONNX classifier: the sigmoid of the mean normalised pixel, shape (N,)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Sigmoid", ["m"], ["probability"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_an_onnx_model_and_an_adapted_head_score_as_locally(tmp_path, store):
+    from nsfw_tui.core.adapt_head import Head
+    from nsfw_tui.core.preprocess import IMAGENET
+    from nsfw_tui.core.scorers import ensure_builtin
+
+    ensure_builtin(store)
+    store.add_model(
+        "tiny",
+        "onnx",
+        threshold=0.5,
+        path=str(_tiny_onnx(tmp_path / "tiny.onnx")),
+        preprocessing=IMAGENET(32).to_dict(),
+        meta={"output": "probability"},
+    )
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.05, (1024, 1)).astype(np.float32)
+    head = Head("logreg", ((w, np.array([0.5], np.float32)),))
+    store.add_model("adapted-x", "adapted", threshold=0.4, path=str(head.save(tmp_path / "h.npz")))
+    src = tmp_path / "src"
+    photo_folder(src, 6, size=(64, 48))
+    for model_id in ("tiny", "adapted-x"):
+        row = store.model(model_id)
+        local = scan_folder(src, load_scorer(row), store, ScanOptions(workers=1), save=False)
+        _run(str(src), str(tmp_path / f"out-{model_id}"), row)
+        rows = _once(parts_rows(tmp_path / f"out-{model_id}"))
+        probs = [i.probability for i in local.items]
+        assert max(probs) - min(probs) > 1e-3  # the images get different scores
+        for item in local.items:
+            assert abs(rows[item.path]["probability"] - item.probability) <= 1e-5
+            assert rows[item.path]["model"] == model_id
+            assert (
+                rows[item.path]["prediction"] == decide(item.probability, row.threshold).prediction
+            )
