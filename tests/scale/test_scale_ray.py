@@ -205,6 +205,34 @@ def test_import_scores_fills_the_store_so_a_local_scan_rescores_nothing(tmp_path
     by_path = {i.path: i for i in again.items}
     assert by_path[str(src / "broken.jpg")].error_kind == "unidentified"
 
+    # A small run's CSV: the local scan's columns, a person's label outranking the model.
+    with Store.open(home / "store.db") as store:
+        store.set_labels([by_path[str(src / "img_000.jpg")].sha256], "nsfw")
+    csv_args = ["scan", str(src), "--engine", "ray", "-o", str(tmp_path / "p.csv")]
+    result = runner.invoke(app, [*csv_args, "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    import csv
+
+    with open(tmp_path / "p.csv", newline="") as fh:
+        table = {r["image_path"]: r for r in csv.DictReader(fh)}
+    assert len(table) == 6
+    assert list(next(iter(table.values()))) == [
+        "image_path",
+        "probability",
+        "prediction",
+        "class_name",
+        "error",
+        "label",
+    ]
+    labelled = table[str(src / "img_000.jpg")]
+    assert (labelled["label"], labelled["prediction"], labelled["class_name"]) == (
+        "nsfw",
+        "1",
+        "NSFW",
+    )
+    assert table[str(src / "broken.jpg")]["error"].startswith("unidentified: ")
+    assert table[str(src / "broken.jpg")]["probability"] == ""
+
 
 def _tiny_onnx(path: Path) -> Path:
     """A real ONNX classifier: the sigmoid of the mean normalised pixel, shape (N,)."""
