@@ -16,6 +16,7 @@ from typing import Any
 
 from nsfw_tui.core.errors import NsfwTuiError
 from nsfw_tui.core.images import MAX_FILE_BYTES
+from nsfw_tui.core.names import path_text
 from nsfw_tui.core.walk import WalkIssue, check_path, matches, walk_images
 
 MANIFEST_SUFFIXES = (".parquet", ".csv")
@@ -75,6 +76,18 @@ def _add(plan: Plan, path: str, key: str, size: int, mtime_ns: int) -> None:
 
 def _add_local(plan: Plan, path: str) -> None:
     """A local file by its absolute path; one that is missing or not readable is a row."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # N1: Parquet keys and Ray's reader take text names only
+        plan.problems.append(
+            WalkIssue(
+                path_text(path),
+                "unreadable",
+                "the name is not valid UTF-8, which the Ray engine cannot read "
+                "(the local scan can)",
+            )
+        )
+        return
     st, problem = check_path(path)
     if problem is not None or st is None:
         kind, why = problem or ("unreadable", "cannot stat")

@@ -46,9 +46,16 @@ def test_unreadable_inputs_are_rows_not_reads(tmp_path):
     big = src / "huge.jpg"
     with open(big, "wb") as fh:
         fh.truncate(300 * 1024 * 1024)  # sparse: over the 256 MiB limit, never read
+    odd = os.fsdecode(os.fsencode(str(src)) + b"/odd-\xff.jpg")
+    with open(odd, "wb") as fh:
+        fh.write(b"x")
     plan = plan_source(str(src))
     kinds = {os.path.basename(p.path): p.kind for p in plan.problems}
-    assert kinds == {"pipe.jpg": "unreadable", "huge.jpg": "too-large"}
+    assert kinds == {
+        "pipe.jpg": "unreadable",
+        "huge.jpg": "too-large",
+        "odd-\\xff.jpg": "unreadable",
+    }
     assert [os.path.basename(e.key) for e in plan.files] == ["img_000.jpg"]
 
 
