@@ -87,6 +87,14 @@ def check_shared(plan: Plan, out: OutDir, address: str | None) -> None:
         )
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of what failed in a Ray task (its error wraps the task's own)."""
+    cause = getattr(exc, "cause", None)
+    err = cause if isinstance(cause, BaseException) else exc
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500]
+
+
 def _quiet_ray() -> None:
     """Ray and Ray Data log every execution at INFO: the command draws its own progress."""
     names = [
@@ -95,7 +103,8 @@ def _quiet_ray() -> None:
         *(n for n in logging.root.manager.loggerDict if n.startswith("ray")),
     ]
     for name in names:
-        logging.getLogger(name).setLevel(logging.ERROR)
+        # CRITICAL: a failed run is told once, as this command's own line
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def ensure_ray(options: EngineOptions) -> bool:
@@ -332,6 +341,14 @@ def run_scan(
     except KeyboardInterrupt:
         summary.cancelled = True
         raise
+    except NsfwTuiError:
+        raise
+    except Exception as exc:  # Ray gave up (a read that kept failing, a cluster gone)
+        summary.cancelled = True
+        raise NsfwTuiError(
+            f"the Ray run stopped: {_reason(exc)}; the rows it finished are kept in "
+            f"{out.display}, and the same command resumes from there"
+        ) from exc
     finally:
         writer.flush()  # what came back before a stop is kept, listed
         summary.elapsed_s = time.monotonic() - started

@@ -37,7 +37,7 @@ def _run(source: str, out: str, row, **kwargs):
 
 def _once(rows: list[dict]) -> dict[str, dict]:
     keys = Counter(r["image_path"] for r in rows)
-    assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+    assert all(n == 1 for n in keys.values()), [k for k, n in keys.items() if n > 1]
     return {r["image_path"]: r for r in rows}
 
 
@@ -288,3 +288,21 @@ def test_an_onnx_model_and_an_adapted_head_score_as_locally(tmp_path, store):
             assert (
                 rows[item.path]["prediction"] == decide(item.probability, row.threshold).prediction
             )
+
+
+def test_a_read_that_keeps_failing_stops_the_run_with_one_line(tmp_path, builtin_row):
+    from support.scale import failing_fs
+
+    from nsfw_tui.core.errors import NsfwTuiError
+    from nsfw_tui.scale.sources import Entry, Plan
+
+    files = photo_folder(tmp_path / "src", 3, size=(48, 40))
+    files.append(save(photo((48, 40), 7), tmp_path / "src" / "refuse.jpg"))
+    plan = Plan(str(tmp_path / "src"), failing_fs(), "")
+    plan.files = [Entry(str(p), str(p), p.stat().st_size, 0) for p in files]
+    out = OutDir.open(str(tmp_path / "out"))
+    options = EngineOptions(workers=1, batch_size=1)
+    with pytest.raises(NsfwTuiError, match=r"the Ray run stopped: .*access denied by the store"):
+        run_scan(plan, out, bundle_for(builtin_row), 0.2, options)
+    rows = _once(parts_rows(tmp_path / "out"))  # OUT stays readable, whatever it holds
+    assert str(tmp_path / "src" / "refuse.jpg") not in rows

@@ -75,3 +75,87 @@ def bytes_decoder(task, spec, use_draft: bool, max_frames: int):
     if "crash" in name:
         os.kill(os.getpid(), signal.SIGSEGV)
     return decode_task(task, spec, use_draft, max_frames)
+
+
+def failing_fs():
+    """A local pyarrow file system whose reads of names holding "refuse" fail, as a store
+    that keeps denying an object would: Ray's reader gives up on the whole task."""
+    import pyarrow.fs as pafs
+
+    return pafs.PyFileSystem(RefusingHandler())
+
+
+try:
+    from pyarrow.fs import FileSystemHandler as _Handler
+except ImportError:  # the light install: the tests that use it skip
+    _Handler = object
+
+
+class RefusingHandler(_Handler):
+    """pyarrow FileSystemHandler over the local file system (see failing_fs)."""
+
+    def __init__(self) -> None:
+        import pyarrow.fs as pafs
+
+        self.fs = pafs.LocalFileSystem()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RefusingHandler)
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return 1
+
+    def get_type_name(self) -> str:
+        return "refusing"
+
+    def normalize_path(self, path):
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths):
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.fs.get_file_info(selector)
+
+    def _check(self, path) -> None:
+        if "refuse" in os.path.basename(path):
+            raise OSError(f"access denied by the store: {path}")
+
+    def open_input_stream(self, path):
+        self._check(path)
+        return self.fs.open_input_stream(path)
+
+    def open_input_file(self, path):
+        self._check(path)
+        return self.fs.open_input_file(path)
+
+    # Writes and the rest, as the local file system does them.
+    def create_dir(self, path, recursive):
+        self.fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.fs.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise OSError("not here")
+
+    def delete_file(self, path):
+        self.fs.delete_file(path)
+
+    def move(self, src, dest):
+        self.fs.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.fs.copy_file(src, dest)
+
+    def open_output_stream(self, path, metadata):
+        return self.fs.open_output_stream(path, metadata=metadata)
+
+    def open_append_stream(self, path, metadata):
+        return self.fs.open_append_stream(path, metadata=metadata)
