@@ -278,6 +278,15 @@ def open_run(
                 f"{out.display} holds scores of {manifest.source}, not {plan.source}: "
                 "give another output folder"
             )
+        if abs(manifest.threshold - threshold) > 1e-12:
+            raise NsfwTuiError(
+                f"{out.display} was scored at threshold {manifest.threshold:g}, not "
+                f"{threshold:g}: resume with --threshold {manifest.threshold:g}, or give "
+                "another output folder"
+            )
+        if manifest.features != features:
+            flag = "with --features" if manifest.features else "without --features"
+            raise NsfwTuiError(f"{out.display} was written {flag}: resume the same way")
     orphans = len(out.remove_orphans(manifest))
     done = out.done_keys(manifest)
     if manifest is None:

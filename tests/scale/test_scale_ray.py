@@ -83,6 +83,15 @@ def test_a_stopped_run_resumes_and_each_input_lands_once(tmp_path, builtin_row):
     rows = _once(parts_rows(out))
     assert len(rows) == 12 and all(r["probability"] is not None for r in rows.values())
     assert _run(str(tmp_path / "src"), str(out), builtin_row).written == 0
+    # The same OUT with other answers would mix them: refused, before any work.
+    from dataclasses import replace
+
+    from nsfw_tui.core.errors import NsfwTuiError
+
+    with pytest.raises(NsfwTuiError, match=r"scored at threshold 0\.2, not 0\.5"):
+        _run(str(tmp_path / "src"), str(out), replace(builtin_row, threshold=0.5))
+    with pytest.raises(NsfwTuiError, match="holds scores by model 'open_nsfw', not 'other'"):
+        _run(str(tmp_path / "src"), str(out), replace(builtin_row, id="other"))
 
 
 def _kill_one_score_worker() -> int | None:
