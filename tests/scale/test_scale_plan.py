@@ -149,3 +149,45 @@ def test_without_the_scale_extra_the_command_names_it(tmp_path, home, monkeypatc
         result.output
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_import_scores_keeps_uris_verbatim_and_one_row_per_input(tmp_path, store):
+    import numpy as np
+
+    from nsfw_tui.core.scorers import ensure_builtin
+    from nsfw_tui.scale.importer import import_scores
+    from nsfw_tui.scale.worker import COLUMNS, _columns
+
+    ensure_builtin(store)
+    feats = np.linspace(-1, 1, 1024, dtype=np.float16)
+    uri, member = "s3://bucket/a b/x.jpg", "s3://bucket/shard-0.tar#0001.jpg"
+
+    def rows(prob: float) -> dict:
+        out = {name: [None, None] for name in COLUMNS}
+        out.update(
+            image_path=[uri, member],
+            probability=[prob, None],
+            error=["", "truncated: JPEG file is incomplete"],
+            error_kind=[None, "truncated"],
+            sha256=["a" * 64, "b" * 64],
+            size=[1234, 99],
+            n_frames=[1, None],
+            features=[feats.tobytes(), None],
+            node=["n1", "n1"],
+        )
+        return out | {"shard": ["", ""], "shard_total": [0, 0]}
+
+    out = OutDir.open(str(tmp_path / "out"))
+    out.prepare()
+    m = Manifest("open_nsfw", "s3://bucket/", 0.2, features=True)
+    for seq, prob in enumerate((0.75, 0.01)):  # the second part repeats both inputs
+        m.parts.append({"file": out.write_part(_columns(rows(prob)), "r", seq), "rows": 2})
+    out.write_manifest(m)
+    summary = import_scores(str(tmp_path / "out"), store)
+    assert (summary.rows, summary.scored, summary.errors) == (2, 1, 1)
+    assert (summary.remote, summary.duplicates, summary.features) == (2, 2, 1)
+    files = store.files([uri, member])
+    assert files[uri].sha256 == "a" * 64 and files[uri].size == 1234
+    assert files[member].error_kind == "truncated"
+    assert store.predictions("open_nsfw", ["a" * 64, "b" * 64]) == {"a" * 64: 0.75}
+    assert np.array_equal(store.features("open_nsfw", "a" * 64), feats[None, :])
