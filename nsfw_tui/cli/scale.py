@@ -11,7 +11,15 @@ import typer
 from rich.text import Text
 
 from ..core.errors import NsfwTuiError
-from .options import Command, HomeOption, console, err_console, handles_errors, open_store
+from .options import (
+    Command,
+    HomeOption,
+    console,
+    err_console,
+    handles_errors,
+    open_store,
+    progress_bar,
+)
 
 app = typer.Typer()
 
@@ -88,7 +96,6 @@ def scan_on_ray(
 
 def _run(plan, out, bundle, thr, options):
     from ..scale.engine import run_scan
-    from .options import progress_bar
 
     if not plan.count and not plan.shards:
         raise NsfwTuiError(f"no images found in {plan.source}")
@@ -163,8 +170,9 @@ def import_scores(
     from ..scale.importer import import_scores as load
 
     _, store = open_store(home)
-    with store:
-        s = load(out, store)
+    with store, progress_bar(transient=True) as progress:
+        task = progress.add_task("Importing", total=None)
+        s = load(out, store, lambda done, total: progress.update(task, completed=done, total=total))
     msg = (
         f"imported {s.rows} images scored by {s.model}: {s.scored} with a probability, "
         f"{s.errors} unreadable, {s.features} with features"

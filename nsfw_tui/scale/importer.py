@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,8 +86,14 @@ def _records(out: OutDir, summary: ImportSummary, manifest) -> Iterator[ScoreRec
             )
 
 
-def import_scores(target: str, store: Store) -> ImportSummary:
-    """Load OUT's listed parts into ``store``; rows of one input count once."""
+def import_scores(
+    target: str, store: Store, on_progress: Callable[[int, int], None] | None = None
+) -> ImportSummary:
+    """Load OUT's listed parts into ``store``; rows of one input count once.
+
+    One transaction per chunk of rows: a stop keeps the chunks written, and a rerun writes
+    the same rows again with the same values. ``on_progress(rows read, rows listed)``.
+    """
     out = OutDir.open(target)
     manifest = out.manifest()
     if manifest is None:
@@ -99,12 +105,17 @@ def import_scores(target: str, store: Store) -> ImportSummary:
             f"{target} was scored by model {manifest.model!r}, which this store does not know"
         )
     summary = ImportSummary(manifest.model)
+    listed = sum(int(p.get("rows", 0)) for p in manifest.parts)
     chunk: list[ScoreRecord] = []
     for record in _records(out, summary, manifest):
         chunk.append(record)
         if len(chunk) >= _CHUNK:
             store.record_files(chunk)
             chunk = []
+            if on_progress:
+                on_progress(summary.rows + summary.duplicates, listed)
     if chunk:
         store.record_files(chunk)
+    if on_progress:
+        on_progress(listed, listed)
     return summary

@@ -183,7 +183,9 @@ def test_import_scores_keeps_uris_verbatim_and_one_row_per_input(tmp_path, store
     for seq, prob in enumerate((0.75, 0.01)):  # the second part repeats both inputs
         m.parts.append({"file": out.write_part(_columns(rows(prob)), "r", seq), "rows": 2})
     out.write_manifest(m)
-    summary = import_scores(str(tmp_path / "out"), store)
+    seen: list[tuple[int, int]] = []
+    summary = import_scores(str(tmp_path / "out"), store, lambda *a: seen.append(a))
+    assert seen[-1] == (4, 4)  # rows read of rows listed
     assert (summary.rows, summary.scored, summary.errors) == (2, 1, 1)
     assert (summary.remote, summary.duplicates, summary.features) == (2, 2, 1)
     files = store.files([uri, member])
