@@ -32,10 +32,22 @@ app = typer.Typer()
 @app.command(cls=Command)
 @handles_errors
 def scan(
-    path: Annotated[Path, typer.Argument(metavar="PATH", help="Folder of images to score.")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            metavar="PATH",
+            help="Folder of images to score; with --engine ray also a glob, a manifest "
+            "(.parquet/.csv), .tar shards or an object store URI.",
+        ),
+    ],
     overrides: Overrides = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write FILE.csv or FILE.json.")
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write FILE.csv or FILE.json; with --engine ray, OUT/ (Parquet) too.",
+        ),
     ] = None,
     threshold: ThresholdOption = None,
     model: ModelOption = None,
@@ -44,6 +56,19 @@ def scan(
     ] = None,
     no_recursive: Annotated[bool, typer.Option("--no-recursive", help="Skip subfolders.")] = False,
     home: HomeOption = None,
+    engine: Annotated[
+        str, typer.Option(help="local, or ray: Ray Data on this machine or a cluster.")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join (auto, ray://HOST:PORT); default $RAY_ADDRESS."),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option(help="Scoring processes on Ray (default: one per CPU).")
+    ] = None,
+    features: Annotated[
+        bool, typer.Option("--features", help="Ray: also write the pooled float16 features.")
+    ] = False,
 ) -> None:
     """Score every image under PATH with the active model (cached results are reused)."""
 
@@ -57,6 +82,27 @@ def scan(
     if threshold is None and cfg.threshold is not None:
         threshold = float(cfg.threshold)
     check_threshold(threshold)
+    if engine not in ("local", "ray"):
+        raise NsfwTuiError(f"--engine must be local or ray, got {engine}")
+    if engine == "ray":
+        from .scale import scan_on_ray
+
+        return scan_on_ray(
+            path,
+            output,
+            cfg=cfg,
+            model=model,
+            threshold=threshold,
+            pattern=pattern or cfg.pattern,
+            recursive=cfg.recursive and not no_recursive,
+            address=address,
+            workers=ray_workers,
+            features=features,
+            home=home,
+        )
+    if address or ray_workers or features:
+        raise NsfwTuiError("--address, --ray-workers and --features need --engine ray")
+    output = Path(output) if output is not None else None
     if output is not None and output.suffix.lower() not in (".csv", ".json"):
         raise NsfwTuiError(f"--output must end in .csv or .json, got {output.name}")
     if output is not None and not output.resolve().parent.is_dir():

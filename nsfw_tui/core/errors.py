@@ -43,6 +43,8 @@ EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "av": "video",
+    "ray": "scale",
+    "pyarrow": "scale",
 }
 
 

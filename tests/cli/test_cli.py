@@ -38,6 +38,7 @@ def test_every_command_has_help(cmd):
 HELP_ORDER = [
     *("open", "demo"),
     *("scan",),
+    *("import-scores",),
     *("watch", "release"),
     *("import", "labels", "backup", "restore"),
     *("models",),

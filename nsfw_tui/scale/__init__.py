@@ -1,0 +1,1 @@
+"""Scoring past one machine on Ray Data: sources, the Parquet output and its manifest, workers."""
