@@ -228,6 +228,8 @@ def _train(
         if result.status != "done":
             summary["message"] = result.message
             _guarded(store.close_run, run_id, result.status, outcome.epochs, summary)
+        else:
+            _guarded(tracker.log_model, store, result.model_id, result.metrics)
         _guarded(tracker.finish, result.status, directory if result.status == "done" else None)
     emit(TrainEvent(result.status, epochs=int(cfg.training.max_epochs), message=result.message))
     return result

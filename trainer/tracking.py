@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ class NullTracker:
     def log_epoch(self, metrics: dict[str, Any]) -> None:
         pass
 
+    def log_model(self, store: Any, model_id: str, metrics: dict[str, Any]) -> None:
+        pass
+
     def finish(self, status: str, checkpoint_dir: Path | None = None) -> None:
         pass
 
@@ -41,6 +45,7 @@ class MlflowTracker:
                 "pip install mlflow, or set logging.mlflow.enabled=false"
             ) from None
         self.mlflow = mlflow
+        self.cfg = mlflow_cfg
         self.tracking_uri = str(mlflow_cfg.tracking_uri)
         self.experiment = str(mlflow_cfg.experiment_name)
         self.active = False
@@ -62,6 +67,27 @@ class MlflowTracker:
             if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value)
         }
         self.mlflow.log_metrics(values, step=int(metrics["epoch"]))
+
+    def log_model(self, store: Any, model_id: str, metrics: dict[str, Any]) -> None:
+        """The trained model as a registered pyfunc: its ONNX export, checked against PyTorch."""
+        if not self.active:
+            return
+        from nsfw_tui.models.mlflow_registry import publish
+
+        from .export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="nsfw-tui-mlflow-") as tmp:
+            report = export_onnx(
+                store, model_id=model_id, output=Path(tmp) / f"{model_id}.onnx", register=False
+            )
+            published = publish(
+                report.path,
+                mlflow_cfg=self.cfg,
+                kind="checkpoint",
+                metrics=metrics,
+                alias=str(self.cfg.get("registered_model_alias") or "") or None,
+            )
+        log.info("registered %s as %s", model_id, published.uri)
 
     def finish(self, status: str, checkpoint_dir: Path | None = None) -> None:
         if not self.active:
