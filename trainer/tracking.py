@@ -85,6 +85,7 @@ class MlflowTracker:
                 mlflow_cfg=self.cfg,
                 kind="checkpoint",
                 metrics=metrics,
+                model_id=model_id,
                 alias=str(self.cfg.get("registered_model_alias") or "") or None,
             )
         log.info("registered %s as %s", model_id, published.uri)

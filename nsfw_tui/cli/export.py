@@ -84,6 +84,16 @@ def export(
         raise NsfwTuiError("give --model or --checkpoint, not both")
     if alias is not None and not mlflow:
         raise NsfwTuiError("--alias goes with --mlflow")
+    onnx_only = {
+        "-o": output,
+        "--opset": opset,
+        "--static-batch": static_batch or None,
+        "--input-size": input_size,
+        "--quantize": quantize or None,
+    }
+    given = [flag for flag, value in onnx_only.items() if value is not None]
+    if mlflow and given:
+        raise NsfwTuiError(f"{', '.join(given)} go(es) with --onnx, not --mlflow")
     full = load_config(None, overrides or [], section="export")
     if mlflow:
         _export_mlflow(full.logging.mlflow, model, checkpoint, alias, home)
@@ -227,6 +237,7 @@ def _export_mlflow(mlflow_cfg, model: str | None, checkpoint: Path | None, alias
             mlflow_cfg=mlflow_cfg,
             kind=kind,
             metrics=metrics,
+            model_id=model_id,
             alias=alias,
             say=lambda text: err_console.print(text),
         )

@@ -169,6 +169,7 @@ def publish(
     mlflow_cfg: Any,
     kind: str,
     metrics: dict[str, Any],
+    model_id: str | None = None,
     alias: str | None = None,
     run_name: str | None = None,
     say: Callable[[str], None] | None = None,
@@ -186,6 +187,8 @@ def publish(
         check_alias(alias)
     name = str(mlflow_cfg.registered_model_name)
     config = model_config(onnx_path)
+    if model_id:  # the store's id, where the file's own names the model it was exported from
+        config["model_id"] = model_id
     tags = version_tags(config, kind, metrics)
     say = say or (lambda _: None)
     own_run = mlflow.active_run() is None

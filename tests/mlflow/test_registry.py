@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from support.export import cli, error_lines
-from support.trainer import config, home_for, labelled_store
+from support.trainer import config, home_for, labelled_store, write_family
 
+from nsfw_tui.core import adapt as A
 from nsfw_tui.core.store import Store
 from trainer.run import train
 
@@ -268,6 +269,8 @@ def test_bad_registry_arguments_are_one_clear_line(tmp_path):
     ]
     alias = cli("export", "--mlflow", "--alias", "v2", home=home)
     assert alias.exit_code == 2 and "cannot be an MLflow alias" in alias.output
+    quantized = cli("export", "--mlflow", "--quantize", "--opset", "17", home=home)
+    assert error_lines(quantized) == ["error: --opset, --quantize go(es) with --onnx, not --mlflow"]
     both = cli("export", "--mlflow", "--onnx", home=home)
     assert error_lines(both) == [
         "error: choose one: nsfw-tui export --onnx, or nsfw-tui export --mlflow"
@@ -297,3 +300,51 @@ def test_without_mlflow_the_commands_name_the_extra(tmp_path, monkeypatch):
         "error: export --mlflow needs the mlflow extra (mlflow is not installed): "
         "pip install 'nsfw-tui[mlflow]'"
     ]
+
+
+def _version_of(uri: str, model_id: str):
+    found = mlflow.MlflowClient(uri).search_model_versions(f"name = '{NAME}'")
+    return max(
+        (v for v in found if v.tags.get("nsfw_tui.model_id") == model_id),
+        key=lambda v: int(v.version),
+    )
+
+
+@pytest.mark.slow
+def test_export_mlflow_takes_an_adapted_head_and_an_added_onnx_file(
+    registered, tmp_path, monkeypatch
+):
+    tmp, home, _, uri = registered
+    monkeypatch.setattr(sys, "path", list(sys.path))  # see the first test
+    _scan(home, tmp / "data", "open_nsfw", tmp_path)  # the built-in features the head needs
+    with Store.open(home / "store.db") as store:
+        adapted = A.adapt(store, home / "models", activate=False).model_id
+    added = cli("models", "add", f"models:/{NAME}/1", "--tracking-uri", uri, home=home)
+    assert added.exit_code == 0, added.output
+    onnx_id = f"{NAME}-v1"
+    assert cli("models", "threshold", onnx_id, "0.25", home=home).exit_code == 0
+    fresh = tmp_path / "fresh"  # images no model has seen: the scan scores them live
+    images = write_family(fresh, "stripes", 2, seed=77) + write_family(fresh, "blobs", 2, seed=78)
+    expected = {}
+    for model_id in (adapted, onnx_id):
+        done = cli(
+            "export",
+            "--mlflow",
+            "--model",
+            model_id,
+            f"logging.mlflow.tracking_uri={uri}",
+            home=home,
+        )
+        assert done.exit_code == 0, done.output
+        expected[model_id] = _scan(home, fresh, model_id, tmp_path)
+    with Store.open(home / "store.db") as store:
+        thresholds = {m: store.model(m).threshold for m in expected}
+    for model_id, scanned in expected.items():  # loaded after every scan: see the first test
+        version = _version_of(uri, model_id)
+        assert version.tags["threshold"] == repr(float(thresholds[model_id]))
+        assert version.tags["nsfw_tui.kind"] == ("adapted" if model_id == adapted else "onnx")
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}/{version.version}")
+        out = model.predict([_uri(p) for p in images])
+        for path, entry in zip(images, out, strict=True):
+            assert abs(entry["probability"] - scanned[path.name]) <= ATOL, (model_id, path)
+            assert entry["prediction"] == int(entry["probability"] >= thresholds[model_id])
