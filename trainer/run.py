@@ -229,7 +229,7 @@ def _train(
             summary["message"] = result.message
             _guarded(store.close_run, run_id, result.status, outcome.epochs, summary)
         else:
-            _guarded(tracker.log_model, store, result.model_id, result.metrics)
+            _register(tracker, store, result)
         _guarded(tracker.finish, result.status, directory if result.status == "done" else None)
     emit(TrainEvent(result.status, epochs=int(cfg.training.max_epochs), message=result.message))
     return result
@@ -479,6 +479,15 @@ def _loaders(
     train = DataLoader(train_data, shuffle=True, generator=generator, **common)
     val = DataLoader(data.ImageDataset(val_set, preprocessing), shuffle=False, **common)
     return train, val
+
+
+def _register(tracker: Any, store: Store, result: RunResult) -> None:
+    """The model into the MLflow registry; a failure is said, and the run stays done."""
+    try:
+        tracker.log_model(store, result.model_id, result.metrics)
+    except Exception as exc:
+        log.warning("registering %s in MLflow failed: %s", result.model_id, one_line(exc))
+        result.message += f"; not registered in MLflow: {one_line(exc)}"
 
 
 def _guarded(fn: Callable[..., Any], *args: Any) -> None:

@@ -44,6 +44,15 @@ class MlflowTracker:
                 "logging.mlflow.enabled=true needs MLflow, which is not installed: "
                 "pip install mlflow, or set logging.mlflow.enabled=false"
             ) from None
+        from nsfw_tui.core.errors import NsfwTuiError
+        from nsfw_tui.models.mlflow_registry import check_alias
+
+        alias = mlflow_cfg.get("registered_model_alias")
+        if alias:
+            try:
+                check_alias(str(alias))
+            except NsfwTuiError as exc:  # refused before the run, not after the training
+                raise TrackingError(f"logging.mlflow.registered_model_alias: {exc}") from None
         self.mlflow = mlflow
         self.cfg = mlflow_cfg
         self.tracking_uri = str(mlflow_cfg.tracking_uri)

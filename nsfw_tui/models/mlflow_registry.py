@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -133,6 +134,8 @@ def model_config(onnx_path: Path) -> dict[str, Any]:
         "use_draft": bool(scan.use_draft),
         "max_frames": int(scan.max_frames),
         "batch_size": int(scan.batch_size),
+        "decode_workers": 2,
+        "decode_timeout_s": float(scan.timeout_s),
     }
 
 
@@ -201,6 +204,7 @@ def publish(
         with tempfile.TemporaryDirectory(prefix="nsfw-tui-pyfunc-") as tmp:
             code = stage_code(Path(tmp))
             say(f"logging {config['model_id']} as an MLflow pyfunc and registering it as {name}")
+            saved_path = list(sys.path)  # checking the example loads the model: see below
             with warnings.catch_warnings():
                 # the answer's dicts mix numbers, strings and nulls: MLflow says it cannot check Any
                 warnings.filterwarnings("ignore", message=".*Any type hint.*")
@@ -214,6 +218,9 @@ def publish(
                     pip_requirements=_requirements(),
                     registered_model_name=name,
                 )
+            # loading put the model's temporary code folder first on sys.path; decode
+            # processes spawned later in this process must import the app, not that copy
+            sys.path[:] = saved_path
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         for key, value in tags.items():

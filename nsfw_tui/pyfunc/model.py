@@ -13,7 +13,7 @@ from mlflow.pyfunc import PythonModel
 
 from nsfw_tui.core.preprocess import Preprocessing
 from nsfw_tui.core.scorers import OnnxScorer
-from nsfw_tui.pyfunc.scoring import Settings, predict, root_from_env
+from nsfw_tui.pyfunc.scoring import Settings, decode_pool, predict, root_from_env
 
 ARTIFACT = "onnx_model"
 """The artifact key of the self-describing ONNX file."""
@@ -30,6 +30,8 @@ class NsfwModel(PythonModel):
             use_draft=bool(config.get("use_draft", True)),
             max_frames=int(config.get("max_frames", 8)),
             batch_size=int(config.get("batch_size", 16)),
+            decode_workers=int(config.get("decode_workers", 2)),
+            decode_timeout_s=float(config.get("decode_timeout_s", 20.0)),
         )
         self.scorer = OnnxScorer(
             str(config.get("model_id", "nsfw-tui")),
@@ -38,12 +40,14 @@ class NsfwModel(PythonModel):
             output=str(config["output"]),
             default_threshold=self.settings.threshold,
         )
+        # started on the first request: a worker whose decode hangs or crashes costs one item
+        self.pool = decode_pool(self.scorer, self.settings)
 
     def predict(
         self, model_input: list[str], params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         # the root is read per call, so a server's environment decides, not the logging one's
-        return predict(model_input, self.scorer, self.settings, root_from_env())
+        return predict(model_input, self.scorer, self.settings, root_from_env(), self.pool)
 
 
 mlflow.models.set_model(NsfwModel())

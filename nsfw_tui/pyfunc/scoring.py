@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
+import dataclasses
 import os
 import re
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from nsfw_tui.core.decision import decide
+from nsfw_tui.core.decode_pool import DecodePool
 from nsfw_tui.core.errors import ImageError
-from nsfw_tui.core.images import Decoded, Failed, Result, decode_image
+from nsfw_tui.core.images import Decoded, Failed, Result
 from nsfw_tui.core.scorers import Scorer, max_over_frames
-from nsfw_tui.serve.paths import Refused, read_confined, resolve_under_root
+from nsfw_tui.serve.decoders import Task, decode_task, task_name
+from nsfw_tui.serve.paths import Refused, resolve_under_root
 
 ROOT_ENV = "NSFW_TUI_SERVE_ROOT"
 """The folder paths are read under; without it every path is that item's error."""
@@ -37,6 +41,10 @@ class Settings:
     use_draft: bool = True
     max_frames: int = 8
     batch_size: int = 16
+    decode_workers: int = 2
+    """Decode processes (0: decode in the predicting thread, without isolation)."""
+    decode_timeout_s: float = 20.0
+    """Per-image decode limit; a slower image is that item's timeout error."""
 
 
 def decode_data_uri(text: str) -> bytes:
@@ -59,30 +67,39 @@ def root_from_env() -> str | None:
     return os.path.realpath(raw) if raw else None
 
 
-def _decode(index: int, item: Any, root: str | None, settings: Settings, scorer: Scorer) -> Result:
+def _task(index: int, item: Any, root: str | None) -> Task | Failed:
+    """What the decode pool gets for one input: its bytes, a confined path, or its failure."""
     name = f"inputs[{index}]"
-    pre = scorer.preprocessing
     try:
         if not isinstance(item, str) or not item:
             raise ImageError("unreadable", "an input must be a non-empty string")
         if item[:5].lower() == "data:":
-            source: Any = decode_data_uri(item)
-        elif root is None:
+            return ("bytes", name, decode_data_uri(item))
+        if root is None:
             raise ImageError(
                 "refused",
                 f"this model reads no paths: {ROOT_ENV} is not set; send a data URI "
                 f"(data:image/...;base64,...) or set {ROOT_ENV}=DIR",
             )
-        else:
-            try:
-                real = resolve_under_root(item, root, index)
-            except Refused as exc:  # one bad entry costs that entry only, as a missing file
-                raise ImageError("unreadable", exc.detail) from None
-            source = functools.partial(read_confined, real, root)
+        try:
+            real = resolve_under_root(item, root, index)
+        except Refused as exc:  # one bad entry costs that entry only, as a missing file does
+            raise ImageError("unreadable", exc.detail) from None
+        return ("path", name, (real, root))
     except ImageError as exc:
         return Failed(name, exc)
-    return decode_image(
-        source, name, pre, use_draft=settings.use_draft, max_frames=settings.max_frames
+
+
+def decode_pool(scorer: Scorer, settings: Settings) -> DecodePool:
+    """The project's decode pool over the REST face's decoder: the same limits as `serve`."""
+    return DecodePool(
+        scorer.preprocessing,
+        workers=settings.decode_workers,
+        timeout_s=settings.decode_timeout_s,
+        use_draft=settings.use_draft,
+        max_frames=settings.max_frames,
+        decoder=decode_task,
+        name_of=task_name,
     )
 
 
@@ -115,9 +132,25 @@ def entry(result: Result, probs: dict[str, float], threshold: float) -> dict[str
 
 
 def predict(
-    inputs: Sequence[Any], scorer: Scorer, settings: Settings, root: str | None
+    inputs: Sequence[Any],
+    scorer: Scorer,
+    settings: Settings,
+    root: str | None,
+    pool: DecodePool | None = None,
 ) -> list[dict[str, Any]]:
-    """One entry per input, in order: probability, prediction (1/0), class, and error if any."""
-    results = [_decode(i, item, root, settings, scorer) for i, item in enumerate(inputs)]
+    """One entry per input, in order: probability, prediction (1/0), class, and error if any.
+
+    Decoding runs in ``pool`` (worker processes with a time limit, as `serve` decodes), or
+    in this thread without one.
+    """
+    pool = pool or decode_pool(scorer, dataclasses.replace(settings, decode_workers=0))
+    tasks = [_task(i, item, root) for i, item in enumerate(inputs)]
+    deadline = time.monotonic() + settings.decode_timeout_s
+
+    def decode(task: Task | Failed) -> Result:
+        return task if isinstance(task, Failed) else pool.decode(task, deadline)
+
+    with ThreadPoolExecutor(max(1, pool.workers), thread_name_prefix="pyfunc-decode") as run:
+        results = list(run.map(decode, tasks))
     probs = _probabilities(results, scorer, settings.batch_size)
     return [entry(r, probs, settings.threshold) for r in results]

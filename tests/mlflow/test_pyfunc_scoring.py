@@ -16,7 +16,14 @@ from PIL import Image
 from nsfw_tui.core.preprocess import IMAGENET
 from nsfw_tui.core.scorers import ScoreBatch
 from nsfw_tui.models.pyfunc_code import needed_modules, stage_code
-from nsfw_tui.pyfunc.scoring import ROOT_ENV, Settings, decode_data_uri, predict, root_from_env
+from nsfw_tui.pyfunc.scoring import (
+    ROOT_ENV,
+    Settings,
+    decode_data_uri,
+    decode_pool,
+    predict,
+    root_from_env,
+)
 
 
 class Brightness:
@@ -97,6 +104,21 @@ def test_unreadable_inputs_are_errors_with_their_reason(tmp_path):
     assert kinds[0] == "missing" and kinds[2] == "refused" and kinds[4] == "unsupported"
     assert "outside the served root" in out[2]["error"]
     assert "base64" in out[3]["error"]
+
+
+def test_decoding_in_worker_processes_gives_the_same_answers(tmp_path):
+    bright = _png(tmp_path / "bright.png", 220)
+    (tmp_path / "cut.png").write_bytes(bright.read_bytes()[:60])
+    inputs = ["bright.png", "cut.png", _uri(bright), "gone.png"]
+    in_thread = predict(inputs, Brightness(), SETTINGS, str(tmp_path))
+    pool = decode_pool(Brightness(), Settings(threshold=0.5, decode_workers=1))
+    try:
+        in_workers = predict(inputs, Brightness(), SETTINGS, str(tmp_path), pool)
+    finally:
+        pool.close()
+    assert in_workers == in_thread
+    assert [o["class"] for o in in_workers] == ["NSFW", "error", "NSFW", "error"]
+    assert in_workers[1]["error"].startswith("truncated:"), in_workers[1]
 
 
 def test_the_root_comes_from_the_environment(tmp_path, monkeypatch):

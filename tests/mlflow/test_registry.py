@@ -348,3 +348,14 @@ def test_export_mlflow_takes_an_adapted_head_and_an_added_onnx_file(
         for path, entry in zip(images, out, strict=True):
             assert abs(entry["probability"] - scanned[path.name]) <= ATOL, (model_id, path)
             assert entry["prediction"] == int(entry["probability"] >= thresholds[model_id])
+
+
+def test_a_bad_alias_stops_training_before_it_starts(tmp_path):
+    from nsfw_tui.core.errors import NsfwTuiError
+
+    store_path = labelled_store(tmp_path, 5, 5)
+    cfg = config("logging.mlflow.enabled=true", "logging.mlflow.registered_model_alias=latest")
+    with pytest.raises(NsfwTuiError, match=r"registered_model_alias: 'latest' cannot be an MLflow"):
+        train(store_path, home_for(store_path), cfg)
+    with Store.open(store_path) as store:
+        assert store.runs() == [] and [m.id for m in store.models()] == []
