@@ -1,4 +1,4 @@
-"""The pyfunc's scoring of paths and data URIs, and the code folder it is carried in."""
+"""The pyfunc's scoring of paths and data URIs, and the code folder it is carried in (M9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The MLflow path end to end: a run registers a pyfunc; load it, serve it, bring it back."""
+"""The MLflow path end to end (M9): a run registers a pyfunc; load it, serve it, bring it back."""
 
 from __future__ import annotations
 
