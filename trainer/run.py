@@ -85,13 +85,13 @@ def train(
     (``should_stop`` returned True) or failed, and neither of those two leaves a file or
     a model behind. Opens its own store connection, so it may run in a worker thread.
     """
+    tracker = tracker_for(cfg)  # before torch loads: a tracking setting is refused at once
     device = choose_device(cfg.trainer)
     if str(cfg.trainer.get("precision", 32)) == "16-mixed" and device.type != "cuda":
         raise ConfigError(
             f"trainer.precision=16-mixed needs a CUDA GPU (training runs on {device.type}); "
             "use 32 or bf16-mixed"
         )
-    tracker = tracker_for(cfg)
     store = Store.open(store_path, check=False)
     try:
         return _train(
