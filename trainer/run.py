@@ -484,7 +484,9 @@ def _loaders(
 def _register(tracker: Any, store: Store, result: RunResult) -> None:
     """The model into the MLflow registry; a failure is said, and the run stays done."""
     try:
-        tracker.log_model(store, result.model_id, result.metrics)
+        uri = tracker.log_model(store, result.model_id, result.metrics)
+        if uri:
+            result.message += f"; registered in MLflow as {uri}"
     except Exception as exc:
         log.warning("registering %s in MLflow failed: %s", result.model_id, one_line(exc))
         result.message += f"; not registered in MLflow: {one_line(exc)}"

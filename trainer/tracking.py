@@ -26,8 +26,8 @@ class NullTracker:
     def log_epoch(self, metrics: dict[str, Any]) -> None:
         pass
 
-    def log_model(self, store: Any, model_id: str, metrics: dict[str, Any]) -> None:
-        pass
+    def log_model(self, store: Any, model_id: str, metrics: dict[str, Any]) -> str | None:
+        return None
 
     def finish(self, status: str, checkpoint_dir: Path | None = None) -> None:
         pass
@@ -77,10 +77,13 @@ class MlflowTracker:
         }
         self.mlflow.log_metrics(values, step=int(metrics["epoch"]))
 
-    def log_model(self, store: Any, model_id: str, metrics: dict[str, Any]) -> None:
-        """The trained model as a registered pyfunc: its ONNX export, checked against PyTorch."""
+    def log_model(self, store: Any, model_id: str, metrics: dict[str, Any]) -> str | None:
+        """The trained model as a registered pyfunc (its ONNX export, checked against PyTorch).
+
+        Returns the registered version's ``models:/NAME/VERSION`` URI.
+        """
         if not self.active:
-            return
+            return None
         from nsfw_tui.models.mlflow_registry import publish
 
         from .export import export_onnx
@@ -98,6 +101,7 @@ class MlflowTracker:
                 alias=str(self.cfg.get("registered_model_alias") or "") or None,
             )
         log.info("registered %s as %s", model_id, published.uri)
+        return published.uri
 
     def finish(self, status: str, checkpoint_dir: Path | None = None) -> None:
         if not self.active:

@@ -203,10 +203,17 @@ def _export_mlflow(mlflow_cfg, model: str | None, checkpoint: Path | None, alias
     """Any model of the store as a registered MLflow pyfunc (its ONNX file inside)."""
     import tempfile
 
-    from ..models.mlflow_registry import check_alias, import_mlflow, onnx_for, publish
+    from ..models.mlflow_registry import (
+        check_alias,
+        import_mlflow,
+        onnx_for,
+        publish,
+        quiet_mlflow,
+    )
     from ..models.registry import resolve_model
 
     import_mlflow("export --mlflow")  # before any work: one line naming the extra
+    quiet_mlflow()
     alias = mlflow_cfg.registered_model_alias if alias is None else (alias or None)
     if alias:
         check_alias(alias)

@@ -237,10 +237,11 @@ def _add_registered(uri: str, model_id, threshold, tracking_uri: str | None, hom
     """A version from an MLflow Model Registry, copied into the home as an onnx model."""
     from ..core.config import load_config
     from ..core.thresholds import format_threshold
-    from ..models.mlflow_registry import fetch, import_mlflow, parse_uri
+    from ..models.mlflow_registry import fetch, import_mlflow, parse_uri, quiet_mlflow
 
     parse_uri(uri)
     import_mlflow("models add models:/...")
+    quiet_mlflow()
     if tracking_uri is None:
         tracking_uri = str(load_config(None, []).logging.mlflow.tracking_uri)
     h, store = open_store(home)

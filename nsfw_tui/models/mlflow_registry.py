@@ -45,6 +45,15 @@ def import_mlflow(what: str = "this command") -> Any:
     return mlflow
 
 
+def quiet_mlflow() -> None:
+    """For a command's own output: MLflow's INFO lines and download bars say nothing new."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def _text(exc: Any) -> str:
     """An MlflowException's message as one line (its str() carries an error code too)."""
     lines = str(getattr(exc, "message", exc)).strip().splitlines()
@@ -195,6 +204,7 @@ def publish(
     tags = version_tags(config, kind, metrics)
     say = say or (lambda _: None)
     own_run = mlflow.active_run() is None
+    status = "FAILED"  # what the run of its own ends as unless the version is registered
     try:
         if own_run:
             mlflow.set_tracking_uri(str(mlflow_cfg.tracking_uri))
@@ -227,11 +237,15 @@ def publish(
             client.set_model_version_tag(name, version, key, value)
         if alias:
             client.set_registered_model_alias(name, alias, version)
+        status = "FINISHED"
     except MlflowException as exc:
         raise NsfwTuiError(f"MLflow refused the model: {_text(exc)}") from None
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         if own_run and mlflow.active_run() is not None:
-            mlflow.end_run()
+            mlflow.end_run(status=status)
     return Published(name, version, alias, run_id, tags)
 
 

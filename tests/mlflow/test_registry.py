@@ -77,6 +77,7 @@ def test_a_finished_run_registers_its_model_with_tags_and_an_alias(registered, m
     assert version.tags["nsfw_tui.model_id"] == result.model_id
     assert float(version.tags["val_auroc"]) == pytest.approx(result.metrics["val_auroc"], 1e-5)
     assert str(client.get_model_version_by_alias(NAME, "candidate").version) == "1"
+    assert result.message.endswith(f"; registered in MLflow as models:/{NAME}/1")
     run = client.get_run(version.run_id)
     assert run.info.run_name == result.run_id and run.info.status == "FINISHED"
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/1"))
@@ -221,6 +222,17 @@ def test_models_add_brings_a_registered_version_back(registered, tmp_path):
     assert max(abs(theirs[k] - ours[k]) for k in ours) <= ATOL
     again = cli("models", "add", f"models:/{NAME}/1", "--tracking-uri", uri, home=other)
     assert again.exit_code == 2 and "exists already" in again.output
+    # an alias and "latest" resolve to the version they name now
+    client = mlflow.MlflowClient(uri)
+    newest = max(int(v.version) for v in client.search_model_versions(f"name = '{NAME}'"))
+    candidate = client.get_model_version_by_alias(NAME, "candidate").version
+    for ref, number, mid in (("@candidate", candidate, "by-alias"), ("/latest", newest, "newest")):
+        got = cli(
+            "models", "add", f"models:/{NAME}{ref}", "--id", mid, "--tracking-uri", uri, home=other
+        )
+        assert got.exit_code == 0, got.output
+        with Store.open(other / "store.db") as store:
+            assert store.model(mid).meta["added_from"] == f"models:/{NAME}/{number} at {uri}"
 
 
 @pytest.mark.slow
