@@ -48,7 +48,8 @@ def export(
         typer.Option(help="With --mlflow: the alias the new version takes (default: config)."),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Checkpoint model id (default: the active model).")
+        str | None,
+        typer.Option(help="Model id (default: the active model); --onnx takes trained ones."),
     ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option(help="A checkpoint folder or its model.json instead of --model.")
@@ -93,7 +94,8 @@ def export(
     }
     given = [flag for flag, value in onnx_only.items() if value is not None]
     if mlflow and given:
-        raise NsfwTuiError(f"{', '.join(given)} go(es) with --onnx, not --mlflow")
+        verb = "goes" if len(given) == 1 else "go"
+        raise NsfwTuiError(f"{', '.join(given)} {verb} with --onnx, not --mlflow")
     full = load_config(None, overrides or [], section="export")
     if mlflow:
         _export_mlflow(full.logging.mlflow, model, checkpoint, alias, home)
@@ -232,7 +234,7 @@ def _export_mlflow(mlflow_cfg, model: str | None, checkpoint: Path | None, alias
                 store,
                 model_id=model_id,
                 checkpoint=checkpoint,
-                output=Path(tmp) / "model.onnx",
+                output=Path(tmp) / f"{model_id or 'model'}.onnx",
                 register=False,
             )
             path, model_id, metrics = report.path, report.source_id, report.metrics

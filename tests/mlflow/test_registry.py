@@ -282,7 +282,7 @@ def test_bad_registry_arguments_are_one_clear_line(tmp_path):
     alias = cli("export", "--mlflow", "--alias", "v2", home=home)
     assert alias.exit_code == 2 and "cannot be an MLflow alias" in alias.output
     quantized = cli("export", "--mlflow", "--quantize", "--opset", "17", home=home)
-    assert error_lines(quantized) == ["error: --opset, --quantize go(es) with --onnx, not --mlflow"]
+    assert error_lines(quantized) == ["error: --opset, --quantize go with --onnx, not --mlflow"]
     both = cli("export", "--mlflow", "--onnx", home=home)
     assert error_lines(both) == [
         "error: choose one: nsfw-tui export --onnx, or nsfw-tui export --mlflow"
@@ -312,6 +312,26 @@ def test_without_mlflow_the_commands_name_the_extra(tmp_path, monkeypatch):
         "error: export --mlflow needs the mlflow extra (mlflow is not installed): "
         "pip install 'nsfw-tui[mlflow]'"
     ]
+
+
+@pytest.mark.slow
+def test_export_mlflow_takes_a_checkpoint_folder(registered):
+    _, home, result, uri = registered
+    done = cli(
+        "export",
+        "--mlflow",
+        "--checkpoint",
+        str(Path(result.checkpoint).parent),
+        "--alias",
+        "",
+        f"logging.mlflow.tracking_uri={uri}",
+        home=home,
+    )
+    assert done.exit_code == 0, done.output
+    version = _version_of(uri, result.model_id)
+    assert int(version.version) > 1 and version.tags["nsfw_tui.kind"] == "checkpoint"
+    assert version.tags["threshold"] == repr(float(result.threshold))
+    assert "alias" not in done.output and not version.aliases
 
 
 def _version_of(uri: str, model_id: str):
