@@ -42,7 +42,7 @@ class MlflowTracker:
         except ImportError:
             raise TrackingError(
                 "logging.mlflow.enabled=true needs MLflow, which is not installed: "
-                "pip install mlflow, or set logging.mlflow.enabled=false"
+                "pip install 'nsfw-tui[mlflow]', or set logging.mlflow.enabled=false"
             ) from None
         from nsfw_tui.core.errors import NsfwTuiError
         from nsfw_tui.models.mlflow_registry import check_alias
