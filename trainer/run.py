@@ -229,7 +229,7 @@ def _train(
             summary["message"] = result.message
             _guarded(store.close_run, run_id, result.status, outcome.epochs, summary)
         else:
-            _register(tracker, store, result)
+            _register(tracker, store, result, emit)
         _guarded(tracker.finish, result.status, directory if result.status == "done" else None)
     emit(TrainEvent(result.status, epochs=int(cfg.training.max_epochs), message=result.message))
     return result
@@ -481,8 +481,12 @@ def _loaders(
     return train, val
 
 
-def _register(tracker: Any, store: Store, result: RunResult) -> None:
+def _register(
+    tracker: Any, store: Store, result: RunResult, emit: Callable[[TrainEvent], None]
+) -> None:
     """The model into the MLflow registry; a failure is said, and the run stays done."""
+    if getattr(tracker, "active", False):  # seconds of export and checks: say so first
+        emit(TrainEvent("registering", message="registering the model in MLflow…"))
     try:
         uri = tracker.log_model(store, result.model_id, result.metrics)
         if uri:

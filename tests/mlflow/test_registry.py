@@ -34,20 +34,25 @@ def registered(tmp_path_factory):
     """A tiny baseline trained with tracking on: (tmp, home, run result, tracking URI)."""
     tmp = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{tmp / 'mlruns.db'}"
-    os.environ.update(QUIET)
-    mlflow.set_tracking_uri(uri)
-    # an absolute artifact root: every process (server, loader) finds the same files
-    mlflow.create_experiment("nsfw_detection", artifact_location=(tmp / "artifacts").as_uri())
-    store_path = labelled_store(tmp, 16, 16)
-    cfg = config(
-        "data.input_size=[48,48]",
-        "training.max_epochs=2",
-        "logging.mlflow.enabled=true",
-        f"logging.mlflow.tracking_uri={uri}",
-    )
-    result = train(store_path, home_for(store_path), cfg, activate=True)
-    assert result.status == "done", result.message
-    return tmp, store_path.parent, result, uri
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in {**QUIET, "MLFLOW_TRACKING_URI": uri}.items():
+            env.setenv(key, value)
+        # an absolute artifact root: every process (server, loader) finds the same files
+        mlflow.MlflowClient(uri).create_experiment(
+            "nsfw_detection", artifact_location=(tmp / "artifacts").as_uri()
+        )
+        store_path = labelled_store(tmp, 16, 16)
+        cfg = config(
+            "data.input_size=[48,48]",
+            "training.max_epochs=2",
+            "logging.mlflow.enabled=true",
+            f"logging.mlflow.tracking_uri={uri}",
+        )
+        events = []
+        result = train(store_path, home_for(store_path), cfg, activate=True, on_event=events.append)
+        assert result.status == "done", result.message
+        assert [e.kind for e in events][-2:] == ["registering", "done"]
+        yield tmp, store_path.parent, result, uri
 
 
 def _images(tmp: Path) -> list[Path]:
