@@ -180,16 +180,9 @@ def models_add(
     home: HomeOption = None,
 ) -> None:
     """Copy an ONNX file into the home and register it; preprocessing from its metadata."""
+    from ..core.errors import NsfwTuiError
     from ..core.thresholds import format_threshold
     from ..models.onnx_import import add_onnx_file
-
-    if str(file).startswith("models:/"):
-        _add_registered(str(file), model_id, threshold, tracking_uri, home)
-        return
-    if tracking_uri is not None:
-        from ..core.errors import NsfwTuiError
-
-        raise NsfwTuiError("--tracking-uri goes with a models:/NAME/VERSION argument")
 
     flags = dict(
         input_size=input_size,
@@ -201,6 +194,16 @@ def models_add(
         resize_mode=resize_mode,
         crop=crop,
     )
+    if str(file).startswith("models:/"):
+        file_only = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        file_only += ["--output"] * (output is not None) + ["--link"] * link
+        if file_only:  # a registered model describes itself; its file lives in the home
+            raise NsfwTuiError(f"{', '.join(file_only)}: only for an ONNX file, not models:/...")
+        _add_registered(str(file), model_id, threshold, tracking_uri, home)
+        return
+    if tracking_uri is not None:
+        raise NsfwTuiError("--tracking-uri goes with a models:/NAME/VERSION argument")
+
     given = {key: value for key, value in flags.items() if value is not None}
     h, store = open_store(home)
     with store:

@@ -284,6 +284,12 @@ def test_bad_registry_arguments_are_one_clear_line(tmp_path):
     assert error_lines(version) == [
         "error: the version in 'models:/name/first' must be a number or 'latest'"
     ]
+    flags = cli("models", "add", "models:/name/1", "--link", "--mean", "1", "2", "3", home=home)
+    assert error_lines(flags) == ["error: --mean, --link: only for an ONNX file, not models:/..."]
+    uri_flag = cli("models", "add", str(tmp_path / "x.onnx"), "--tracking-uri", "x", home=home)
+    assert error_lines(uri_flag) == [
+        "error: --tracking-uri goes with a models:/NAME/VERSION argument"
+    ]
     alias = cli("export", "--mlflow", "--alias", "v2", home=home)
     assert alias.exit_code == 2 and "cannot be an MLflow alias" in alias.output
     quantized = cli("export", "--mlflow", "--quantize", "--opset", "17", home=home)
