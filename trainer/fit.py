@@ -28,7 +28,8 @@ EPOCH_METRICS = (
 
 @dataclass
 class TrainEvent:
-    kind: str  # "start" | "skipped" | "batch" | "epoch" | "done" | "failed" | "cancelled"
+    # "start" | "skipped" | "batch" | "epoch" | "registering" | "done" | "failed" | "cancelled"
+    kind: str
     epoch: int = 0
     epochs: int = 0
     batch: int = 0

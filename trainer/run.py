@@ -85,13 +85,13 @@ def train(
     (``should_stop`` returned True) or failed, and neither of those two leaves a file or
     a model behind. Opens its own store connection, so it may run in a worker thread.
     """
+    tracker = tracker_for(cfg)  # before torch loads: a tracking setting is refused at once
     device = choose_device(cfg.trainer)
     if str(cfg.trainer.get("precision", 32)) == "16-mixed" and device.type != "cuda":
         raise ConfigError(
             f"trainer.precision=16-mixed needs a CUDA GPU (training runs on {device.type}); "
             "use 32 or bf16-mixed"
         )
-    tracker = tracker_for(cfg)
     store = Store.open(store_path, check=False)
     try:
         return _train(
@@ -228,6 +228,8 @@ def _train(
         if result.status != "done":
             summary["message"] = result.message
             _guarded(store.close_run, run_id, result.status, outcome.epochs, summary)
+        else:
+            _register(tracker, store, result, emit)
         _guarded(tracker.finish, result.status, directory if result.status == "done" else None)
     emit(TrainEvent(result.status, epochs=int(cfg.training.max_epochs), message=result.message))
     return result
@@ -477,6 +479,21 @@ def _loaders(
     train = DataLoader(train_data, shuffle=True, generator=generator, **common)
     val = DataLoader(data.ImageDataset(val_set, preprocessing), shuffle=False, **common)
     return train, val
+
+
+def _register(
+    tracker: Any, store: Store, result: RunResult, emit: Callable[[TrainEvent], None]
+) -> None:
+    """The model into the MLflow registry; a failure is said, and the run stays done."""
+    if getattr(tracker, "active", False):  # seconds of export and checks: say so first
+        emit(TrainEvent("registering", message="registering the model in MLflow…"))
+    try:
+        uri = tracker.log_model(store, result.model_id, result.metrics)
+        if uri:
+            result.message += f"; registered in MLflow as {uri}"
+    except Exception as exc:
+        log.warning("registering %s in MLflow failed: %s", result.model_id, one_line(exc))
+        result.message += f"; not registered in MLflow: {one_line(exc)}"
 
 
 def _guarded(fn: Callable[..., Any], *args: Any) -> None:

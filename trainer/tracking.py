@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ class NullTracker:
     def log_epoch(self, metrics: dict[str, Any]) -> None:
         pass
 
+    def log_model(self, store: Any, model_id: str, metrics: dict[str, Any]) -> str | None:
+        return None
+
     def finish(self, status: str, checkpoint_dir: Path | None = None) -> None:
         pass
 
@@ -38,9 +42,19 @@ class MlflowTracker:
         except ImportError:
             raise TrackingError(
                 "logging.mlflow.enabled=true needs MLflow, which is not installed: "
-                "pip install mlflow, or set logging.mlflow.enabled=false"
+                "pip install 'nsfw-tui[mlflow]', or set logging.mlflow.enabled=false"
             ) from None
+        from nsfw_tui.core.errors import NsfwTuiError
+        from nsfw_tui.models.mlflow_registry import check_alias
+
+        alias = mlflow_cfg.get("registered_model_alias")
+        if alias:
+            try:
+                check_alias(str(alias))
+            except NsfwTuiError as exc:  # refused before the run, not after the training
+                raise TrackingError(f"logging.mlflow.registered_model_alias: {exc}") from None
         self.mlflow = mlflow
+        self.cfg = mlflow_cfg
         self.tracking_uri = str(mlflow_cfg.tracking_uri)
         self.experiment = str(mlflow_cfg.experiment_name)
         self.active = False
@@ -62,6 +76,32 @@ class MlflowTracker:
             if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value)
         }
         self.mlflow.log_metrics(values, step=int(metrics["epoch"]))
+
+    def log_model(self, store: Any, model_id: str, metrics: dict[str, Any]) -> str | None:
+        """The trained model as a registered pyfunc (its ONNX export, checked against PyTorch).
+
+        Returns the registered version's ``models:/NAME/VERSION`` URI.
+        """
+        if not self.active:
+            return None
+        from nsfw_tui.models.mlflow_registry import publish
+
+        from .export import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="nsfw-tui-mlflow-") as tmp:
+            report = export_onnx(
+                store, model_id=model_id, output=Path(tmp) / f"{model_id}.onnx", register=False
+            )
+            published = publish(
+                report.path,
+                mlflow_cfg=self.cfg,
+                kind="checkpoint",
+                metrics=metrics,
+                model_id=model_id,
+                alias=str(self.cfg.get("registered_model_alias") or "") or None,
+            )
+        log.info("registered %s as %s", model_id, published.uri)
+        return published.uri
 
     def finish(self, status: str, checkpoint_dir: Path | None = None) -> None:
         if not self.active:

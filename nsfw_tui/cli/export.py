@@ -1,4 +1,4 @@
-"""The `export` command: a trained or adapted model as a self-describing ONNX file."""
+"""The `export` command: a model as a self-describing ONNX file, or into an MLflow registry."""
 
 from __future__ import annotations
 
@@ -33,9 +33,23 @@ def _mb(n: int) -> str:
 @handles_errors
 def export(
     overrides: Overrides = None,
-    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format).")] = False,
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Export to a self-describing ONNX file.")
+    ] = False,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow",
+            help="Log as an MLflow pyfunc and register it (logging.mlflow.* settings).",
+        ),
+    ] = False,
+    alias: Annotated[
+        str | None,
+        typer.Option(help="With --mlflow: the alias the new version takes (default: config)."),
+    ] = None,
     model: Annotated[
-        str | None, typer.Option(help="Checkpoint model id (default: the active model).")
+        str | None,
+        typer.Option(help="Model id (default: the active model); --onnx takes trained ones."),
     ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option(help="A checkpoint folder or its model.json instead of --model.")
@@ -65,11 +79,28 @@ def export(
 
     from ..core.config import load_config
 
-    if not onnx:
-        raise NsfwTuiError("choose the format: nsfw-tui export --onnx (the only one so far)")
+    if onnx == mlflow:
+        raise NsfwTuiError("choose one: nsfw-tui export --onnx, or nsfw-tui export --mlflow")
     if model is not None and checkpoint is not None:
         raise NsfwTuiError("give --model or --checkpoint, not both")
-    cfg = load_config(None, overrides or [], section="export").export
+    if alias is not None and not mlflow:
+        raise NsfwTuiError("--alias goes with --mlflow")
+    onnx_only = {
+        "-o": output,
+        "--opset": opset,
+        "--static-batch": static_batch or None,
+        "--input-size": input_size,
+        "--quantize": quantize or None,
+    }
+    given = [flag for flag, value in onnx_only.items() if value is not None]
+    if mlflow and given:
+        verb = "goes" if len(given) == 1 else "go"
+        raise NsfwTuiError(f"{', '.join(given)} {verb} with --onnx, not --mlflow")
+    full = load_config(None, overrides or [], section="export")
+    if mlflow:
+        _export_mlflow(full.logging.mlflow, model, checkpoint, alias, home)
+        return
+    cfg = full.export
     if opset is None and int(cfg.opset) != DYNAMO_OPSET:
         opset = int(cfg.opset)  # a config opset other than the default applies to both
     output = output or (Path(cfg.output) if cfg.output else None)
@@ -168,3 +199,68 @@ def _export_adapted(store, model: str | None, output: Path | None) -> bool:
         )
     )
     return True
+
+
+def _export_mlflow(mlflow_cfg, model: str | None, checkpoint: Path | None, alias, home) -> None:
+    """Any model of the store as a registered MLflow pyfunc (its ONNX file inside)."""
+    import tempfile
+
+    from ..models.mlflow_registry import (
+        check_alias,
+        import_mlflow,
+        onnx_for,
+        publish,
+        quiet_mlflow,
+    )
+    from ..models.registry import resolve_model
+
+    import_mlflow("export --mlflow")  # before any work: one line naming the extra
+    quiet_mlflow()
+    alias = mlflow_cfg.registered_model_alias if alias is None else (alias or None)
+    if alias:
+        check_alias(alias)
+    _, store = open_store(home)
+    with store, tempfile.TemporaryDirectory(prefix="nsfw-tui-export-") as tmp:
+        if checkpoint is None:
+            row = resolve_model(store, model)
+            kind, model_id, metrics = row.kind, row.id, row.metrics
+        else:
+            kind, model_id, metrics = "checkpoint", None, {}
+        if kind == "checkpoint":
+            from trainer.export import export_onnx
+
+            err_console.print("Exporting to ONNX and checking against PyTorch…")
+            report = export_onnx(
+                store,
+                model_id=model_id,
+                checkpoint=checkpoint,
+                output=Path(tmp) / f"{model_id or 'model'}.onnx",
+                register=False,
+            )
+            path, model_id, metrics = report.path, report.source_id, report.metrics
+        else:
+            err_console.print(f"Writing {model_id} as a self-describing ONNX file…")
+            path = onnx_for(row, Path(tmp) / f"{model_id}.onnx")
+        published = publish(
+            path,
+            mlflow_cfg=mlflow_cfg,
+            kind=kind,
+            metrics=metrics,
+            model_id=model_id,
+            alias=alias,
+            say=lambda text: err_console.print(text),
+        )
+    tags = published.tags
+    console.print(
+        Text(
+            f"registered {model_id} as {published.uri} (run {published.run_id}) at "
+            f"{mlflow_cfg.tracking_uri}; threshold {tags['threshold']}"
+            + (f"; alias {published.alias}" if published.alias else "")
+        )
+    )
+    console.print(
+        Text(
+            f"serve it: MLFLOW_TRACKING_URI={mlflow_cfg.tracking_uri} mlflow models serve "
+            f"-m {published.uri} --env-manager local"
+        )
+    )

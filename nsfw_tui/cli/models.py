@@ -130,7 +130,11 @@ def models_threshold(
 @handles_errors
 def models_add(
     file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="An ONNX classifier, e.g. one `export` wrote.")
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="An ONNX classifier, e.g. one `export` wrote; or models:/NAME/VERSION (MLflow).",
+        ),
     ],
     model_id: Annotated[
         str | None,
@@ -169,9 +173,14 @@ def models_add(
             "--link", help="Use the file where it is instead of copying it into the home."
         ),
     ] = False,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(help="With models:/...: the MLflow tracking URI (default: config)."),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Copy an ONNX file into the home and register it; preprocessing from its metadata."""
+    from ..core.errors import NsfwTuiError
     from ..core.thresholds import format_threshold
     from ..models.onnx_import import add_onnx_file
 
@@ -185,6 +194,16 @@ def models_add(
         resize_mode=resize_mode,
         crop=crop,
     )
+    if str(file).startswith("models:/"):
+        file_only = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        file_only += ["--output"] * (output is not None) + ["--link"] * link
+        if file_only:  # a registered model describes itself; its file lives in the home
+            raise NsfwTuiError(f"{', '.join(file_only)}: only for an ONNX file, not models:/...")
+        _add_registered(str(file), model_id, threshold, tracking_uri, home)
+        return
+    if tracking_uri is not None:
+        raise NsfwTuiError("--tracking-uri goes with a models:/NAME/VERSION argument")
+
     given = {key: value for key, value in flags.items() if value is not None}
     h, store = open_store(home)
     with store:
@@ -214,4 +233,38 @@ def models_add(
     mid = added.model_id
     if not link:
         console.print(Text(f"copied from {file.resolve()}; the original may be moved or deleted"))
+    console.print(Text(f"use it with --model {mid}, or make it active: nsfw-tui models use {mid}"))
+
+
+def _add_registered(uri: str, model_id, threshold, tracking_uri: str | None, home) -> None:
+    """A version from an MLflow Model Registry, copied into the home as an onnx model."""
+    from ..core.config import load_config
+    from ..core.thresholds import format_threshold
+    from ..models.mlflow_registry import fetch, import_mlflow, parse_uri, quiet_mlflow
+
+    parse_uri(uri)
+    import_mlflow("models add models:/...")
+    quiet_mlflow()
+    if tracking_uri is None:
+        tracking_uri = str(load_config(None, []).logging.mlflow.tracking_uri)
+    h, store = open_store(home)
+    with store:
+        got = fetch(
+            store,
+            uri,
+            tracking_uri=tracking_uri,
+            copy_into=h.models_dir,
+            model_id=model_id,
+            threshold=threshold,
+        )
+    added = got.added
+    h_, w = added.preprocessing.input_size
+    console.print(
+        Text(
+            f"registered {added.model_id} from models:/{got.name}/{got.version}: {added.path}, "
+            f"output {added.output}, threshold {format_threshold(added.threshold)}, input "
+            f"{h_}x{w}; preprocessing from the file's metadata"
+        )
+    )
+    mid = added.model_id
     console.print(Text(f"use it with --model {mid}, or make it active: nsfw-tui models use {mid}"))

@@ -101,6 +101,8 @@ def train(
                     progress.console.print(Text(ev.message))
                 elif ev.kind == "skipped":
                     progress.console.print(Text(ev.message, style="yellow"))
+                elif ev.kind == "registering":
+                    progress.console.print(Text(ev.message))
                 elif ev.kind == "batch":
                     progress.update(batches, total=ev.batches, completed=ev.batch)
                 elif ev.kind == "epoch":

@@ -218,6 +218,10 @@ class MlflowConfig:
     """MLflow backend store: a local SQLite file or a server URL."""
     experiment_name: str = "nsfw_detection"
     """MLflow experiment the runs go to."""
+    registered_model_name: str = "nsfw_detection_model"
+    """Model Registry name a finished run (and `export --mlflow`) registers a version under."""
+    registered_model_alias: str | None = "candidate"
+    """Alias the newest registered version takes (MLflow moves it); null for none."""
 
 
 @dataclass

@@ -46,6 +46,7 @@ def add_onnx_file(
     output: str | None = None,
     preprocessing: dict[str, Any] | None = None,
     copy_into: str | os.PathLike | None = None,
+    source: str | None = None,
 ) -> AddReport:
     """Validate an ONNX classifier and register it as an ``onnx`` model.
 
@@ -54,8 +55,9 @@ def add_onnx_file(
     model points at the file where it is.
 
     Preprocessing, output kind and threshold come from the file's metadata (the keys
-    ``export_onnx`` writes) where present; the given values override them. The file must pass
-    onnx.checker and score one zero image of the declared input size.
+    ``export_onnx`` writes) where present; the given values override them. ``source``
+    says where the file came from when that is not its path (a registry's model URI). The
+    file must pass onnx.checker and score one zero image of the declared input size.
     """
     import onnx
 
@@ -87,7 +89,11 @@ def add_onnx_file(
         raise NsfwTuiError(f"--threshold must be within [0, 1], got {threshold}")
     _smoke_test(session, spec, output, file)
     metrics = _json(props.get("metrics", "{}"), "metrics") if "metrics" in props else {}
-    meta = {"output": output, "added_from": os.path.abspath(file), "metadata_keys": used}
+    meta = {
+        "output": output,
+        "added_from": source or os.path.abspath(file),
+        "metadata_keys": used,
+    }
     registered = Path(os.path.abspath(file))
     if copy_into is not None:
         registered = _copy(file, Path(copy_into) / f"{model_id}.onnx")

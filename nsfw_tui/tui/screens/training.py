@@ -135,7 +135,7 @@ class TrainingScreen(Screen):
                 f"val accuracy {_f(m.get('val_accuracy'))}  val recall {_f(m.get('val_recall'))}"
             )
             self.add_log(line)
-        elif ev.kind in ("start", "skipped"):
+        elif ev.kind in ("start", "skipped", "registering"):
             self.add_log(ev.message)
 
     def add_log(self, line: str) -> None:

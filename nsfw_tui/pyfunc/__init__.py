@@ -1,0 +1,1 @@
+"""The MLflow pyfunc: what `mlflow models serve` runs, carried inside the model's code folder."""
