@@ -83,7 +83,7 @@ def test_only_checkpoint_models_can_be_exported(exported, tmp_path):
         (line,) = error_lines(out)
         assert why in line and "only checkpoint models" in line and "--checkpoint PATH" in line
     bad = {
-        ("export",): "choose the format: nsfw-tui export --onnx",
+        ("export",): "choose one: nsfw-tui export --onnx, or nsfw-tui export --mlflow",
         ("export", "--onnx", "--opset", "99"): "--opset must be between 7 and",
         # the pooled head takes other sizes, but two max-pools need 4 pixels a side
         ("export", "--onnx", "--input-size", "3", "3"): "baseline_cnn cannot take a 3x3 input",

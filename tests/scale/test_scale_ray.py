@@ -232,6 +232,7 @@ def test_import_scores_fills_the_store_so_a_local_scan_rescores_nothing(tmp_path
         "class_name",
         "error",
         "label",
+        "frame_time",
     ]
     labelled = table[str(src / "img_000.jpg")]
     assert (labelled["label"], labelled["prediction"], labelled["class_name"]) == (
