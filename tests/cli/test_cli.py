@@ -37,7 +37,7 @@ def test_every_command_has_help(cmd):
 # models and training, then shipping a model; never an accident of import order.
 HELP_ORDER = [
     *("open", "demo"),
-    *("scan",),
+    *("scan", "dupes"),
     *("watch", "release"),
     *("import", "labels", "backup", "restore"),
     *("models",),

@@ -1,0 +1,67 @@
+"""`nsfw-tui dupes`: groups of exact and near copies under a folder, as a table or CSV."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+from support.imagegen import save, scene, variant_folder
+from typer.testing import CliRunner
+
+from nsfw_tui.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str, home: Path):
+    return runner.invoke(app, [*args, "--home", str(home)], catch_exceptions=False)
+
+
+def test_dupes_writes_one_csv_group_per_scene(tmp_path, home):
+    folder = tmp_path / "photos"
+    truth = variant_folder(folder, range(3000, 3003))
+    shutil.copy(folder / "s3000.png", folder / "copy_of_s3000.png")
+    save(scene(3999), folder / "alone.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    out = tmp_path / "groups.csv"
+    result = run("dupes", str(folder), "-o", str(out), home=home)
+    assert result.exit_code == 0, result.output
+    assert "3 groups of duplicates (16 files)" in result.output
+    assert "1 files could not be read" in result.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["group", "size", "image_path", "sha256", "similar_by"]
+    groups: dict[str, set[str]] = {}
+    for row in rows:
+        groups.setdefault(row["group"], set()).add(Path(row["image_path"]).name)
+        assert row["similar_by"] == "features"
+    expected = {seed: {p.name for p, s in truth.items() if s == seed} for seed in range(3000, 3003)}
+    expected[3000].add("copy_of_s3000.png")
+    assert sorted(map(sorted, groups.values())) == sorted(map(sorted, expected.values()))
+    assert {row["size"] for row in rows if row["group"] == "1"} == {"6"}  # largest first
+
+
+def test_dupes_prints_a_table_and_reuses_the_cache(tmp_path, home):
+    folder = tmp_path / "photos"
+    variant_folder(folder, range(3100, 3102))
+    first = run("dupes", str(folder), home=home)
+    again = run("dupes", str(folder), "threshold=0.999", home=home)
+    assert first.exit_code == 0 and again.exit_code == 0
+    assert "s3100_resize.png" in first.output and "2 groups of duplicates" in first.output
+    assert "cosine >= 0.999" in again.output  # the override reached the grouping
+
+
+def test_dupes_bad_input_gets_one_clear_line(tmp_path, home):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cases = [
+        (["dupes", str(tmp_path / "missing")], "error:"),
+        (["dupes", str(folder), "-o", str(tmp_path / "g.json")], "--output must end in .csv"),
+        (["dupes", str(folder), "-o", str(tmp_path / "no" / "g.csv")], "does not exist"),
+        (["dupes", str(folder), "threshold=2"], "dupes.threshold"),
+    ]
+    for args, text in cases:
+        result = run(*args, home=home)
+        assert result.exit_code == 2, (args, result.output)
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and text in errors[0], (args, result.output)
