@@ -20,6 +20,7 @@ from .store import Store
 
 BLOCK = 2048  # rows per block of the similarity product: 2048 x 2048 float32 is 16 MiB
 HASH_SIDE = 32  # pHash: the grey image is shrunk to 32x32 and its 8x8 lowest DCT terms kept
+FLAT = 1.0  # no low-frequency term this strong (grey levels 0-255): no pattern to hash
 
 
 @dataclass
@@ -110,8 +111,12 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT = _dct_matrix(HASH_SIDE)
 
 
-def phash(image) -> int:
-    """64-bit DCT perceptual hash of a PIL image: its 8x8 lowest frequencies against the median."""
+def phash(image) -> int | None:
+    """64-bit DCT perceptual hash of a PIL image: its 8x8 lowest frequencies against the median.
+
+    None for a flat image: with no pattern every bit is noise, and any two flat images
+    (whatever their colours) would match.
+    """
     from PIL import Image
 
     grey = np.asarray(
@@ -119,6 +124,8 @@ def phash(image) -> int:
         dtype=np.float64,
     )
     low = (_DCT @ grey @ _DCT.T)[:8, :8].ravel()
+    if np.abs(low[1:]).max() < FLAT:
+        return None
     bits = low > np.median(low[1:])  # the DC term sets brightness only
     return int(np.packbits(bits).view(">u8")[0])
 
