@@ -30,7 +30,7 @@ class Curation:
     groups: Groups | None = None
     vectors: np.ndarray | None = None  # (n, 1024) float16 unit vectors, rows as ``index``
     index: dict[str, int] = field(default_factory=dict)  # image hash -> row of ``vectors``
-    others: dict[str, list[bool]] = field(default_factory=dict)  # other models' NSFW calls
+    others: dict[str, float] = field(default_factory=dict)  # share of other models saying NSFW
     oof: dict[str, float] = field(default_factory=dict)  # the adapted head's out-of-fold P
     oof_model: str | None = None
     novelty: dict[str, float] = field(default_factory=dict)  # 1 - max cosine to the labelled
@@ -85,7 +85,7 @@ def load_curation(
     shas = sorted(paths)
     groups = near_duplicates(store, shas, threshold, max_distance, paths, should_stop)
     feats = cached_features(store, shas)
-    others: dict[str, list[bool]] = {}
+    calls: dict[str, list[bool]] = {}
     newest_head = None
     for model in store.models():
         if model.kind == KIND and (newest_head is None or _newer(model, newest_head, model_id)):
@@ -93,7 +93,8 @@ def load_curation(
         if model.id == model_id:
             continue
         for sha, p in store.predictions(model.id, shas).items():
-            others.setdefault(sha, []).append(p >= model.threshold)
+            calls.setdefault(sha, []).append(p >= model.threshold)
+    others = {sha: sum(c) / len(c) for sha, c in calls.items()}
     oof: dict[str, float] = {}
     if newest_head is not None and newest_head.path:
         try:
@@ -124,24 +125,33 @@ def _newer(model, best, active_id: str) -> bool:
 # -- the `useful` order -----------------------------------------------------------------
 
 
-def closeness(p: float, threshold: float) -> float:
-    """1 at the threshold, falling with the distance in log-odds (0.2 and 0.5 alike)."""
+def closeness(p, threshold: float):
+    """1 at the threshold, falling with the distance in log-odds (0.2 and 0.5 alike).
+
+    ``p`` a number or an array of them.
+    """
     eps = 1e-6
-    p, t = min(max(p, eps), 1 - eps), min(max(threshold, eps), 1 - eps)
-    return 1.0 / (1.0 + abs(math.log(p / (1 - p)) - math.log(t / (1 - t))))
+    p = np.clip(p, eps, 1 - eps)
+    t = min(max(threshold, eps), 1 - eps)
+    return 1.0 / (1.0 + np.abs(np.log(p / (1 - p)) - math.log(t / (1 - t))))
 
 
-def usefulness(p: float, threshold: float, sha: str | None, curation: Curation | None) -> float:
-    """How much a label on this unlabelled image should teach: near the threshold, where
-    another model disagrees, unlike what is labelled (each worth up to 1)."""
+def usefulness(
+    p: Sequence[float], threshold: float, shas: Sequence[str | None], curation: Curation | None
+) -> np.ndarray:
+    """How much a label on each of these unlabelled images should teach, each part worth up
+    to 1: near the threshold, other models call it the other way, unlike the labelled."""
+    p = np.asarray(p, dtype=np.float64)
     score = closeness(p, threshold)
-    if curation is None or sha is None:
+    if curation is None:
         return score + UNKNOWN_NOVELTY
-    calls = curation.others.get(sha)
-    if calls:
-        mine = p >= threshold
-        score += sum(1 for c in calls if c != mine) / len(calls)
-    return score + curation.novelty.get(sha, UNKNOWN_NOVELTY)
+    others = np.array([curation.others.get(s, np.nan) if s else np.nan for s in shas])
+    mine = (p >= threshold).astype(np.float64)
+    score += np.where(np.isnan(others), 0.0, np.abs(others - mine))
+    novelty = curation.novelty
+    return score + np.array(
+        [novelty.get(s, UNKNOWN_NOVELTY) if s else UNKNOWN_NOVELTY for s in shas]
+    )
 
 
 def spread(ranked: Sequence, group_of: Callable[[object], object], top: int = SPREAD_TOP) -> list:

@@ -35,10 +35,10 @@ class Groups:
 
     def __post_init__(self) -> None:
         self.index = {s: i for i, s in enumerate(self.shas)}
+        self._of = dict(zip(self.shas, self.group.tolist(), strict=True))  # plain ints: fast
 
     def of(self, sha: str | None) -> int | None:
-        i = self.index.get(sha) if sha else None
-        return None if i is None else int(self.group[i])
+        return self._of.get(sha) if sha else None
 
     def members(self) -> list[list[str]]:
         """Groups of two or more images, each sorted, largest first."""

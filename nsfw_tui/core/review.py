@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .curation import Curation, spread, suspects, usefulness
 from .decision import model_call
 from .metrics import Confusion, auroc, confusion
@@ -76,6 +78,7 @@ class Review:
     def __post_init__(self) -> None:
         self.by_path = {r.path: r for r in self.rows}
         self.group_sizes: dict[object, int] = {}
+        self.keys: dict[str, object] = {}  # path -> group key, under the duplicates filter
         self.suspicion: dict[str, float] = {}
         self.refresh_view()
 
@@ -116,7 +119,7 @@ class Review:
         if f == "errors":
             return row.error is not None
         if f == "duplicates":
-            return self.group_sizes.get(self.group_key(row), 0) > 1
+            return self.group_sizes.get(self.keys[row.path], 0) > 1
         if f == "suspect":
             return row.sha256 in self.suspicion
         return True
@@ -142,7 +145,7 @@ class Review:
         if self.filter == "duplicates":  # the first of each group in this order stands for it
             seen: set[object] = set()
             rows = [
-                r for r in rows if not (self.group_key(r) in seen or seen.add(self.group_key(r)))
+                r for r in rows if not (self.keys[r.path] in seen or seen.add(self.keys[r.path]))
             ]
         self.view = rows
         return self.view
@@ -165,14 +168,14 @@ class Review:
         """The list's text for a row: under the duplicates filter, with its group's size."""
         if self.filter == "duplicates":
             # the size first: a long name is cut at the end, never the count
-            return f"[{self.group_sizes.get(self.group_key(row), 1)}] {row.rel}"
+            return f"[{self.group_sizes.get(self.keys.get(row.path), 1)}] {row.rel}"
         return row.rel
 
     def _refresh_curation(self) -> None:
         if self.filter == "duplicates":
+            self.keys = {r.path: self.group_key(r) for r in self.rows}
             sizes: dict[object, int] = {}
-            for r in self.rows:
-                key = self.group_key(r)
+            for key in self.keys.values():
                 sizes[key] = sizes.get(key, 0) + 1
             self.group_sizes = sizes
         if self.filter == "suspect":
@@ -181,16 +184,21 @@ class Review:
             self.suspicion = suspects(labels, oof)
 
     def usefulness(self, row: Row) -> float | None:
+        """None for a labelled or unscored image: `useful` puts those after the rest."""
         if row.label is not None or row.probability is None:
             return None
-        return usefulness(row.probability, self.threshold, row.sha256, self.curation)
+        return float(usefulness([row.probability], self.threshold, [row.sha256], self.curation)[0])
 
     def _useful(self, rows: list[Row]) -> list[Row]:
         """Unlabelled scored images, most useful first, groups spread; then the rest by name."""
-        scored = [(self.usefulness(r), r) for r in rows]
-        ranked = [r for _, r in sorted((x for x in scored if x[0] is not None), key=_by_use)]
+        todo = sorted((r for r in rows if r.label is None and r.probability is not None), key=_rel)
+        scores = usefulness(
+            [r.probability for r in todo], self.threshold, [r.sha256 for r in todo], self.curation
+        )
+        ranked = [todo[i] for i in np.argsort(-scores, kind="stable")]  # ties by name
         rest = sorted(
-            (r for u, r in scored if u is None), key=lambda r: (r.label is not None, r.rel)
+            (r for r in rows if r.label is not None or r.probability is None),
+            key=lambda r: (r.label is not None, r.rel),
         )
         return spread(ranked, self.group_key) + rest
 
@@ -309,8 +317,8 @@ def load_review(
     return Review(root, rows, threshold, model_id), pending
 
 
-def _by_use(item: tuple[float | None, Row]) -> tuple[float, str]:
-    return (-(item[0] or 0.0), item[1].rel)
+def _rel(row: Row) -> str:
+    return row.rel
 
 
 def _place(path: str, root: Path) -> tuple[str, str]:

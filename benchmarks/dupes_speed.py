@@ -1,0 +1,119 @@
+"""Near-duplicate grouping speed over 10,000 and 100,000 images with cached features.
+
+Run alone (nothing else on the cores):  PYTHONUNBUFFERED=1 python benchmarks/dupes_speed.py
+Options: --images 10000,100000  --threshold 0.94  --copies 0.1  --store-max 10000 (read
+from a real store up to this many images; writing 100,000 takes minutes here).
+
+Features are synthetic (non-negative, low-rank plus noise, as pooled ReLU features are) and
+a share (``--copies``) of the images are near copies of another (a little noise on its
+features: cosine about 0.97-0.99), so the grouping has real pairs to join. With the store,
+they are written through ``Store.record_files`` as a scan writes them and read back with
+``near_duplicates`` (what `nsfw-tui dupes` does after its scan); the figures split the read
+from the grouping itself (float16 vectors, float32 block products, union-find).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nsfw_tui.core.adapt_head import DIM
+from nsfw_tui.core.dupes import group_vectors, near_duplicates
+from nsfw_tui.core.scorers import BUILTIN_ID, ensure_builtin
+from nsfw_tui.core.store import ScoreRecord, Store
+from nsfw_tui.core.structure import CHECK_VERSION
+
+
+def synthetic(n: int, copies: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, DIM) float16 features and, per image, the index of its original (itself if none)."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 64))
+    mixing = rng.normal(size=(64, DIM)) / 8
+    x = np.maximum(latent @ mixing + rng.normal(0, 0.5, size=(n, DIM)), 0.0)
+    origin = np.arange(n)
+    k = int(n * copies)
+    copied = rng.choice(n, size=k, replace=False)
+    sources = rng.choice(np.setdiff1d(np.arange(n), copied), size=k)
+    x[copied] = x[sources] * rng.uniform(0.8, 1.2, size=(k, 1)) + rng.normal(0, 0.05, (k, DIM))
+    origin[copied] = sources
+    return np.maximum(x, 0).astype(np.float16), origin
+
+
+def fill_store(path: Path, x: np.ndarray, chunk: int = 5000) -> tuple[Store, list[str]]:
+    store = Store.open(path)
+    ensure_builtin(store)
+    shas = [f"{i:064x}" for i in range(len(x))]
+    for start in range(0, len(x), chunk):
+        store.record_files(
+            ScoreRecord(
+                f"/bench/{i:07d}.jpg",
+                1000,
+                1,
+                shas[i],
+                probability=0.1,
+                model_id=BUILTIN_ID,
+                features=x[i : i + 1],
+                checked=CHECK_VERSION,
+            )
+            for i in range(start, min(start + chunk, len(x)))
+        )
+    return store, shas
+
+
+def check(groups, origin: np.ndarray) -> str:
+    """How many planted copies ended up with their original, and how many groups there are."""
+    g = np.array([groups.of(f"{i:064x}") for i in range(len(origin))])
+    copies = np.nonzero(origin != np.arange(len(origin)))[0]
+    found = int((g[copies] == g[origin[copies]]).sum())
+    sizes = np.bincount(g)
+    roots = {}  # group -> the originals in it: more than one is a false merge
+    for i in range(len(origin)):
+        roots.setdefault(int(g[i]), set()).add(int(origin[i]))
+    merged = sum(1 for r in roots.values() if len(r) > 1)
+    return (
+        f"{found}/{len(copies)} copies with their original, {int((sizes > 1).sum())} groups, "
+        f"{merged} false merges"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", default="10000,100000")
+    parser.add_argument("--threshold", type=float, default=0.94)
+    parser.add_argument("--copies", type=float, default=0.1)
+    parser.add_argument(
+        "--store-max", type=int, default=10000, help="through a real store up to this many"
+    )
+    args = parser.parse_args()
+    print("grouping by cosine of cached features (brute force, float16 -> float32 blocks)")
+    for n in (int(v) for v in args.images.split(",")):
+        x, origin = synthetic(n, args.copies)
+        v = x.astype(np.float32)
+        v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+        shas = [f"{i:064x}" for i in range(n)]
+        started = time.perf_counter()
+        groups = group_vectors(shas, v, args.threshold)
+        grouping = time.perf_counter() - started
+        print(f"{n:>7} images  grouping {grouping:7.2f} s  {check(groups, origin)}")
+        if n > args.store_max:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            store, shas = fill_store(Path(tmp) / "store.db", x)
+            filled = time.perf_counter() - started
+            with store:
+                started = time.perf_counter()
+                groups = near_duplicates(store, shas, args.threshold, 12)
+                whole = time.perf_counter() - started
+            print(
+                f"{n:>7} images  store read + grouping {whole:7.2f} s "
+                f"(store written in {filled:.1f} s)  {check(groups, origin)}"
+            )
+
+
+if __name__ == "__main__":
+    main()
