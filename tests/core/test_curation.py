@@ -14,7 +14,7 @@ from nsfw_tui.core import adapt as A
 from nsfw_tui.core.config import load_config
 from nsfw_tui.core.curation import Curation, closeness, load_curation, spread, suspects
 from nsfw_tui.core.home import resolve_home
-from nsfw_tui.core.review import load_review
+from nsfw_tui.core.review import Review, Row, load_review
 from nsfw_tui.core.scan import ScanOptions, scan_folder
 from nsfw_tui.core.scorers import ensure_builtin, load_builtin
 from nsfw_tui.core.store import Store
@@ -121,3 +121,14 @@ def test_suspects_are_the_planted_wrong_labels(tmp_path):
     print(f"\nsuspects, most first: {ranked}")
     assert set(ranked[:3]) == planted
     assert len(ranked) <= 6, "a few suspects to check, not the whole set"
+
+
+def test_useful_centres_on_the_active_models_threshold_not_on_half():
+    rows = [
+        Row(f"/x/{name}", name, "", sha256=name * 8, probability=p)
+        for name, p in [("half", 0.5), ("at", 0.21), ("low", 0.02), ("high", 0.95)]
+    ]
+    review = Review(Path("/x"), rows, threshold=0.2, model_id="open_nsfw", sort="useful")
+    assert [r.name for r in review.view] == ["at", "half", "low", "high"]
+    review.move_threshold(0.3)  # the order follows the threshold
+    assert review.view[0].name == "half"
