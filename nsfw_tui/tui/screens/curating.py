@@ -15,6 +15,7 @@ from ...core.curation import Curation
 @dataclass
 class CurationReady(Message):
     curation: Curation
+    base: Curation | None = None  # a novelty update: the curation it was computed from
 
 
 class Curating:
@@ -71,10 +72,13 @@ class Curating:
     def update_novelty(self, curation: Curation, labelled: set[str]) -> None:
         fresh = copy.copy(curation)  # the review keeps reading the old one meanwhile
         fresh.update_novelty(labelled)
-        self.post_message(CurationReady(fresh))
+        self.post_message(CurationReady(fresh, base=curation))
 
     def on_curation_ready(self, message: CurationReady) -> None:
         if self.review is None:
+            return
+        if message.base is not None and message.base is not self.review.curation:
+            self.renew_novelty()  # a newer curation came meanwhile: update that one instead
             return
         self.review.curation = message.curation
         self.refresh_all(self.images.current, tree=False)
