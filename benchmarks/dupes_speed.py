@@ -1,6 +1,9 @@
 """Near-duplicate grouping speed over 10,000 and 100,000 images with cached features.
 
 Run alone (nothing else on the cores):  PYTHONUNBUFFERED=1 python benchmarks/dupes_speed.py
+Also times the review screen's view over ``--refresh-rows`` rows (10,000) with the `useful`
+sort and the `duplicates` filter: the work a refresh does on the UI thread.
+
 Options: --images 10000,100000  --threshold 0.94  --copies 0.1  --store-max 10000 (read
 from a real store up to this many images; writing 100,000 takes minutes here).
 
@@ -15,6 +18,7 @@ from the grouping itself (float16 vectors, float32 block products, union-find).
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from nsfw_tui.core.adapt_head import DIM
-from nsfw_tui.core.dupes import group_vectors, near_duplicates
+from nsfw_tui.core.curation import Curation
+from nsfw_tui.core.dupes import Groups, group_vectors, near_duplicates
+from nsfw_tui.core.review import Review, Row
 from nsfw_tui.core.scorers import BUILTIN_ID, ensure_builtin
 from nsfw_tui.core.store import ScoreRecord, Store
 from nsfw_tui.core.structure import CHECK_VERSION
@@ -80,15 +86,45 @@ def check(groups, origin: np.ndarray) -> str:
     )
 
 
+def refresh_times(n: int, repeat: int = 7) -> None:
+    """The review's view recomputed over ``n`` rows (what the UI thread does on a refresh)."""
+    rng = np.random.default_rng(0)
+    rows = [
+        Row(f"/x/{i}.jpg", f"{i}.jpg", "", sha256=f"{i:064x}", probability=float(rng.random()))
+        for i in range(n)
+    ]
+    for row in rows[::10]:
+        row.label = "nsfw"
+    shas = [r.sha256 for r in rows]
+    curation = Curation(
+        groups=Groups(shas, np.arange(n) // 3),
+        others={s: float(rng.random() < 0.5) for s in shas},
+        novelty={s: float(rng.random()) for s in shas},
+        oof={s: float(rng.random()) for s in shas[::10]},
+    )
+    review = Review(Path("/x"), rows, 0.2, "bench", curation=curation)
+    for sort, filt in (("name", "all"), ("useful", "all"), ("name", "duplicates")):
+        review.sort, review.filter = sort, filt
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            review.refresh_view()
+            times.append(time.perf_counter() - started)
+        ms = statistics.median(times) * 1000
+        print(f"{n:>7} rows  refresh, sort {sort}, filter {filt}: median {ms:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default="10000,100000")
     parser.add_argument("--threshold", type=float, default=0.94)
     parser.add_argument("--copies", type=float, default=0.1)
+    parser.add_argument("--refresh-rows", type=int, default=10000)
     parser.add_argument(
         "--store-max", type=int, default=10000, help="through a real store up to this many"
     )
     args = parser.parse_args()
+    refresh_times(args.refresh_rows)
     print("grouping by cosine of cached features (brute force, float16 -> float32 blocks)")
     for n in (int(v) for v in args.images.split(",")):
         x, origin = synthetic(n, args.copies)
