@@ -1,8 +1,11 @@
 """Near-duplicate grouping speed over 10,000 and 100,000 images with cached features.
 
 Run alone (nothing else on the cores):  PYTHONUNBUFFERED=1 python benchmarks/dupes_speed.py
-Also times the review screen's view over ``--refresh-rows`` rows (10,000) with the `useful`
-sort and the `duplicates` filter: the work a refresh does on the UI thread.
+First, the figures behind the default threshold: recall and false merges at several cosine
+thresholds and hash distances on ``--scenes`` generated scenes with their near copies,
+through the real built-in network. Then it times the review screen's view over
+``--refresh-rows`` rows (10,000) with the `useful` sort and the `duplicates` filter: the
+work a refresh does on the UI thread.
 
 Options: --images 10000,100000  --threshold 0.94  --copies 0.1  --store-max 10000 (read
 from a real store up to this many images; writing 100,000 takes minutes here).
@@ -19,11 +22,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from support.imagegen import grouping_figures, variant_folder
 
 from nsfw_tui.core.adapt_head import DIM
 from nsfw_tui.core.curation import Curation
@@ -114,16 +122,62 @@ def refresh_times(n: int, repeat: int = 7) -> None:
         print(f"{n:>7} rows  refresh, sort {sort}, filter {filt}: median {ms:.1f} ms")
 
 
+def threshold_figures(scenes: int, thresholds: list[float], distances: list[int]) -> None:
+    """Recall and false merges per threshold on generated scenes and their near copies.
+
+    The same scenes as tests/core/test_dupes.py (other seeds): each written as a file with
+    four near copies (half size, JPEG q40, 5% and 10% crops), scanned by the real built-in
+    network into a store, grouped at each cosine threshold; and by perceptual hash.
+    """
+    import hashlib
+
+    from nsfw_tui.core.scan import ScanOptions, scan_folder
+    from nsfw_tui.core.scorers import load_builtin
+
+    with tempfile.TemporaryDirectory() as tmp:
+        truth = variant_folder(Path(tmp) / "v", range(1000, 1000 + scenes))
+        with Store.open(Path(tmp) / "store.db") as store:
+            result = scan_folder(Path(tmp) / "v", load_builtin(), store, ScanOptions(workers=0))
+            sha_of = {i.path: i.sha256 for i in result.items}
+            for threshold in thresholds:
+                groups = near_duplicates(store, list(sha_of.values()), threshold, 12)
+                group_of = {p: groups.of(sha_of[str(p)]) for p in truth}
+                recall, merged = grouping_figures(group_of, truth)
+                print(
+                    f"{scenes} scenes  cosine >= {threshold:.2f}: recall {recall:.3f}, "
+                    f"false merges {merged} of {scenes}"
+                )
+        paths = {hashlib.sha256(p.read_bytes()).hexdigest(): str(p) for p in truth}
+        with Store.open(Path(tmp) / "empty.db") as empty:  # no features: the hash decides
+            for distance in distances:
+                groups = near_duplicates(empty, list(paths), 0.94, distance, paths=paths)
+                group_of = {p: groups.of(hashlib.sha256(p.read_bytes()).hexdigest()) for p in truth}
+                recall, merged = grouping_figures(group_of, truth)
+                print(
+                    f"{scenes} scenes  phash <= {distance} bits: recall {recall:.3f}, "
+                    f"false merges {merged} of {scenes}"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default="10000,100000")
     parser.add_argument("--threshold", type=float, default=0.94)
     parser.add_argument("--copies", type=float, default=0.1)
     parser.add_argument("--refresh-rows", type=int, default=10000)
+    parser.add_argument("--scenes", type=int, default=100, help="0 skips the threshold figures")
+    parser.add_argument("--thresholds", default="0.88,0.90,0.92,0.94,0.96")
+    parser.add_argument("--distances", default="8,10,12,14,16")
     parser.add_argument(
         "--store-max", type=int, default=10000, help="through a real store up to this many"
     )
     args = parser.parse_args()
+    if args.scenes:
+        threshold_figures(
+            args.scenes,
+            [float(v) for v in args.thresholds.split(",")],
+            [int(v) for v in args.distances.split(",")],
+        )
     refresh_times(args.refresh_rows)
     print("grouping by cosine of cached features (brute force, float16 -> float32 blocks)")
     for n in (int(v) for v in args.images.split(",")):
