@@ -86,20 +86,25 @@ def dupes(
         _print_groups(found, folder)
     files = sum(len(g.files) for g in found)
     msg = (
-        f"{len(found)} groups of duplicates ({files} files) among {result_count(paths)} files; "
+        f"{len(found)} groups of duplicates ({files} files) among {_count(paths)} files; "
         f"{groups.by_features} images compared by features (cosine >= {settings.threshold:g}), "
         f"{groups.by_hash} by perceptual hash (<= {settings.phash_distance} bits)"
     )
     console.print(Text(msg))
-    if groups.unchecked:
-        err_console.print(Text(f"{len(groups.unchecked)} images could not be compared"))
+    if groups.unchecked:  # no features, and no pattern to hash (a flat image) or unreadable
+        n = len(groups.unchecked)
+        err_console.print(Text(f"{n} image{'s' * (n != 1)} could not be compared"))
     if unread:
-        err_console.print(Text(f"{unread} files could not be read (left out; `scan` says why)"))
+        err_console.print(
+            Text(
+                f"{unread} file{'s' * (unread != 1)} could not be read (left out; `scan` says why)"
+            )
+        )
     if output is not None:
         console.print(Text(f"wrote {output}"))
 
 
-def result_count(paths: dict[str, list[str]]) -> int:
+def _count(paths: dict[str, list[str]]) -> int:
     return sum(len(files) for files in paths.values())
 
 

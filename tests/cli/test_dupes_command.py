@@ -28,7 +28,7 @@ def test_dupes_writes_one_csv_group_per_scene(tmp_path, home):
     result = run("dupes", str(folder), "-o", str(out), home=home)
     assert result.exit_code == 0, result.output
     assert "3 groups of duplicates (16 files)" in result.output
-    assert "1 files could not be read" in result.output
+    assert "1 file could not be read" in result.output
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["group", "size", "image_path", "sha256", "similar_by"]
     groups: dict[str, set[str]] = {}
