@@ -6,10 +6,12 @@ import csv
 import shutil
 from pathlib import Path
 
-from support.imagegen import save, scene, variant_folder
+from support.imagegen import save, scene, variant_folder, variants
+from support.tui import RedScorer, prepare_home, solid
 from typer.testing import CliRunner
 
 from nsfw_tui.cli import app
+from nsfw_tui.core.home import resolve_home
 
 runner = CliRunner()
 
@@ -65,3 +67,34 @@ def test_dupes_bad_input_gets_one_clear_line(tmp_path, home):
         assert result.exit_code == 2, (args, result.output)
         errors = [line for line in result.output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and text in errors[0], (args, result.output)
+
+
+def test_a_model_without_features_groups_by_perceptual_hash(tmp_path, monkeypatch):
+    """The active model gives no features: the files are decoded for their hash instead."""
+    import nsfw_tui.models.registry as registry
+
+    home = resolve_home(tmp_path / "home")
+    prepare_home(home)  # the fake model, which has no features, is the active one
+    monkeypatch.setattr(registry, "load_scorer", lambda row, **kw: RedScorer())
+    folder = tmp_path / "photos"
+    for seed in (3200, 3201):
+        base = scene(seed)
+        save(base, folder / f"s{seed}.png")
+        save(variants(base)["resize"], folder / f"s{seed}_resize.png")
+        save(variants(base)["jpeg40"], folder / f"s{seed}_jpeg40.png")
+    solid(folder / "flat.png", 200)  # one colour: no pattern to hash
+    out = tmp_path / "groups.csv"
+    result = run("dupes", str(folder), "-o", str(out), home=home.root)
+    assert result.exit_code == 0, result.output
+    assert "0 images compared by features" in result.output
+    assert "6 by perceptual hash" in result.output
+    assert "1 image could not be compared" in result.output
+    rows = list(csv.DictReader(out.open()))
+    assert {row["similar_by"] for row in rows} == {"phash"}
+    groups: dict[str, set[str]] = {}
+    for row in rows:
+        groups.setdefault(row["group"], set()).add(Path(row["image_path"]).name)
+    assert sorted(map(sorted, groups.values())) == [
+        ["s3200.png", "s3200_jpeg40.png", "s3200_resize.png"],
+        ["s3201.png", "s3201_jpeg40.png", "s3201_resize.png"],
+    ]
