@@ -1,11 +1,11 @@
-"""Labelled samples from the store, a stratified split by content hash, and the image datasets."""
+"""Labelled samples from the store, a stratified split by near-duplicate group, the datasets."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,29 +129,65 @@ def _confirm(path: str, sha: str, row: FileRow | None) -> str:
 
 
 def split_samples(
-    samples: Iterable[Sample], val_fraction: float, seed: int
+    samples: Iterable[Sample],
+    val_fraction: float,
+    seed: int,
+    groups: Mapping[str, str] | None = None,
 ) -> tuple[list[Sample], list[Sample]]:
-    """Stratified train/val split by content hash, deterministic for a seed.
+    """Stratified train/val split by content hash and near-duplicate group, seeded.
 
-    One sample per hash is kept, so duplicate content cannot sit on both sides (M8). Each
-    class is ordered by a seeded hash of the image hash and its first share goes to val:
-    the result depends neither on input order nor on the global random state, and a newly
-    labelled image moves no other image across the split.
+    One sample per hash is kept, so duplicate content cannot sit on both sides (M8); with
+    ``groups`` (image hash -> its near-duplicate group's key, core.dupes.Groups.keys) a
+    whole group goes to one side, so a resized or recompressed copy cannot either. A group
+    counts under its majority label. Each class's groups are ordered by a seeded hash of the
+    group's key and taken for val until it holds its share: the result depends neither on
+    input order nor on the global random state, and a newly labelled image moves no other
+    group across the split.
     """
     unique: dict[str, Sample] = {}
     for sample in samples:
         unique.setdefault(sample.sha256, sample)
+    units: dict[str, list[Sample]] = {}
+    for sha, sample in unique.items():
+        key = groups.get(sha, sha) if groups else sha
+        units.setdefault(key, []).append(sample)
     train: list[Sample] = []
     val: list[Sample] = []
     for label in (1, 0):
-        group = sorted(
-            (s for s in unique.values() if s.label == label),
-            key=lambda s: _rank(seed, s.sha256),
+        mine = sorted(
+            (key for key, members in units.items() if _majority(members) == label),
+            key=lambda key: _rank(seed, key),
         )
-        n_val = _val_count(len(group), val_fraction)
-        val.extend(group[:n_val])
-        train.extend(group[n_val:])
+        n_val = _val_count(sum(len(units[key]) for key in mine), val_fraction)
+        taken = 0
+        for i, key in enumerate(mine):
+            # the last group stays in train, so a class is never all in val
+            if taken < n_val and i < len(mine) - 1:
+                val.extend(units[key])
+                taken += len(units[key])
+            else:
+                train.extend(units[key])
     return sorted(train, key=_by_hash), sorted(val, key=_by_hash)
+
+
+def _majority(members: Sequence[Sample]) -> int:
+    """A group's label for stratification: the commoner one, NSFW on a tie."""
+    nsfw = sum(s.label for s in members)
+    return 1 if 2 * nsfw >= len(members) else 0
+
+
+def near_duplicate_keys(store: Store, samples: Sequence[Sample], dupes_cfg: Any) -> dict[str, str]:
+    """Each sample's near-duplicate group key (core.dupes), by ``dupes_cfg``'s settings."""
+    from nsfw_tui.core.dupes import near_duplicates
+
+    groups = near_duplicates(
+        store,
+        [s.sha256 for s in samples],
+        float(dupes_cfg.threshold),
+        int(dupes_cfg.phash_distance),
+        paths={s.sha256: s.path for s in samples},
+    )
+    return groups.keys()
 
 
 def _by_hash(sample: Sample) -> str:

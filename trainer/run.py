@@ -115,8 +115,11 @@ def _train(
     samples, skipped = data.labelled_samples(
         store, folder if folder is not None else cfg.data.folder
     )
+    # Near copies (resized, recompressed) of one image stay on one side of the split too.
+    dupes_cfg = cfg.get("dupes")
+    groups = data.near_duplicate_keys(store, samples, dupes_cfg) if dupes_cfg else None
     train_set, val_set = data.split_samples(
-        samples, float(cfg.data.split.val_fraction), int(cfg.data.split.seed)
+        samples, float(cfg.data.split.val_fraction), int(cfg.data.split.seed), groups
     )
     try:
         data.check_counts(train_set, val_set)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import evaluate, export, labels, models, review, scale, scan, serve, train, watch
+from . import dupes, evaluate, export, labels, models, review, scale, scan, serve, train, watch
 from .options import CommandGroup
 
 
@@ -61,7 +61,7 @@ def root(
 # A person's path through the tool: look at a folder, score it in batch or as files land,
 # label, choose and train models, then ship one. Groups added without a name keep their
 # commands at the top level; `models` names itself and stays a group.
-for group in (review, scan, scale, watch, labels, models, train, evaluate, export, serve):
+for group in (review, scan, scale, dupes, watch, labels, models, train, evaluate, export, serve):
     app.add_typer(group.app)
 
 

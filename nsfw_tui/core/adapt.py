@@ -43,6 +43,7 @@ from .adapt_head import (
     one_blas_thread,
 )
 from .decision import count_flips
+from .dupes import group_vectors, unit_vectors
 from .errors import NsfwTuiError
 from .metrics import auroc, confusion, threshold_for_recall
 from .preprocess import OPEN_NSFW
@@ -272,7 +273,9 @@ def adapt(
     skipped = len(labels) - len(feats.shas)
     _check_enough(have, skipped, settings)
 
-    fit = fit_head(feats.frames, feats.owner, y, settings)
+    # near copies (cosine of these same features) share a fold: out-of-fold stays honest
+    groups = group_vectors(feats.shas, unit_vectors(feats), settings.dupes_threshold).group
+    fit = fit_head(feats.frames, feats.owner, y, settings, groups)
     threshold = choose_threshold(y, fit.cv_probs, settings.target_recall)
     cv = figures(y, fit.cv_probs, threshold)
     builtin_row = store.model(BUILTIN_ID)
@@ -302,6 +305,7 @@ def adapt(
         # measures the head on, so its own training labels never flatter it
         "oof": {s: float(p) for s, p in zip(feats.shas, fit.cv_probs.tolist(), strict=True)},
         "folds": int(fit.folds.max() + 1),
+        "near_duplicate_groups": int((np.bincount(groups) > 1).sum()) if len(groups) else 0,
         "c_grid": list(settings.c_grid),
         "cv_log_loss": {str(c): v for c, v in fit.cv_loss.items()},
         "base_model": {

@@ -36,14 +36,33 @@ class Fit:
     seconds: float
 
 
-def assign_folds(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Stratified folds over images (an image, all its frames and paths, is one unit)."""
+def assign_folds(
+    y: np.ndarray, k: int, seed: int = 0, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Stratified folds over images (an image, all its frames and paths, is one unit).
+
+    With ``groups`` (a group index per image: near copies), a group is the unit: all its
+    images share a fold, counted under its majority label (NSFW on a tie). Groups of one
+    give exactly the folds without groups.
+    """
     rng = np.random.default_rng(seed)
-    folds = np.empty(len(y), dtype=np.int64)
+    unit, unit_label = _units(y, groups)
+    folds = np.empty(len(unit_label), dtype=np.int64)
     for cls in (0, 1):
-        idx = np.flatnonzero(y == cls)
+        idx = np.flatnonzero(unit_label == cls)
         folds[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % k
-    return folds
+    return folds[unit]
+
+
+def _units(y: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(the unit of each image, the label of each unit): images alone, or their groups."""
+    y = np.asarray(y, dtype=np.int64)
+    if groups is None:
+        return np.arange(len(y)), y
+    _, unit = np.unique(np.asarray(groups), return_inverse=True)
+    size = np.bincount(unit)
+    nsfw = np.bincount(unit, weights=y, minlength=len(size))
+    return unit, (2 * nsfw >= size).astype(np.int64)
 
 
 def _teaching_frames(logit: np.ndarray, owner: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -214,7 +233,11 @@ def _balanced_log_loss(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def fit_head(
-    frames: np.ndarray, owner: np.ndarray, y: np.ndarray, settings: Settings | None = None
+    frames: np.ndarray,
+    owner: np.ndarray,
+    y: np.ndarray,
+    settings: Settings | None = None,
+    groups: np.ndarray | None = None,
 ) -> Fit:
     """Fit the head on cached features; C by k-fold cross-validation over images.
 
@@ -225,10 +248,16 @@ def fit_head(
     involves no label.
     """
     with one_blas_thread():
-        return _fit_head(frames, owner, y, settings or Settings())
+        return _fit_head(frames, owner, y, settings or Settings(), groups)
 
 
-def _fit_head(frames: np.ndarray, owner: np.ndarray, y: np.ndarray, settings: Settings) -> Fit:
+def _fit_head(
+    frames: np.ndarray,
+    owner: np.ndarray,
+    y: np.ndarray,
+    settings: Settings,
+    groups: np.ndarray | None = None,
+) -> Fit:
     started = time.perf_counter()
     y = np.asarray(y, dtype=np.float64)
     n = len(y)
@@ -241,8 +270,14 @@ def _fit_head(frames: np.ndarray, owner: np.ndarray, y: np.ndarray, settings: Se
     logit = x.astype(np.float64) @ w_fc + b_fc
     builtin_probs = image_max(_sigmoid(logit), owner, n)
     used = _teaching_frames(logit, owner, y.astype(np.int64))
-    k = min(settings.folds, n_pos, n_neg)
-    folds = assign_folds(y.astype(np.int64), k, settings.seed)
+    if groups is not None:
+        _, unit_label = _units(y.astype(np.int64), groups)
+        k = min(settings.folds, int(unit_label.sum()), int(len(unit_label) - unit_label.sum()))
+        if k < 2:  # too few groups of a class to hold any out: image by image, as without
+            groups = None
+    if groups is None:
+        k = min(settings.folds, n_pos, n_neg)
+    folds = assign_folds(y.astype(np.int64), k, settings.seed, groups)
     rng = np.random.default_rng(settings.seed)
 
     mu = x.mean(0)

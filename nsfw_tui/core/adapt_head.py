@@ -15,7 +15,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .config_rules import same_as
-from .config_schema import HEAD_KINDS, AdaptConfig, MetricsConfig
+from .config_schema import HEAD_KINDS, AdaptConfig, DupesConfig, MetricsConfig
 from .errors import NsfwTuiError
 from .scorers import BUILTIN_SHA256
 
@@ -33,10 +33,14 @@ class Settings(AdaptConfig):
 
     target_recall: float = same_as(MetricsConfig, "target_recall")
     seed: int = 0
+    # near copies share a fold, so no image is scored by a head that saw its copy's label
+    dupes_threshold: float = same_as(DupesConfig, "threshold")
 
     @classmethod
     def from_config(cls, cfg: Any, **extra: Any) -> Self:
-        """From a whole loaded config: config_adapt's `adapt:` and `metrics:` sections."""
+        """From a whole loaded config: config_adapt's `adapt:`, `metrics:` (and `dupes:`)."""
+        if cfg.get("dupes") is not None:
+            extra.setdefault("dupes_threshold", cfg.dupes.threshold)
         return super().from_config(cfg.adapt, target_recall=cfg.metrics.target_recall, **extra)
 
 

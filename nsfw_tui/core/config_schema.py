@@ -377,6 +377,17 @@ class AdaptConfig(Section):
     """Review screen: adapt after this many new labels; 0: only on A."""
 
 
+@dataclass
+class DupesConfig(Section):
+    """Near-duplicate groups: `nsfw-tui dupes`, the review screen's filter, the training split."""
+
+    KEY: ClassVar[str] = "dupes"
+    threshold: float = setting(0.94, Range(0, 1, low_open=True))
+    """Cosine of the built-in model's cached features at or above which two images are one group."""
+    phash_distance: int = setting(12, Range(0, 64))
+    """Images without cached features: perceptual hashes at most this many bits apart (of 64)."""
+
+
 # The schema of each group file, by file name; a file not named here (in a folder of one's
 # own configs) takes the schema of its group, the key it is placed under.
 SCHEMAS: dict[str, type[Section]] = {
@@ -396,4 +407,5 @@ SCHEMAS: dict[str, type[Section]] = {
     "serve": ServeConfig,
     "watch": WatchConfig,
     "adapt": AdaptConfig,
+    "dupes": DupesConfig,
 }

@@ -7,14 +7,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from .curation import Curation, spread, suspects, usefulness
 from .decision import model_call
 from .metrics import Confusion, auroc, confusion
 from .scan import CONTENT_ERRORS, ScanItem
 from .store import Store, path_text
 from .walk import WalkIssue, walk_images
 
-FILTERS = ("all", "unlabelled", "disagreements", "predicted NSFW", "uncertain", "errors")
-SORTS = ("name", "probability", "uncertainty")
+FILTERS = (
+    "all",
+    "unlabelled",
+    "disagreements",
+    "predicted NSFW",
+    "uncertain",
+    "errors",
+    "duplicates",  # one row per group of copies; a label goes to every member
+    "suspect",  # labels the adapted head's out-of-fold scores contradict, most suspect first
+)
+SORTS = ("name", "probability", "uncertainty", "useful")
 # A score this close to the threshold is "uncertain": the calls a person should check first.
 UNCERTAIN_BAND = 0.1
 
@@ -61,9 +73,13 @@ class Review:
     sort: str = "name"
     search: str = ""
     view: list[Row] = field(default_factory=list)
+    curation: Curation | None = None  # groups, features, other models, out-of-fold scores
 
     def __post_init__(self) -> None:
         self.by_path = {r.path: r for r in self.rows}
+        self.group_sizes: dict[object, int] = {}
+        self.keys: dict[str, object] = {}  # path -> group key, under the duplicates filter
+        self.suspicion: dict[str, float] = {}
         self.refresh_view()
 
     # -- the model's call --------------------------------------------------------------
@@ -102,6 +118,10 @@ class Review:
             return self.uncertain(row)
         if f == "errors":
             return row.error is not None
+        if f == "duplicates":
+            return self.group_sizes.get(self.keys[row.path], 0) > 1
+        if f == "suspect":
+            return row.sha256 in self.suspicion
         return True
 
     def _sort_key(self, row: Row):
@@ -114,8 +134,73 @@ class Review:
         return (row.rel,)
 
     def refresh_view(self) -> list[Row]:
-        self.view = sorted((r for r in self.rows if self._keep(r)), key=self._sort_key)
+        self._refresh_curation()
+        rows = [r for r in self.rows if self._keep(r)]
+        if self.filter == "suspect":
+            rows.sort(key=lambda r: (-self.suspicion[r.sha256], r.rel))
+        elif self.sort == "useful":
+            rows = self._useful(rows)
+        else:
+            rows.sort(key=self._sort_key)
+        if self.filter == "duplicates":  # the first of each group in this order stands for it
+            seen: set[object] = set()
+            rows = [
+                r for r in rows if not (self.keys[r.path] in seen or seen.add(self.keys[r.path]))
+            ]
+        self.view = rows
         return self.view
+
+    # -- groups, usefulness, suspects ----------------------------------------------------
+
+    def group_key(self, row: Row) -> object:
+        """The row's near-duplicate group; exact copies share one without any curation."""
+        if row.sha256 is None or row.error:
+            return ("file", row.path)
+        g = self.curation.group_of(row.sha256) if self.curation is not None else None
+        return ("sha", row.sha256) if g is None else ("group", g)
+
+    def members(self, row: Row) -> list[Row]:
+        """Every row of ``row``'s group (the whole review, not only this view)."""
+        key = self.group_key(row)
+        return [r for r in self.rows if self.group_key(r) == key]
+
+    def caption(self, row: Row) -> str:
+        """The list's text for a row: under the duplicates filter, with its group's size."""
+        if self.filter == "duplicates":
+            # the size first: a long name is cut at the end, never the count
+            return f"[{self.group_sizes.get(self.keys.get(row.path), 1)}] {row.rel}"
+        return row.rel
+
+    def _refresh_curation(self) -> None:
+        if self.filter == "duplicates":
+            self.keys = {r.path: self.group_key(r) for r in self.rows}
+            sizes: dict[object, int] = {}
+            for key in self.keys.values():
+                sizes[key] = sizes.get(key, 0) + 1
+            self.group_sizes = sizes
+        if self.filter == "suspect":
+            labels = {r.sha256: r.label for r in self.rows if r.sha256 and r.label}
+            oof = self.curation.oof if self.curation is not None else {}
+            self.suspicion = suspects(labels, oof)
+
+    def usefulness(self, row: Row) -> float | None:
+        """None for a labelled or unscored image: `useful` puts those after the rest."""
+        if row.label is not None or row.probability is None:
+            return None
+        return float(usefulness([row.probability], self.threshold, [row.sha256], self.curation)[0])
+
+    def _useful(self, rows: list[Row]) -> list[Row]:
+        """Unlabelled scored images, most useful first, groups spread; then the rest by name."""
+        todo = sorted((r for r in rows if r.label is None and r.probability is not None), key=_rel)
+        scores = usefulness(
+            [r.probability for r in todo], self.threshold, [r.sha256 for r in todo], self.curation
+        )
+        ranked = [todo[i] for i in np.argsort(-scores, kind="stable")]  # ties by name
+        rest = sorted(
+            (r for r in rows if r.label is not None or r.probability is None),
+            key=lambda r: (r.label is not None, r.rel),
+        )
+        return spread(ranked, self.group_key) + rest
 
     def cycle_filter(self) -> str:
         self.filter = FILTERS[(FILTERS.index(self.filter) + 1) % len(FILTERS)]
@@ -230,6 +315,10 @@ def load_review(
         if f.sha256 in labels:
             row.label = labels[f.sha256].label
     return Review(root, rows, threshold, model_id), pending
+
+
+def _rel(row: Row) -> str:
+    return row.rel
 
 
 def _place(path: str, root: Path) -> tuple[str, str]:

@@ -39,6 +39,7 @@ HELP_ORDER = [
     *("open", "demo"),
     *("scan",),
     *("import-scores",),
+    *("dupes",),
     *("watch", "release"),
     *("import", "labels", "backup", "restore"),
     *("models",),

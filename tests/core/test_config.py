@@ -39,6 +39,7 @@ GROUPS = [
     "export",
     "serve",
     "watch",
+    "dupes",
 ]
 
 

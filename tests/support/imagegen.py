@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def photo(size: tuple[int, int] = (320, 240), seed: int = 0) -> Image.Image:
@@ -74,6 +74,68 @@ def family_image(family: str, i: int, size: int = 128) -> Image.Image:
             spot = np.clip(1.5 - ((x - cx) ** 2 + (y - cy) ** 2) / (0.04 * size) ** 2, 0, 1)
             img = img * (1 - spot[..., None]) + np.array([150, 80, 70]) * spot[..., None]
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _field(rng, w: int, h: int, cells: int) -> Image.Image:
+    """A smooth random colour field: a few cells upscaled."""
+    small = rng.integers(0, 256, (cells, cells, 3)).astype(np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.BICUBIC)
+
+
+def scene(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A structured scene of one of several kinds: no two seeds draw the same picture."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    kind = seed % 4
+    if kind == 0:
+        im = photo(size, seed=seed)
+    elif kind == 1:
+        im = _field(rng, w, h, int(rng.integers(2, 6)))
+    elif kind == 2:
+        a = np.zeros((h, w, 3), np.float32)
+        y, x = np.mgrid[0:h, 0:w]
+        ang, f = rng.uniform(0, np.pi), rng.uniform(0.02, 0.3)
+        s = np.sin((x * np.cos(ang) + y * np.sin(ang)) * f)
+        c1, c2 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        a[:] = np.where(s[..., None] > 0, c1, c2)
+        im = Image.fromarray(a.astype(np.uint8))
+    else:
+        im = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 256, 3)))
+    d = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(2, 7))):
+        x0, y0 = int(rng.integers(-20, w - 20)), int(rng.integers(-20, h - 20))
+        x1, y1 = x0 + int(rng.integers(15, w // 2)), y0 + int(rng.integers(15, h // 2))
+        c = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = int(rng.integers(0, 3))
+        if shape == 0:
+            d.rectangle([x0, y0, x1, y1], fill=c)
+        elif shape == 1:
+            d.ellipse([x0, y0, x1, y1], fill=c)
+        else:
+            d.polygon([(x0, y1), ((x0 + x1) // 2, y0), (x1, y1)], fill=c)
+    for _ in range(int(rng.integers(1, 4))):
+        d.text(
+            (int(rng.integers(0, w - 60)), int(rng.integers(0, h - 20))),
+            f"#{seed} {rng.integers(1000)}",
+            fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+            font_size=int(rng.integers(12, 40)),
+        )
+    return im
+
+
+def variants(im: Image.Image) -> dict[str, Image.Image]:
+    """Near copies of ``im``: half size, JPEG quality 40, 5% and 10% crops."""
+    w, h = im.size
+    out = {}
+    out["resize"] = im.resize((w // 2, h // 2), Image.BILINEAR)
+    b = io.BytesIO()
+    im.save(b, "JPEG", quality=40)
+    out["jpeg40"] = Image.open(io.BytesIO(b.getvalue())).convert("RGB")
+    dx, dy = int(w * 0.05), int(h * 0.05)
+    out["crop5"] = im.crop((dx, dy, w - dx, h - dy))
+    dx, dy = int(w * 0.10), int(h * 0.10)
+    out["crop10"] = im.crop((dx, 0, w - dx, h - dy))
+    return out
 
 
 def save(img: Image.Image, path: Path, **kwargs) -> Path:
@@ -161,3 +223,30 @@ def _load_once(spec, marker: str):
     except FileExistsError:
         os._exit(3)
     return spec
+
+
+def variant_folder(folder: Path, seeds: range) -> dict[Path, int]:
+    """Each seed's scene and its near copies as files; returns path -> the seed it shows."""
+    out: dict[Path, int] = {}
+    for seed in seeds:
+        base = scene(seed)
+        out[save(base, folder / f"s{seed}.png")] = seed
+        for kind, image in variants(base).items():
+            out[save(image, folder / f"s{seed}_{kind}.png")] = seed
+    return out
+
+
+def grouping_figures(group_of: dict[Path, int | None], truth: dict[Path, int]) -> tuple[float, int]:
+    """(recall, false merges) of a grouping against the seeds the files show.
+
+    Recall: the share of near copies in their original's group. False merges: originals
+    that share a group with another original.
+    """
+    originals = {seed: p for p, seed in truth.items() if p.stem == f"s{seed}"}
+    copies = [p for p, seed in truth.items() if p != originals[seed]]
+    hits = [
+        group_of[p] is not None and group_of[p] == group_of[originals[truth[p]]] for p in copies
+    ]
+    groups = [group_of[p] for p in originals.values()]
+    merged = sum(1 for g in groups if g is not None and groups.count(g) > 1)
+    return sum(hits) / len(hits), merged

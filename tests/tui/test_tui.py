@@ -179,6 +179,8 @@ async def test_filter_cycles_through_every_view(tmp_path, scenes):
             "predicted NSFW": ["fire.png", "party.png", "sunset.png"],
             "uncertain": ["beach.png", "party.png"],
             "errors": [],
+            "duplicates": [],  # flat colours: no pattern to hash, so no group
+            "suspect": [],  # no adapted head, no out-of-fold scores
             "all": NAME_ORDER,
         }
         for name, rows in expected.items():
@@ -205,6 +207,8 @@ async def test_sort_by_probability_and_uncertainty(tmp_path, scenes):
         await pilot.press("o")
         by_doubt = ["beach.png", "party.png", "sunset.png", "forest.png", "fire.png", "lake.png"]
         assert names(screen.images.rows) == by_doubt
+        await pilot.press("o")
+        assert screen.review.sort == "useful"
         await pilot.press("o")
         assert names(screen.images.rows) == NAME_ORDER
 

@@ -21,8 +21,13 @@ KEYS = [
     ("u", "clear the label"),
     ("z", "undo the last label change (repeatable)"),
     ("space", "reveal / blur the preview"),
-    ("f", "filter: all, unlabelled, disagreements, predicted NSFW, uncertain, errors"),
-    ("o", "cycle sort: name, probability, uncertainty"),
+    # long lines wrap under their own column (test_help_wraps_a_long_description_under_itself)
+    (
+        "f",
+        "filter: all, unlabelled, disagreements, predicted NSFW, uncertain, errors, duplicates, "
+        "suspect",
+    ),
+    ("o", "cycle sort: name, probability, uncertainty, useful"),
     ("+ / -", "raise / lower the threshold"),
     ("/", "search by file name (Esc clears)"),
     ("m", "pick the active model"),

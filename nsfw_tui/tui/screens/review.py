@@ -42,6 +42,7 @@ from ..widgets.folder_tree import FolderTree
 from ..widgets.image_list import ImageList, printable
 from ..widgets.preview import Preview, blur, prepare
 from ..widgets.status_bar import StatusBar, adaptation_line
+from .curating import Curating
 from .dialogs import ConfirmScreen, HelpScreen, ModelScreen
 from .stats import StatsScreen
 
@@ -54,7 +55,7 @@ class AdaptationFinished(Message):
     problem: str | None = None  # why there was no adaptation
 
 
-class ReviewScreen(Screen):
+class ReviewScreen(Curating, Screen):
     BINDINGS = [
         Binding("n", "label('nsfw')", "NSFW"),
         Binding("s", "label('sfw')", "SFW"),
@@ -219,6 +220,7 @@ class ReviewScreen(Screen):
                 old.sort,
                 old.search,
             )
+            review.curation = old.curation  # until the new one is ready
             if self.host.settings.threshold is None and old.model_id == review.model_id:
                 review.threshold = old.threshold
         if old is not None and self.rescan_said:
@@ -249,6 +251,7 @@ class ReviewScreen(Screen):
         if not review.rows:
             self.query_one(Preview).clear(f"No images in {self.root}.")
         self.start_scoring(message.pending)
+        self.start_curation()
 
     def start_scoring(self, pending: list[str]) -> None:
         if not pending:
@@ -296,6 +299,8 @@ class ReviewScreen(Screen):
         self.progress = None
         if self.review is not None:
             self.query_one(StatusBar).show(self.review, self.model_name, None)
+            if message.scored:
+                self.start_curation()  # new images: new groups and features
 
     @on(ImageList.Highlighted)
     def on_highlighted(self, message: ImageList.Highlighted) -> None:
@@ -373,11 +378,17 @@ class ReviewScreen(Screen):
             self.query_one(StatusBar).waiting = self.host.label_writer.waiting
         return True
 
+    def _targets(self, rows: list[Row]) -> list[Row]:
+        """The rows a label goes to: under the duplicates filter, every member of each group."""
+        if self.review is None or self.review.filter != "duplicates":
+            return rows
+        return list({m.path: m for r in rows for m in self.review.members(r)}.values())
+
     def action_label(self, label: str | None) -> None:
         row = self.images.current
         if row is None:
             return
-        if not self._label_rows([row], label):
+        if not self._label_rows(self._targets([row]), label):
             return  # refused: stay on the image rather than look as if it were done
         self.refresh_all(row)
         if label is None:
@@ -389,7 +400,7 @@ class ReviewScreen(Screen):
     def action_label_all(self, label: str) -> None:
         if self.review is None or not self.review.view:
             return
-        rows = list(self.review.view)
+        rows = self._targets(list(self.review.view))
         if self.host.store_readonly:
             self._label_rows(rows, label)  # says why at once, rather than ask first
             return
@@ -428,6 +439,7 @@ class ReviewScreen(Screen):
             self.notify(f"Undid the last label change ({n} image{'s' * (n != 1)}).")
         self.refresh_all()
         self.draw_preview()
+        self.renew_novelty()  # the useful order moves away from what was just labelled
         current = self.images.current
         if current is not None and current.sha256 in message.labels:
             self.load_preview(current)  # refresh the history under the preview
@@ -609,6 +621,7 @@ class ReviewScreen(Screen):
             else:
                 self.notify(result.decision, title=f"Adapted: {result.model_id}", markup=False)
             self.show_adaptation(adaptation_line(result, self.apply_adaptation(result)))
+            self.start_curation()  # new out-of-fold scores: new suspects, another model
         if again:
             self.start_adaptation()
 

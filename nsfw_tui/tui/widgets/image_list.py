@@ -169,7 +169,7 @@ class ImageList(ScrollView, can_focus=True):
     def _segments(self, row: Row, width: int, style: Style) -> list[Segment]:
         review = self.review
         name_w = max(8, width - FIXED)
-        segs = [Segment(_fit(row.rel, name_w) + " ", style)]
+        segs = [Segment(_fit(review.caption(row) if review else row.rel, name_w) + " ", style)]
         p = row.probability
         if p is not None:
             filled = round(p * BAR)
