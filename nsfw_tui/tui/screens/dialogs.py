@@ -21,6 +21,8 @@ KEYS = [
     ("u", "clear the label"),
     ("z", "undo the last label change (repeatable)"),
     ("space", "reveal / blur the preview"),
+    ("g", "grid of thumbnails / list (frame colour: the model's call; ✔ the label)"),
+    ("in the grid", "arrows or hjkl move, x marks, N / S label the marked, enter opens large"),
     ("f", "filter: all, unlabelled, disagreements, predicted NSFW, uncertain, errors"),
     ("o", "cycle sort: name, probability, uncertainty"),
     ("+ / -", "raise / lower the threshold"),

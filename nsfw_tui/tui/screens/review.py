@@ -40,9 +40,11 @@ from ..messages import (
 )
 from ..widgets.folder_tree import FolderTree
 from ..widgets.image_list import ImageList, printable
-from ..widgets.preview import Preview, blur, prepare
+from ..widgets.preview import Preview, blur, image_widget_class, prepare
 from ..widgets.status_bar import StatusBar, adaptation_line
+from ..widgets.thumbnail_grid import Shown, ThumbnailGrid, ThumbnailsReady
 from .dialogs import ConfirmScreen, HelpScreen, ModelScreen
+from .large_image import LargeImageScreen
 from .stats import StatsScreen
 
 THRESHOLD_STEP = 0.05
@@ -63,6 +65,7 @@ class ReviewScreen(Screen):
         Binding("N", "label_all('nsfw')", "All NSFW", show=False),
         Binding("S", "label_all('sfw')", "All SFW", show=False),
         Binding("space", "reveal", "Reveal"),
+        Binding("g", "toggle_grid", "Grid"),
         Binding("f", "cycle_filter", "Filter"),
         Binding("o", "cycle_sort", "Sort"),
         Binding("plus,equals_sign", "threshold(1)", "+Thr", show=False),
@@ -92,6 +95,8 @@ class ReviewScreen(Screen):
         self.preview_cache: PreviewReady | None = None
         self.rescan_said = False  # the next load was asked for with r: say what changed
         self.adaptation = AdaptationController(self._load_adapt_settings)
+        self.grid_mode = False  # g: the thumbnail grid in place of the tree, list and preview
+        self._thumb_pool = None  # the decode pool thumbnails are made in, once the grid opens
 
     # -- layout --------------------------------------------------------------------------
 
@@ -100,6 +105,7 @@ class ReviewScreen(Screen):
             yield FolderTree(id="folders")
             yield ImageList(id="images")
             yield Preview(image_class=self.host.settings.image_class, id="preview")
+            yield ThumbnailGrid(self._image_class(), id="grid")
         yield Input(placeholder="search file names (Enter keeps, Esc clears)", id="search")
         yield StatusBar(id="status")
         yield Footer()
@@ -108,6 +114,8 @@ class ReviewScreen(Screen):
         self.query_one("#search", Input).display = False
         self.query_one(ImageList).focus()
         self.query_one(Preview).clear("Loading…")
+        self.grid.display = False
+        self.grid.blurs = self.grid_blurs
         self.model_override = self.host.settings.model_id
         self.load()
 
@@ -120,11 +128,23 @@ class ReviewScreen(Screen):
     def images(self) -> ImageList:
         return self.query_one(ImageList)
 
+    @property
+    def grid(self) -> ThumbnailGrid:
+        return self.query_one(ThumbnailGrid)
+
+    @property
+    def current(self) -> Row | None:
+        """The row the keys act on: the grid's current thumbnail, or the list's row."""
+        return self.grid.current if self.grid_mode else self.images.current
+
     def refresh_all(self, keep: Row | None = None, tree: bool = True) -> None:
         if self.review is None:
             return
         self.review.refresh_view()
-        self.images.show(self.review, keep)
+        if self.grid_mode:
+            self.grid.show(self.review, keep)
+        else:
+            self.images.show(self.review, keep)
         self.query_one(StatusBar).show(self.review, self.model_name, self.progress)
         if tree:
             self.query_one(FolderTree).update_counts(self.review)
@@ -238,7 +258,7 @@ class ReviewScreen(Screen):
         self.images.empty_text = (
             f"No images in {self.root}" if not review.rows else "Nothing matches this filter"
         )
-        current = self.images.current
+        current = self.current
         keep = review.by_path.get(current.path) if current else None
         self.refresh_all(keep)
         if not review.rows:
@@ -250,6 +270,7 @@ class ReviewScreen(Screen):
             self.progress = None
             return
         current = self.images.current
+        current = self.current
         if current is not None and current.path in pending:
             pending = [current.path] + [p for p in pending if p != current.path]  # selected first
         self.progress = (0, len(pending))
@@ -262,8 +283,10 @@ class ReviewScreen(Screen):
         if self.review is None:
             return
         self.review.apply_scores(message.items)
-        current = self.images.current
+        current = self.current
         self.refresh_all(current)
+        if self.grid_mode:
+            return  # no preview under the grid
         if current is not None and any(i.path == current.path for i in message.items):
             self.load_preview(current)
 
@@ -367,7 +390,7 @@ class ReviewScreen(Screen):
         return True
 
     def action_label(self, label: str | None) -> None:
-        row = self.images.current
+        row = self.current
         if row is None:
             return
         if not self._label_rows([row], label):
@@ -375,12 +398,23 @@ class ReviewScreen(Screen):
         self.refresh_all(row)
         if label is None:
             self.draw_preview()
+        elif self.grid_mode:
+            if self.grid.current is row:
+                self.grid.cursor += 1
         elif self.images.current is row:
             self.images.cursor += 1  # fast triage: on to the next image
         # else the filter hid the row and the cursor already stands on the next one
 
     def action_label_all(self, label: str) -> None:
         if self.review is None or not self.review.view:
+            return
+        marked = self.grid.marked_rows() if self.grid_mode else []
+        if marked:  # chosen one by one with x: no question
+            if self._label_rows(marked, label):
+                self.grid.marked.clear()
+                self.refresh_all()
+                n, plural = len(marked), "s" * (len(marked) != 1)
+                self.notify(f"Labelled {n} marked image{plural} {label.upper()}; z undoes it all.")
             return
         rows = list(self.review.view)
         if self.host.store_readonly:
@@ -461,11 +495,14 @@ class ReviewScreen(Screen):
     # -- view ----------------------------------------------------------------------------
 
     def action_reveal(self) -> None:
-        row = self.images.current
+        row = self.current
         if row is None:
             return
         self.revealed = None if self.revealed == row.path else row.path
-        self.draw_preview()
+        if self.grid_mode:
+            self.grid.redraw()
+        else:
+            self.draw_preview()
 
     def action_cycle_filter(self) -> None:
         if self.review is not None:
@@ -552,6 +589,97 @@ class ReviewScreen(Screen):
         parts = [f"{added} new", f"{gone} gone", f"{len(pending)} to score"]
         self.notify(f"{folder}: {', '.join(parts)}.", title="Rescan", markup=False)
 
+    # -- the grid: thumbnails of the visible page, made off the UI thread --------------------
+
+    def _image_class(self) -> type:
+        return self.host.settings.image_class or image_widget_class()
+
+    def action_toggle_grid(self) -> None:
+        keep = self.current
+        self.grid_mode = not self.grid_mode
+        for widget in (self.query_one(FolderTree), self.images, self.query_one(Preview)):
+            widget.display = not self.grid_mode
+        self.grid.display = self.grid_mode
+        if self.grid_mode:
+            self.grid.focus()
+        else:
+            self.grid.marked.clear()  # N and S in the list act on the whole view, as always
+            self.images.focus()
+        self.refresh_all(keep, tree=False)
+
+    def safe_blurs(self, row: Row) -> bool:
+        """The preview's rule: safe mode blurs what is at or above the threshold, or unscored."""
+        review = self.review
+        return self.host.settings.blur and (
+            row.probability is None or review is None or row.probability >= review.threshold
+        )
+
+    def grid_blurs(self, row: Row) -> bool:
+        return self.safe_blurs(row) and self.revealed != row.path
+
+    @on(ThumbnailGrid.Highlighted)
+    def on_grid_highlighted(self, message: ThumbnailGrid.Highlighted) -> None:
+        row = message.row
+        if row is not None and self.revealed not in (None, row.path):
+            self.revealed = None  # as in the list: a reveal lasts while its image is current
+            self.grid.redraw()
+
+    @on(ThumbnailGrid.PageShown)
+    def on_page_shown(self, message: ThumbnailGrid.PageShown) -> None:
+        held = self.grid.held
+        needed = [(r.path, r.sha256) for r in message.rows if not r.error and r.path not in held]
+        if needed:
+            self.load_thumbnails(needed)
+        else:
+            self.workers.cancel_group(self, "thumbs")
+
+    @work(thread=True, exclusive=True, group="thumbs", exit_on_error=False)
+    def load_thumbnails(self, needed: list[tuple[str, str | None]]) -> None:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        from ...core.thumbnails import ThumbnailCache, thumbnail_pool
+
+        worker = get_current_worker()
+        options = self.host.settings.scan_options
+        if self._thumb_pool is None:
+            self._thumb_pool = thumbnail_pool(options.workers, options.timeout_s)
+        pool = self._thumb_pool
+        cache = ThumbnailCache(self.host.home.thumbnail_dir)
+
+        def one(path: str, sha: str | None) -> tuple[str, Shown]:
+            thumb = cache.get(path, sha, pool, options.timeout_s)
+            image = thumb.image
+            return path, Shown(image, blur(image) if image else None, thumb.error)
+
+        with ThreadPoolExecutor(max(1, pool.workers), thread_name_prefix="thumb") as threads:
+            futures = [threads.submit(one, path, sha) for path, sha in needed]
+            for future in as_completed(futures):
+                if worker.is_cancelled:  # the page turned: what is left is not wanted
+                    for f in futures:
+                        f.cancel()
+                    return
+                path, shown = future.result()
+                self.post_message(ThumbnailsReady({path: shown}))
+
+    @on(ThumbnailsReady)
+    def on_thumbnails_ready(self, message: ThumbnailsReady) -> None:
+        self.grid.add_thumbnails(message.shown)
+
+    @on(ThumbnailGrid.Opened)
+    def on_grid_opened(self, message: ThumbnailGrid.Opened) -> None:
+        row = message.row
+        blurs, revealed = self.safe_blurs(row), self.revealed == row.path
+
+        def closed(seen: bool | None) -> None:
+            self.revealed = row.path if seen else None
+            self.grid.redraw()
+
+        self.app.push_screen(LargeImageScreen(row, blurs, revealed, self._image_class()), closed)
+
+    def on_unmount(self) -> None:
+        if self._thumb_pool is not None:
+            self._thumb_pool.close()
+
     # -- adaptation: a head on the cached features, every few labels and on A ---------------
 
     def action_adapt(self) -> None:
@@ -632,7 +760,7 @@ class ReviewScreen(Screen):
             row.probability = preds.get(row.sha256) if row.sha256 else None
             if row.probability is None and row.error is None:
                 unscored.append(row.path)  # no cached features: the adapted scorer decodes it
-        self.refresh_all(self.images.current)
+        self.refresh_all(self.current)
         self.draw_preview()
         self.workers.cancel_group(self, "score")
         self.start_scoring(unscored)

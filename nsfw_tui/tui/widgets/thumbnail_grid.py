@@ -1,0 +1,276 @@
+"""The thumbnail grid: one page of cells, reused page after page; thumbnails for that page only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Static
+
+from ...core.review import Review, Row
+from .image_list import printable
+
+CELL_W = 20  # columns per cell, its frame included
+CELL_H = 9  # lines per cell, its frame included
+COLOURS = {"nsfw": "#e5484d", "sfw": "#46a758", None: "#8b8d98", "error": "#f5a524"}
+
+
+@dataclass
+class ThumbnailsReady(Message):
+    """Thumbnails made or read from the cache by a worker, by path."""
+
+    shown: dict[str, Shown]
+
+
+@dataclass
+class Shown:
+    """A page thumbnail held in memory: the picture and its blurred twin, or why there is none."""
+
+    image: Image.Image | None
+    blurred: Image.Image | None
+    error: str | None = None
+
+
+def caption(row: Row, call: str | None) -> str:
+    """The frame's short caption: the model's call and score in lower case, then the person's
+    label in capitals after a tick (``nsfw 0.98 ✔SFW``)."""
+    if row.error:
+        head = "error"
+    elif row.probability is None:
+        head = "…"
+    else:
+        head = f"{call or ''} {row.probability:.2f}"
+    return f"{head} ✔{row.label.upper()}" if row.label else head
+
+
+class ThumbCell(Vertical):
+    """One cell: a coloured frame (the model's call) titled with the name, the picture inside."""
+
+    def __init__(self, image_class: type, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._image_class = image_class
+        self.path: str | None = None
+        self.picture: Image.Image | None = None
+        self._look: tuple | None = None
+
+    def compose(self) -> ComposeResult:
+        with Container(classes="thumb-frame"):
+            yield self._image_class(classes="thumb-image")
+        yield Static("", classes="thumb-message")
+
+    def show(self, row: Row | None, picture: Image.Image | None, note: str, look: tuple) -> None:
+        """Draw ``row`` (None: an empty cell); only what changed is touched."""
+        image = self.query_one(".thumb-image")
+        if picture is not self.picture:
+            self.picture = picture
+            image.image = picture
+            image.display = picture is not None
+        message = self.query_one(".thumb-message", Static)
+        message.update(Content(printable(note)))
+        message.display = bool(note)
+        self.path = row.path if row else None
+        if look == self._look:
+            return
+        self._look = look
+        title, subtitle, colour, current, marked = look
+        self.border_title = Content(("● " if marked else "") + title) if row else None
+        self.border_subtitle = Content(subtitle) if row else None
+        kind = "heavy" if current else ("double" if marked else "round")
+        self.styles.border = (kind, colour) if row else ("hidden", colour)
+        self.set_class(current, "-current")
+
+
+class ThumbnailGrid(Widget, can_focus=True):
+    """Rows come from ``Review.view`` as in the list; the cursor is an index into it."""
+
+    BINDINGS = [
+        Binding("left,h", "move(-1, 0)", "Left", show=False),
+        Binding("right,l", "move(1, 0)", "Right", show=False),
+        Binding("up,k", "move(0, -1)", "Up", show=False),
+        Binding("down,j", "move(0, 1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "jump(0)", "First", show=False),
+        Binding("end", "jump(-1)", "Last", show=False),
+        Binding("x", "mark", "Mark"),
+        Binding("enter", "open", "Open"),
+    ]
+
+    cursor: reactive[int] = reactive(0, always_update=True, init=False)
+
+    @dataclass
+    class Highlighted(Message):
+        row: Row | None
+
+    @dataclass
+    class PageShown(Message):
+        """A new page is on screen: these rows need their thumbnails."""
+
+        rows: list[Row]
+
+    @dataclass
+    class Opened(Message):
+        row: Row
+
+    def __init__(self, image_class: type, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._image_class = image_class
+        self.review: Review | None = None
+        self.rows: list[Row] = []
+        self.marked: set[str] = set()  # paths
+        self.columns = 1
+        self.lines = 1
+        self.first = 0  # index of the page's first row
+        self.held: dict[str, Shown] = {}  # path -> thumbnail, for the rows of this page only
+        self.blurs: Callable[[Row], bool] = lambda row: True
+        self._cells: list[ThumbCell] = []
+        self._page_key: tuple | None = None
+
+    # -- the page ------------------------------------------------------------------------
+
+    @property
+    def page_size(self) -> int:
+        return self.columns * self.lines
+
+    @property
+    def current(self) -> Row | None:
+        return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
+
+    @property
+    def page(self) -> list[Row]:
+        return self.rows[self.first : self.first + self.page_size]
+
+    def show(self, review: Review, keep: Row | None = None) -> None:
+        """Draw the review's view, keeping ``keep`` (or the current row) under the cursor."""
+        keep = keep or self.current
+        self.review = review
+        self.rows = review.view
+        index = 0
+        if keep is not None:
+            for i, row in enumerate(self.rows):
+                if row is keep:
+                    index = i
+                    break
+            else:
+                index = min(self.cursor, max(0, len(self.rows) - 1))
+        self.cursor = index
+
+    def validate_cursor(self, value: int) -> int:
+        return max(0, min(value, len(self.rows) - 1)) if self.rows else 0
+
+    def watch_cursor(self) -> None:
+        self.draw()
+        self.post_message(self.Highlighted(self.current))
+
+    def draw(self) -> None:
+        """Turn the page when the cursor left it, then draw every cell."""
+        size = self.page_size
+        self.first = (self.cursor // size) * size if self.rows else 0
+        page = self.page
+        key = (self.first, size, tuple(id(r) for r in page))
+        if key != self._page_key:
+            self._page_key = key
+            keep = {r.path for r in page}
+            # Memory is bounded by the page: nothing off it stays in memory.
+            self.held = {p: s for p, s in self.held.items() if p in keep}
+            self.post_message(self.PageShown(list(page)))
+        for i, cell in enumerate(self._cells):
+            self._draw_cell(cell, page[i] if i < len(page) else None, self.first + i)
+
+    def _draw_cell(self, cell: ThumbCell, row: Row | None, index: int) -> None:
+        if row is None:
+            cell.show(None, None, "", ("", "", COLOURS[None], False, False))
+            return
+        call = self.review.call(row) if self.review else None
+        shown = self.held.get(row.path)
+        picture, note = None, ""
+        if row.error:
+            note = row.error
+        elif shown is None:
+            note = "…"
+        elif shown.error:
+            note = shown.error
+        else:
+            blurred = self.blurs(row)
+            picture = shown.blurred if blurred else shown.image
+        colour = COLOURS["error"] if row.error else COLOURS.get(call, COLOURS[None])
+        marked = row.path in self.marked
+        look = (printable(row.name), caption(row, call), colour, index == self.cursor, marked)
+        cell.show(row, picture, note, look)
+
+    def redraw(self) -> None:
+        """Draw again after a change of labels, scores, threshold or reveal."""
+        page = self.page
+        for i, cell in enumerate(self._cells):
+            self._draw_cell(cell, page[i] if i < len(page) else None, self.first + i)
+
+    def add_thumbnails(self, shown: dict[str, Shown]) -> None:
+        """Thumbnails from the worker; those no longer on the page are dropped."""
+        on_page = {r.path for r in self.page}
+        fresh = {p: s for p, s in shown.items() if p in on_page}
+        if fresh:
+            self.held.update(fresh)
+            self.redraw()
+
+    # -- cells -----------------------------------------------------------------------------
+
+    async def on_resize(self, event: events.Resize) -> None:
+        columns = max(1, event.size.width // CELL_W)
+        lines = max(1, event.size.height // CELL_H)
+        if (columns, lines) == (self.columns, self.lines) and self._cells:
+            return
+        self.columns, self.lines = columns, lines
+        self.styles.grid_size_columns = columns
+        self.styles.grid_size_rows = lines
+        await self.remove_children()
+        self._cells = [ThumbCell(self._image_class) for _ in range(columns * lines)]
+        await self.mount_all(self._cells)
+        self._page_key = None
+        self.draw()
+
+    def on_click(self, event: events.Click) -> None:
+        for i, cell in enumerate(self._cells):
+            if cell.region.contains(event.screen_x, event.screen_y) and i < len(self.page):
+                self.cursor = self.first + i
+                return
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def action_move(self, dx: int, dy: int) -> None:
+        self.cursor += dx + dy * self.columns
+
+    def action_page(self, direction: int) -> None:
+        if not self.rows:
+            return
+        self.cursor = max(0, min(len(self.rows) - 1, self.cursor + direction * self.page_size))
+
+    def action_jump(self, where: int) -> None:
+        self.cursor = len(self.rows) - 1 if where < 0 else 0
+
+    def action_mark(self) -> None:
+        row = self.current
+        if row is None:
+            return
+        if row.path in self.marked:
+            self.marked.discard(row.path)
+        else:
+            self.marked.add(row.path)
+        self.cursor += 1  # mark and move on, as a label does
+
+    def action_open(self) -> None:
+        row = self.current
+        if row is not None:
+            self.post_message(self.Opened(row))
+
+    def marked_rows(self) -> list[Row]:
+        """The marked rows still in the view, in its order."""
+        return [r for r in self.rows if r.path in self.marked]
