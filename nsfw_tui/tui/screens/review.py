@@ -651,8 +651,22 @@ class ReviewScreen(Screen):
             image = thumb.image
             return path, Shown(image, blur(image) if image else None, thumb.error)
 
+        # What the disk cache holds comes in one message (one redraw), the rest as it decodes.
+        held, missing = {}, []
+        for path, sha in needed:
+            if worker.is_cancelled:
+                return
+            image = cache.read(sha) if sha else None
+            if image is None:
+                missing.append((path, sha))
+            else:
+                held[path] = Shown(image, blur(image))
+        if held:
+            self.post_message(ThumbnailsReady(held))
+        if not missing:
+            return
         with ThreadPoolExecutor(max(1, pool.workers), thread_name_prefix="thumb") as threads:
-            futures = [threads.submit(one, path, sha) for path, sha in needed]
+            futures = [threads.submit(one, path, sha) for path, sha in missing]
             for future in as_completed(futures):
                 if worker.is_cancelled:  # the page turned: what is left is not wanted
                     for f in futures:

@@ -60,33 +60,39 @@ class ThumbCell(Vertical):
         self._image_class = image_class
         self.path: str | None = None
         self.picture: Image.Image | None = None
+        self.note = ""
         self._look: tuple | None = None
 
     def compose(self) -> ComposeResult:
+        self._image = self._image_class(classes="thumb-image")
+        self._message = Static("", classes="thumb-message")
+        self._message.display = False
         with Container(classes="thumb-frame"):
-            yield self._image_class(classes="thumb-image")
-        yield Static("", classes="thumb-message")
+            yield self._image
+        yield self._message
 
     def show(self, row: Row | None, picture: Image.Image | None, note: str, look: tuple) -> None:
         """Draw ``row`` (None: an empty cell); only what changed is touched."""
-        image = self.query_one(".thumb-image")
         if picture is not self.picture:
             self.picture = picture
-            image.image = picture
-            image.display = picture is not None
-        message = self.query_one(".thumb-message", Static)
-        message.update(Content(printable(note)))
-        message.display = bool(note)
+            self._image.image = picture
+            self._image.display = picture is not None
+        if note != self.note:
+            self.note = note
+            self._message.update(Content(printable(note)))
+            self._message.display = bool(note)
         self.path = row.path if row else None
         if look == self._look:
             return
         self._look = look
         title, subtitle, colour, current, marked = look
-        self.border_title = Content(("● " if marked else "") + title) if row else None
-        self.border_subtitle = Content(subtitle) if row else None
+        # No CSS class for the cursor: re-styling a cell's subtree on every key costs a frame.
+        style = "bold" if current else ""
+        title = ("● " if marked else "") + title
+        self.border_title = Content.styled(title, style) if row else None
+        self.border_subtitle = Content.styled(subtitle, style) if row else None
         kind = "heavy" if current else ("double" if marked else "round")
         self.styles.border = (kind, colour) if row else ("hidden", colour)
-        self.set_class(current, "-current")
 
 
 class ThumbnailGrid(Widget, can_focus=True):
