@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import shutil
@@ -133,7 +134,9 @@ async def page_held(pilot, grid) -> None:
     await pilot._wait_for_screen()  # and drawn
 
 
-async def grid_session(base: Path, n: int, moves: int, pages: int, renderer, warm: bool) -> None:
+async def grid_session(
+    base: Path, n: int, moves: int, pages: int, renderer, warm: bool, say=print
+) -> None:
     app = make_test_app(base, base / "grid")
     app.settings = replace(app.settings, image_class=renderer)
     async with app.run_test(size=SIZE) as pilot:
@@ -148,7 +151,7 @@ async def grid_session(base: Path, n: int, moves: int, pages: int, renderer, war
         await page_held(pilot, grid)
         first = time.perf_counter() - t
         kind = "warm" if warm else "cold"
-        print(f"  {kind} cache: first page ({grid.page_size} thumbnails): {first * 1000:7.1f} ms")
+        say(f"  {kind} cache: first page ({grid.page_size} thumbnails): {first * 1000:7.1f} ms")
         turns = []
         rss = [rss_mib()]
         for i in range(pages):
@@ -159,7 +162,7 @@ async def grid_session(base: Path, n: int, moves: int, pages: int, renderer, war
             if i == 4:
                 rss.append(rss_mib())
         rss.append(rss_mib())
-        print(f"  {kind} cache: {pages} page turns: {summary(turns)}  p95 {p95(turns):6.2f} ms")
+        say(f"  {kind} cache: {pages} page turns: {summary(turns)}  p95 {p95(turns):6.2f} ms")
         if not warm:
             return
         keys = []
@@ -169,14 +172,36 @@ async def grid_session(base: Path, n: int, moves: int, pages: int, renderer, war
             await pilot._wait_for_screen()  # every queued message handled: the frame is drawn
             keys.append(time.perf_counter() - t)
         line = f"{summary(keys)}  p95 {p95(keys):6.2f} ms"
-        print(f"  warm cache: {moves} moves, key to frame: {line}")
+        say(f"  warm cache: {moves} moves, key to frame: {line}")
         held = sum(2 * s.image.width * s.image.height * 3 for s in grid.held.values() if s.image)
         widgets = len(list(app.screen.walk_children(with_self=True)))
-        print(
+        say(
             f"  memory: {len(grid.held)} thumbnails held ({held / 1024:.0f} KiB with their "
             f"blurred twins), {widgets} widgets; RSS {rss[0]:.0f} MiB at the first page, "
             f"{rss[1]:.0f} after 5 turns, {rss[2]:.0f} after {pages}"
         )
+
+
+@contextlib.contextmanager
+def quiet_stdout(quiet: bool):
+    """The kitty renderer sends its images to the terminal itself, headless or not: with
+    ``quiet`` its bytes go to /dev/null and the figures through a copy of stdout."""
+    if not quiet:
+        yield print
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    try:
+        yield lambda line: print(line, file=out)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        for fd in (saved, null):
+            os.close(fd)
+        out.close()
 
 
 async def measure_grid(base: Path, n: int, moves: int, pages: int, renderers: list[str]) -> None:
@@ -185,8 +210,9 @@ async def measure_grid(base: Path, n: int, moves: int, pages: int, renderers: li
         print(f"grid over {n} images, {name} renderer, {SIZE[0]}x{SIZE[1]}:")
         home = base / "home"
         shutil.rmtree(home / "cache" / "thumbnails", ignore_errors=True)  # each renderer cold
-        await grid_session(base, n, moves, pages, classes[name], warm=False)
-        await grid_session(base, n, moves, pages, classes[name], warm=True)
+        with quiet_stdout(name == "kitty") as say:
+            await grid_session(base, n, moves, pages, classes[name], False, say)
+            await grid_session(base, n, moves, pages, classes[name], True, say)
 
 
 async def screenshot(base: Path, out: Path) -> None:

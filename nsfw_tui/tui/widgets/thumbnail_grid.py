@@ -111,7 +111,8 @@ class ThumbnailGrid(Widget, can_focus=True):
         Binding("enter", "open", "Open"),
     ]
 
-    cursor: reactive[int] = reactive(0, always_update=True, init=False)
+    # repaint=False: the cells that change repaint themselves; a repaint of the grid is all 24
+    cursor: reactive[int] = reactive(0, always_update=True, init=False, repaint=False)
 
     @dataclass
     class Highlighted(Message):
