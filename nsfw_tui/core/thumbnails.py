@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 import time
@@ -98,21 +99,27 @@ class ThumbnailCache:
             return None
         return image
 
-    def write(self, sha256: str, image: Image.Image) -> None:
-        """Store atomically: a reader sees the old file, or none, or the whole new one."""
+    def write(self, sha256: str, image: Image.Image) -> Image.Image:
+        """Store atomically (a reader sees the old file, or none, or the whole new one), and
+        return the picture as stored: a thumbnail looks the same fresh or from the cache."""
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=THUMB_QUALITY)
+        data = buf.getvalue()
+        stored = load_image(data, max_frames=1).frames[0]
         path = self.path_for(sha256)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".thumb-", suffix=".jpg")
             try:
                 with os.fdopen(fd, "wb") as out:
-                    image.save(out, "JPEG", quality=THUMB_QUALITY)
+                    out.write(data)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError:
             pass  # a full or read-only disk costs the cache, not the grid
+        return stored
 
     def get(self, path: str, sha256: str | None, pool: DecodePool, timeout_s: float) -> Thumbnail:
         """The thumbnail of ``path``: from the cache when its hash is known and cached, else
@@ -125,8 +132,7 @@ class ThumbnailCache:
         if isinstance(result, Failed):
             error = result.error
             return Thumbnail(path, None, result.sha256, f"{error.kind}: {error.reason}")
-        image = Image.fromarray(result.pixels[0], "RGB")
-        self.write(result.sha256, image)
+        image = self.write(result.sha256, Image.fromarray(result.pixels[0], "RGB"))
         return Thumbnail(path, image, result.sha256)
 
 

@@ -292,3 +292,16 @@ async def test_only_the_visible_page_is_held_and_no_widget_is_added_per_image(tm
             assert set(grid.held) == {r.path for r in grid.page}, "only this page in memory"
             assert len(list(app.screen.walk_children(with_self=True))) == widgets
         assert not any(isinstance(w, ImageList) and w.display for w in app.screen.query("*"))
+
+
+async def test_file_names_are_drawn_literally_in_the_frames(tmp_path):
+    folder = tmp_path / "photos"
+    solid(folder / "[bold red]x.png", 30)
+    solid(folder / "esc\x1b[2Jname.png", 60)
+    app = make_test_app(tmp_path, folder)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_grid(pilot)
+        text = screen_text(app)
+        assert "\x1b" not in text
+        assert "[bold red]x.p" in text  # the markup is the name, not a style
+        assert "esc\\x1b[2Jn" in text

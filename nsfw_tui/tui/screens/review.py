@@ -42,7 +42,7 @@ from ..widgets.folder_tree import FolderTree
 from ..widgets.image_list import ImageList, printable
 from ..widgets.preview import Preview, blur, image_widget_class, prepare
 from ..widgets.status_bar import StatusBar, adaptation_line
-from ..widgets.thumbnail_grid import Shown, ThumbnailGrid, ThumbnailsReady
+from ..widgets.thumbnail_grid import ThumbnailGrid
 from .dialogs import ConfirmScreen, HelpScreen, ModelScreen
 from .large_image import LargeImageScreen
 from .stats import StatsScreen
@@ -96,7 +96,6 @@ class ReviewScreen(Screen):
         self.rescan_said = False  # the next load was asked for with r: say what changed
         self.adaptation = AdaptationController(self._load_adapt_settings)
         self.grid_mode = False  # g: the thumbnail grid in place of the tree, list and preview
-        self._thumb_pool = None  # the decode pool thumbnails are made in, once the grid opens
 
     # -- layout --------------------------------------------------------------------------
 
@@ -105,7 +104,14 @@ class ReviewScreen(Screen):
             yield FolderTree(id="folders")
             yield ImageList(id="images")
             yield Preview(image_class=self.host.settings.image_class, id="preview")
-            yield ThumbnailGrid(self._image_class(), id="grid")
+            options = self.host.settings.scan_options
+            yield ThumbnailGrid(
+                self._image_class(),
+                self.host.home.thumbnail_dir,
+                workers=options.workers,
+                timeout_s=options.timeout_s,
+                id="grid",
+            )
         yield Input(placeholder="search file names (Enter keeps, Esc clears)", id="search")
         yield StatusBar(id="status")
         yield Footer()
@@ -589,7 +595,7 @@ class ReviewScreen(Screen):
         parts = [f"{added} new", f"{gone} gone", f"{len(pending)} to score"]
         self.notify(f"{folder}: {', '.join(parts)}.", title="Rescan", markup=False)
 
-    # -- the grid: thumbnails of the visible page, made off the UI thread --------------------
+    # -- the grid (it makes its page's thumbnails itself, off the UI thread) -----------------
 
     def _image_class(self) -> type:
         return self.host.settings.image_class or image_widget_class()
@@ -624,61 +630,6 @@ class ReviewScreen(Screen):
             self.revealed = None  # as in the list: a reveal lasts while its image is current
             self.grid.redraw()
 
-    @on(ThumbnailGrid.PageShown)
-    def on_page_shown(self, message: ThumbnailGrid.PageShown) -> None:
-        held = self.grid.held
-        needed = [(r.path, r.sha256) for r in message.rows if not r.error and r.path not in held]
-        if needed:
-            self.load_thumbnails(needed)
-        else:
-            self.workers.cancel_group(self, "thumbs")
-
-    @work(thread=True, exclusive=True, group="thumbs", exit_on_error=False)
-    def load_thumbnails(self, needed: list[tuple[str, str | None]]) -> None:
-        from concurrent.futures import ThreadPoolExecutor, as_completed
-
-        from ...core.thumbnails import ThumbnailCache, thumbnail_pool
-
-        worker = get_current_worker()
-        options = self.host.settings.scan_options
-        if self._thumb_pool is None:
-            self._thumb_pool = thumbnail_pool(options.workers, options.timeout_s)
-        pool = self._thumb_pool
-        cache = ThumbnailCache(self.host.home.thumbnail_dir)
-
-        def one(path: str, sha: str | None) -> tuple[str, Shown]:
-            thumb = cache.get(path, sha, pool, options.timeout_s)
-            image = thumb.image
-            return path, Shown(image, blur(image) if image else None, thumb.error)
-
-        # What the disk cache holds comes in one message (one redraw), the rest as it decodes.
-        held, missing = {}, []
-        for path, sha in needed:
-            if worker.is_cancelled:
-                return
-            image = cache.read(sha) if sha else None
-            if image is None:
-                missing.append((path, sha))
-            else:
-                held[path] = Shown(image, blur(image))
-        if held:
-            self.post_message(ThumbnailsReady(held))
-        if not missing:
-            return
-        with ThreadPoolExecutor(max(1, pool.workers), thread_name_prefix="thumb") as threads:
-            futures = [threads.submit(one, path, sha) for path, sha in missing]
-            for future in as_completed(futures):
-                if worker.is_cancelled:  # the page turned: what is left is not wanted
-                    for f in futures:
-                        f.cancel()
-                    return
-                path, shown = future.result()
-                self.post_message(ThumbnailsReady({path: shown}))
-
-    @on(ThumbnailsReady)
-    def on_thumbnails_ready(self, message: ThumbnailsReady) -> None:
-        self.grid.add_thumbnails(message.shown)
-
     @on(ThumbnailGrid.Opened)
     def on_grid_opened(self, message: ThumbnailGrid.Opened) -> None:
         row = message.row
@@ -689,10 +640,6 @@ class ReviewScreen(Screen):
             self.grid.redraw()
 
         self.app.push_screen(LargeImageScreen(row, blurs, revealed, self._image_class()), closed)
-
-    def on_unmount(self) -> None:
-        if self._thumb_pool is not None:
-            self._thumb_pool.close()
 
     # -- adaptation: a head on the cached features, every few labels and on A ---------------
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
-from textual import events
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical
@@ -15,9 +17,13 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
+from textual.worker import get_current_worker
 
+from ...core.decode_pool import DecodePool
 from ...core.review import Review, Row
+from ...core.thumbnails import ThumbnailCache, thumbnail_pool
 from .image_list import printable
+from .preview import blur
 
 CELL_W = 20  # columns per cell, its frame included
 CELL_H = 9  # lines per cell, its frame included
@@ -119,18 +125,24 @@ class ThumbnailGrid(Widget, can_focus=True):
         row: Row | None
 
     @dataclass
-    class PageShown(Message):
-        """A new page is on screen: these rows need their thumbnails."""
-
-        rows: list[Row]
-
-    @dataclass
     class Opened(Message):
         row: Row
 
-    def __init__(self, image_class: type, **kwargs) -> None:
+    def __init__(
+        self,
+        image_class: type,
+        thumbnail_dir: Path,
+        *,
+        workers: int = 0,
+        timeout_s: float = 20.0,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self._image_class = image_class
+        self.cache = ThumbnailCache(thumbnail_dir)
+        self.decode_workers = workers  # decode processes; 0 decodes in the worker thread
+        self.timeout_s = timeout_s
+        self._pool: DecodePool | None = None  # made when the first thumbnail is needed
         self.review: Review | None = None
         self.rows: list[Row] = []
         self.marked: set[str] = set()  # paths
@@ -189,7 +201,7 @@ class ThumbnailGrid(Widget, can_focus=True):
             keep = {r.path for r in page}
             # Memory is bounded by the page: nothing off it stays in memory.
             self.held = {p: s for p, s in self.held.items() if p in keep}
-            self.post_message(self.PageShown(list(page)))
+            self._fetch(page)
         for i, cell in enumerate(self._cells):
             self._draw_cell(cell, page[i] if i < len(page) else None, self.first + i)
 
@@ -227,6 +239,59 @@ class ThumbnailGrid(Widget, can_focus=True):
         if fresh:
             self.held.update(fresh)
             self.redraw()
+
+    # -- thumbnails: read from the disk cache or decoded in the pool, in a thread -----------
+
+    def _fetch(self, page: list[Row]) -> None:
+        needed = [(r.path, r.sha256) for r in page if not r.error and r.path not in self.held]
+        if not needed:
+            self.workers.cancel_group(self, "thumbs")
+            return
+        if self._pool is None:  # its processes start on first use, in the worker thread
+            self._pool = thumbnail_pool(self.decode_workers, self.timeout_s)
+        self.load_thumbnails(needed)
+
+    @work(thread=True, exclusive=True, group="thumbs", exit_on_error=False)
+    def load_thumbnails(self, needed: list[tuple[str, str | None]]) -> None:
+        worker = get_current_worker()
+        cache, pool = self.cache, self._pool
+        assert pool is not None
+
+        def one(path: str, sha: str | None) -> tuple[str, Shown]:
+            thumb = cache.get(path, sha, pool, self.timeout_s)
+            image = thumb.image
+            return path, Shown(image, blur(image) if image else None, thumb.error)
+
+        # What the disk cache holds comes in one message (one redraw), the rest as it decodes.
+        held, missing = {}, []
+        for path, sha in needed:
+            if worker.is_cancelled:
+                return
+            image = cache.read(sha) if sha else None
+            if image is None:
+                missing.append((path, sha))
+            else:
+                held[path] = Shown(image, blur(image))
+        if held:
+            self.post_message(ThumbnailsReady(held))
+        if not missing:
+            return
+        with ThreadPoolExecutor(max(1, pool.workers), thread_name_prefix="thumb") as threads:
+            futures = [threads.submit(one, path, sha) for path, sha in missing]
+            for future in as_completed(futures):
+                if worker.is_cancelled:  # the page turned: what is left is not wanted
+                    for f in futures:
+                        f.cancel()
+                    return
+                path, shown = future.result()
+                self.post_message(ThumbnailsReady({path: shown}))
+
+    def on_thumbnails_ready(self, message: ThumbnailsReady) -> None:
+        self.add_thumbnails(message.shown)
+
+    def on_unmount(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
 
     # -- cells -----------------------------------------------------------------------------
 
