@@ -134,6 +134,12 @@ async def page_held(pilot, grid) -> None:
     await pilot._wait_for_screen()  # and drawn
 
 
+async def window_held(pilot, grid) -> None:
+    """Until the next page is made ahead too, as while a person looks at this one."""
+    while not all(r.path in grid.held for r in grid.window):
+        await pilot.pause(0.005)
+
+
 async def grid_session(
     base: Path, n: int, moves: int, pages: int, renderer, warm: bool, say=print
 ) -> None:
@@ -155,6 +161,7 @@ async def grid_session(
         turns = []
         rss = [rss_mib()]
         for i in range(pages):
+            await window_held(pilot, grid)
             t = time.perf_counter()
             grid.action_page(1)
             await page_held(pilot, grid)
@@ -166,6 +173,7 @@ async def grid_session(
         if not warm:
             return
         keys = []
+        await window_held(pilot, grid)
         for i in range(moves):  # right along the page, then on to the next one
             t = time.perf_counter()
             grid.action_move(1 if i % 8 else 0, 0 if i % 8 else 1)

@@ -168,6 +168,11 @@ class ThumbnailGrid(Widget, can_focus=True):
     def page(self) -> list[Row]:
         return self.rows[self.first : self.first + self.page_size]
 
+    @property
+    def window(self) -> list[Row]:
+        """The rows whose thumbnails are held: this page and the next."""
+        return self.rows[self.first : self.first + 2 * self.page_size]
+
     def show(self, review: Review, keep: Row | None = None) -> None:
         """Draw the review's view, keeping ``keep`` (or the current row) under the cursor."""
         keep = keep or self.current
@@ -198,10 +203,11 @@ class ThumbnailGrid(Widget, can_focus=True):
         key = (self.first, size, tuple(id(r) for r in page))
         if key != self._page_key:
             self._page_key = key
-            keep = {r.path for r in page}
-            # Memory is bounded by the page: nothing off it stays in memory.
+            # Memory is bounded by the page: this one and the next (made ahead, so that
+            # turning forward draws at once); nothing else stays in memory.
+            keep = {r.path for r in self.window}
             self.held = {p: s for p, s in self.held.items() if p in keep}
-            self._fetch(page)
+            self._fetch([page, self.window[len(page) :]])
         for i, cell in enumerate(self._cells):
             self._draw_cell(cell, page[i] if i < len(page) else None, self.first + i)
 
@@ -233,18 +239,21 @@ class ThumbnailGrid(Widget, can_focus=True):
             self._draw_cell(cell, page[i] if i < len(page) else None, self.first + i)
 
     def add_thumbnails(self, shown: dict[str, Shown]) -> None:
-        """Thumbnails from the worker; those no longer on the page are dropped."""
-        on_page = {r.path for r in self.page}
-        fresh = {p: s for p, s in shown.items() if p in on_page}
-        if fresh:
-            self.held.update(fresh)
+        """Thumbnails from the worker; those of neither this page nor the next are dropped."""
+        keep = {r.path for r in self.window}
+        self.held.update({p: s for p, s in shown.items() if p in keep})
+        if any(r.path in shown for r in self.page):
             self.redraw()
 
     # -- thumbnails: read from the disk cache or decoded in the pool, in a thread -----------
 
-    def _fetch(self, page: list[Row]) -> None:
-        needed = [(r.path, r.sha256) for r in page if not r.error and r.path not in self.held]
-        if not needed:
+    def _fetch(self, pages: list[list[Row]]) -> None:
+        """Thumbnails for ``pages`` (this one, then the next), those not held yet."""
+        needed = [
+            [(r.path, r.sha256) for r in rows if not r.error and r.path not in self.held]
+            for rows in pages
+        ]
+        if not any(needed):
             self.workers.cancel_group(self, "thumbs")
             return
         if self._pool is None:  # its processes start on first use, in the worker thread
@@ -252,7 +261,7 @@ class ThumbnailGrid(Widget, can_focus=True):
         self.load_thumbnails(needed)
 
     @work(thread=True, exclusive=True, group="thumbs", exit_on_error=False)
-    def load_thumbnails(self, needed: list[tuple[str, str | None]]) -> None:
+    def load_thumbnails(self, pages: list[list[tuple[str, str | None]]]) -> None:
         worker = get_current_worker()
         cache, pool = self.cache, self._pool
         assert pool is not None
@@ -262,18 +271,21 @@ class ThumbnailGrid(Widget, can_focus=True):
             image = thumb.image
             return path, Shown(image, blur(image) if image else None, thumb.error)
 
-        # What the disk cache holds comes in one message (one redraw), the rest as it decodes.
-        held, missing = {}, []
-        for path, sha in needed:
-            if worker.is_cancelled:
-                return
-            image = cache.read(sha) if sha else None
-            if image is None:
-                missing.append((path, sha))
-            else:
-                held[path] = Shown(image, blur(image))
-        if held:
-            self.post_message(ThumbnailsReady(held))
+        # What the disk cache holds comes in one message a page (one redraw), the rest as it
+        # decodes, this page's first.
+        missing = []
+        for needed in pages:
+            held = {}
+            for path, sha in needed:
+                if worker.is_cancelled:
+                    return
+                image = cache.read(sha) if sha else None
+                if image is None:
+                    missing.append((path, sha))
+                else:
+                    held[path] = Shown(image, blur(image))
+            if held:
+                self.post_message(ThumbnailsReady(held))
         if not missing:
             return
         with ThreadPoolExecutor(max(1, pool.workers), thread_name_prefix="thumb") as threads:
