@@ -307,3 +307,14 @@ async def test_file_names_are_drawn_literally_in_the_frames(tmp_path):
         assert "\x1b" not in text
         assert "[bold red]x.p" in text  # the markup is the name, not a style
         assert "esc\\x1b[2Jn" in text
+
+
+async def test_a_click_makes_a_thumbnail_current(tmp_path):
+    scene_folder(tmp_path / "photos")
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=SIZE) as pilot:
+        grid = await open_grid(pilot)
+        lake = cell_of(grid, "lake.png")
+        await pilot.click(lake, offset=(3, 3))
+        assert grid.current.name == "lake.png"
+        assert lake.styles.border_top[0] == "heavy"

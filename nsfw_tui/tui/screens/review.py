@@ -275,7 +275,6 @@ class ReviewScreen(Screen):
         if not pending:
             self.progress = None
             return
-        current = self.images.current
         current = self.current
         if current is not None and current.path in pending:
             pending = [current.path] + [p for p in pending if p != current.path]  # selected first
