@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
 from support.imagegen import high_frequency, noisy, truncated_jpeg
 from support.tui import (
     labels_by_name,
@@ -222,6 +223,15 @@ async def test_grid_blur_is_as_strong_as_the_previews(tmp_path):
         assert hot.picture is grid.held[hot.path].blurred, "space blurs it again"
         await pilot.press("space", "left")  # a reveal lasts while its image is current
         assert hot.picture is grid.held[hot.path].blurred
+        # The preview's blurred picture brought to the thumbnail's size keeps no less detail:
+        # the same blur, as strong relative to the picture.
+        thumb = grid.held[hot.path].blurred
+        await pilot.press("right", "g")  # the list, on the hot image: its preview is blurred
+        await settle(pilot)
+        preview = app.screen.query_one(Preview)
+        assert preview.path == hot.path and preview.shown.size != thumb.size
+        same_scale = preview.shown.resize(thumb.size, Image.Resampling.LANCZOS)
+        assert high_frequency(thumb) <= 1.05 * high_frequency(same_scale)
     app = make_test_app(tmp_path / "open", tmp_path / "photos", blur=False)
     async with app.run_test(size=SIZE) as pilot:
         grid = await open_grid(pilot)
