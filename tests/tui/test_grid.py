@@ -328,3 +328,16 @@ async def test_a_click_makes_a_thumbnail_current(tmp_path):
         await pilot.click(lake, offset=(3, 3))
         assert grid.current.name == "lake.png"
         assert lake.styles.border_top[0] == "heavy"
+
+
+async def test_every_grid_key_on_an_empty_folder_is_harmless(tmp_path):
+    (tmp_path / "photos").mkdir()
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await settle(pilot)
+        await pilot.press("g")
+        keys = ["right", "l", "down", "j", "pagedown", "end", "x", "n", "s", "u", "z"]
+        await pilot.press(*keys, "N", "S", "space", "enter", "minus")
+        assert app.is_running and isinstance(app.screen, ReviewScreen)
+        assert screen.grid.current is None and not screen.grid.marked
+        assert all(c.path is None for c in screen.grid.query(ThumbCell))
