@@ -232,7 +232,11 @@ async def test_grid_blur_is_as_strong_as_the_previews(tmp_path):
         assert preview.path == hot.path and preview.shown.size != thumb.size
         same_scale = preview.shown.resize(thumb.size, Image.Resampling.LANCZOS)
         assert high_frequency(thumb) <= 1.05 * high_frequency(same_scale)
-    app = make_test_app(tmp_path / "open", tmp_path / "photos", blur=False)
+
+
+async def test_no_blur_shows_every_thumbnail_as_it_is(tmp_path):
+    noisy(tmp_path / "photos" / "hot.png", (180, 256), 2)  # P ~ 0.86
+    app = make_test_app(tmp_path, tmp_path / "photos", blur=False)
     async with app.run_test(size=SIZE) as pilot:
         grid = await open_grid(pilot)
         hot = cell_of(grid, "hot.png")
@@ -341,3 +345,33 @@ async def test_every_grid_key_on_an_empty_folder_is_harmless(tmp_path):
         assert app.is_running and isinstance(app.screen, ReviewScreen)
         assert screen.grid.current is None and not screen.grid.marked
         assert all(c.path is None for c in screen.grid.query(ThumbCell))
+
+
+async def test_a_resize_refits_the_cells_and_keeps_the_current_image(tmp_path):
+    many(tmp_path / "photos", 30)
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=SIZE) as pilot:
+        grid = await open_grid(pilot)
+        await pilot.press("end")  # img_29, on the second page of 24
+        assert grid.first == 24
+        await pilot.resize_terminal(*SMALL)
+        await wait_for(pilot, lambda: grid.page_size == 9)
+        await wait_for(pilot, lambda: all(r.path in grid.held for r in grid.page))
+        assert len(grid.query(ThumbCell)) == 9
+        assert grid.current.name == "img_29.png" and grid.first == 27
+        assert [Path(c.path).name for c in grid.query(ThumbCell) if c.path][-1] == "img_29.png"
+
+
+async def test_a_filter_narrows_the_grid_as_it_does_the_list(tmp_path):
+    scene_folder(tmp_path / "photos")
+    app = make_test_app(tmp_path, tmp_path / "photos")
+    async with app.run_test(size=SIZE) as pilot:
+        grid = await open_grid(pilot)
+        await pilot.press("n", "n")  # beach and fire
+        await wait_for(pilot, lambda: len(labels_by_name(app.home)) == 2)
+        await pilot.press("f")  # unlabelled
+        assert app.screen.review.filter == "unlabelled"
+        shown = [r.name for r in grid.rows]
+        assert shown == ["forest.png", "lake.png", "party.png", "sunset.png"]
+        await wait_for(pilot, lambda: all(r.path in grid.held for r in grid.page))
+        assert [Path(c.path).name for c in grid.query(ThumbCell) if c.path] == shown
