@@ -1,4 +1,4 @@
-"""The thumbnail grid: one page of cells, reused page after page; thumbnails for that page only."""
+"""The thumbnail grid: one page of cells, reused page after page; thumbnails for it and the next."""
 
 from __future__ import annotations
 
