@@ -29,6 +29,11 @@ class Home:
         """What can be rebuilt at any time (the prepared built-in graph); safe to delete."""
         return self.root / "cache"
 
+    @property
+    def thumbnail_dir(self) -> Path:
+        """The grid's thumbnails, keyed by content hash (under the cache: rebuildable)."""
+        return self.cache_dir / "thumbnails"
+
     def watch_journal(self, folder: str | os.PathLike) -> Path:
         """The decision log `watch` keeps for ``folder`` when no --log is given (W13).
 

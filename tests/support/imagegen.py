@@ -250,3 +250,17 @@ def grouping_figures(group_of: dict[Path, int | None], truth: dict[Path, int]) -
     groups = [group_of[p] for p in originals.values()]
     merged = sum(1 for g in groups if g is not None and groups.count(g) > 1)
     return sum(hits) / len(hits), merged
+
+
+def high_frequency(image: Image.Image) -> float:
+    """Mean absolute difference of neighbouring grey pixels: what a blur must take away."""
+    gray = np.asarray(image.convert("L"), dtype=np.float64)
+    return float(np.abs(np.diff(gray, axis=0)).mean() + np.abs(np.diff(gray, axis=1)).mean())
+
+
+def noisy(path: Path, red: tuple[int, int], seed: int) -> Path:
+    """Noise whose red channel lies in ``red``: the fake scorer's P is about its mean / 255."""
+    rng = np.random.default_rng(seed)
+    px = rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)
+    px[..., 0] = rng.integers(red[0], red[1], (192, 256), dtype=np.uint8)
+    return save(Image.fromarray(px, "RGB"), path)

@@ -8,10 +8,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
-from support.imagegen import save, truncated_jpeg
+from support.imagegen import high_frequency, noisy, truncated_jpeg
 from support.tui import (
     FAKE_ID,
     RedScorer,
@@ -340,18 +339,6 @@ async def test_model_switch_rescores_with_the_chosen_model(tmp_path, scenes):
 
 
 # -- preview ---------------------------------------------------------------------------------
-
-
-def high_frequency(image: Image.Image) -> float:
-    gray = np.asarray(image.convert("L"), dtype=np.float64)
-    return float(np.abs(np.diff(gray, axis=0)).mean() + np.abs(np.diff(gray, axis=1)).mean())
-
-
-def noisy(path: Path, red: tuple[int, int], seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    px = rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)
-    px[..., 0] = rng.integers(red[0], red[1], (192, 256), dtype=np.uint8)
-    return save(Image.fromarray(px, "RGB"), path)
 
 
 async def test_likely_nsfw_preview_is_really_blurred_until_revealed(tmp_path):

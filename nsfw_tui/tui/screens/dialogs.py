@@ -21,6 +21,8 @@ KEYS = [
     ("u", "clear the label"),
     ("z", "undo the last label change (repeatable)"),
     ("space", "reveal / blur the preview"),
+    ("g", "grid of thumbnails / list (frame colour: the model's call; ✔ the label)"),
+    ("in the grid", "arrows or hjkl move, x marks, N / S label the marked, enter opens large"),
     # long lines wrap under their own column (test_help_wraps_a_long_description_under_itself)
     (
         "f",

@@ -40,10 +40,12 @@ from ..messages import (
 )
 from ..widgets.folder_tree import FolderTree
 from ..widgets.image_list import ImageList, printable
-from ..widgets.preview import Preview, blur, prepare
+from ..widgets.preview import Preview, blur, image_widget_class, prepare
 from ..widgets.status_bar import StatusBar, adaptation_line
+from ..widgets.thumbnail_grid import ThumbnailGrid
 from .curating import Curating
 from .dialogs import ConfirmScreen, HelpScreen, ModelScreen
+from .large_image import LargeImageScreen
 from .stats import StatsScreen
 
 THRESHOLD_STEP = 0.05
@@ -64,6 +66,7 @@ class ReviewScreen(Curating, Screen):
         Binding("N", "label_all('nsfw')", "All NSFW", show=False),
         Binding("S", "label_all('sfw')", "All SFW", show=False),
         Binding("space", "reveal", "Reveal"),
+        Binding("g", "toggle_grid", "Grid"),
         Binding("f", "cycle_filter", "Filter"),
         Binding("o", "cycle_sort", "Sort"),
         Binding("plus,equals_sign", "threshold(1)", "+Thr", show=False),
@@ -93,6 +96,7 @@ class ReviewScreen(Curating, Screen):
         self.preview_cache: PreviewReady | None = None
         self.rescan_said = False  # the next load was asked for with r: say what changed
         self.adaptation = AdaptationController(self._load_adapt_settings)
+        self.grid_mode = False  # g: the thumbnail grid in place of the tree, list and preview
 
     # -- layout --------------------------------------------------------------------------
 
@@ -101,6 +105,14 @@ class ReviewScreen(Curating, Screen):
             yield FolderTree(id="folders")
             yield ImageList(id="images")
             yield Preview(image_class=self.host.settings.image_class, id="preview")
+            options = self.host.settings.scan_options
+            yield ThumbnailGrid(
+                self._image_class(),
+                self.host.home.thumbnail_dir,
+                workers=options.workers,
+                timeout_s=options.timeout_s,
+                id="grid",
+            )
         yield Input(placeholder="search file names (Enter keeps, Esc clears)", id="search")
         yield StatusBar(id="status")
         yield Footer()
@@ -109,6 +121,8 @@ class ReviewScreen(Curating, Screen):
         self.query_one("#search", Input).display = False
         self.query_one(ImageList).focus()
         self.query_one(Preview).clear("Loading…")
+        self.grid.display = False
+        self.grid.blurs = self.grid_blurs
         self.model_override = self.host.settings.model_id
         self.load()
 
@@ -121,11 +135,23 @@ class ReviewScreen(Curating, Screen):
     def images(self) -> ImageList:
         return self.query_one(ImageList)
 
+    @property
+    def grid(self) -> ThumbnailGrid:
+        return self.query_one(ThumbnailGrid)
+
+    @property
+    def current(self) -> Row | None:
+        """The row the keys act on: the grid's current thumbnail, or the list's row."""
+        return self.grid.current if self.grid_mode else self.images.current
+
     def refresh_all(self, keep: Row | None = None, tree: bool = True) -> None:
         if self.review is None:
             return
         self.review.refresh_view()
-        self.images.show(self.review, keep)
+        if self.grid_mode:
+            self.grid.show(self.review, keep)
+        else:
+            self.images.show(self.review, keep)
         self.query_one(StatusBar).show(self.review, self.model_name, self.progress)
         if tree:
             self.query_one(FolderTree).update_counts(self.review)
@@ -245,7 +271,7 @@ class ReviewScreen(Curating, Screen):
         self.images.empty_text = (
             f"No images in {self.root}" if not review.rows else "Nothing matches this filter"
         )
-        current = self.images.current
+        current = self.current
         keep = review.by_path.get(current.path) if current else None
         self.refresh_all(keep)
         if not review.rows:
@@ -257,7 +283,7 @@ class ReviewScreen(Curating, Screen):
         if not pending:
             self.progress = None
             return
-        current = self.images.current
+        current = self.current
         if current is not None and current.path in pending:
             pending = [current.path] + [p for p in pending if p != current.path]  # selected first
         self.progress = (0, len(pending))
@@ -270,8 +296,10 @@ class ReviewScreen(Curating, Screen):
         if self.review is None:
             return
         self.review.apply_scores(message.items)
-        current = self.images.current
+        current = self.current
         self.refresh_all(current)
+        if self.grid_mode:
+            return  # no preview under the grid
         if current is not None and any(i.path == current.path for i in message.items):
             self.load_preview(current)
 
@@ -385,7 +413,7 @@ class ReviewScreen(Curating, Screen):
         return list({m.path: m for r in rows for m in self.review.members(r)}.values())
 
     def action_label(self, label: str | None) -> None:
-        row = self.images.current
+        row = self.current
         if row is None:
             return
         if not self._label_rows(self._targets([row]), label):
@@ -393,12 +421,23 @@ class ReviewScreen(Curating, Screen):
         self.refresh_all(row)
         if label is None:
             self.draw_preview()
+        elif self.grid_mode:
+            if self.grid.current is row:
+                self.grid.cursor += 1
         elif self.images.current is row:
             self.images.cursor += 1  # fast triage: on to the next image
         # else the filter hid the row and the cursor already stands on the next one
 
     def action_label_all(self, label: str) -> None:
         if self.review is None or not self.review.view:
+            return
+        marked = self._targets(self.grid.marked_rows()) if self.grid_mode else []
+        if marked:  # chosen one by one with x: no question
+            if self._label_rows(marked, label):
+                self.grid.marked.clear()
+                self.refresh_all()
+                n, plural = len(marked), "s" * (len(marked) != 1)
+                self.notify(f"Labelled {n} marked image{plural} {label.upper()}; z undoes it all.")
             return
         rows = self._targets(list(self.review.view))
         if self.host.store_readonly:
@@ -480,11 +519,14 @@ class ReviewScreen(Curating, Screen):
     # -- view ----------------------------------------------------------------------------
 
     def action_reveal(self) -> None:
-        row = self.images.current
+        row = self.current
         if row is None:
             return
         self.revealed = None if self.revealed == row.path else row.path
-        self.draw_preview()
+        if self.grid_mode:
+            self.grid.redraw()
+        else:
+            self.draw_preview()
 
     def action_cycle_filter(self) -> None:
         if self.review is not None:
@@ -571,6 +613,52 @@ class ReviewScreen(Curating, Screen):
         parts = [f"{added} new", f"{gone} gone", f"{len(pending)} to score"]
         self.notify(f"{folder}: {', '.join(parts)}.", title="Rescan", markup=False)
 
+    # -- the grid (it makes its page's thumbnails itself, off the UI thread) -----------------
+
+    def _image_class(self) -> type:
+        return self.host.settings.image_class or image_widget_class()
+
+    def action_toggle_grid(self) -> None:
+        keep = self.current
+        self.grid_mode = not self.grid_mode
+        for widget in (self.query_one(FolderTree), self.images, self.query_one(Preview)):
+            widget.display = not self.grid_mode
+        self.grid.display = self.grid_mode
+        if self.grid_mode:
+            self.grid.focus()
+        else:
+            self.grid.marked.clear()  # N and S in the list act on the whole view, as always
+            self.images.focus()
+        self.refresh_all(keep, tree=False)
+
+    def safe_blurs(self, row: Row) -> bool:
+        """The preview's rule: safe mode blurs what is at or above the threshold, or unscored."""
+        review = self.review
+        return self.host.settings.blur and (
+            row.probability is None or review is None or row.probability >= review.threshold
+        )
+
+    def grid_blurs(self, row: Row) -> bool:
+        return self.safe_blurs(row) and self.revealed != row.path
+
+    @on(ThumbnailGrid.Highlighted)
+    def on_grid_highlighted(self, message: ThumbnailGrid.Highlighted) -> None:
+        row = message.row
+        if row is not None and self.revealed not in (None, row.path):
+            self.revealed = None  # as in the list: a reveal lasts while its image is current
+            self.grid.redraw()
+
+    @on(ThumbnailGrid.Opened)
+    def on_grid_opened(self, message: ThumbnailGrid.Opened) -> None:
+        row = message.row
+        blurs, revealed = self.safe_blurs(row), self.revealed == row.path
+
+        def closed(seen: bool | None) -> None:
+            self.revealed = row.path if seen else None
+            self.grid.redraw()
+
+        self.app.push_screen(LargeImageScreen(row, blurs, revealed, self._image_class()), closed)
+
     # -- adaptation: a head on the cached features, every few labels and on A ---------------
 
     def action_adapt(self) -> None:
@@ -652,7 +740,7 @@ class ReviewScreen(Curating, Screen):
             row.probability = preds.get(row.sha256) if row.sha256 else None
             if row.probability is None and row.error is None:
                 unscored.append(row.path)  # no cached features: the adapted scorer decodes it
-        self.refresh_all(self.images.current)
+        self.refresh_all(self.current)
         self.draw_preview()
         self.workers.cancel_group(self, "score")
         self.start_scoring(unscored)
