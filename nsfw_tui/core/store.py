@@ -892,6 +892,15 @@ class Store:
             "models": one("SELECT count(*) FROM models"),
         }
 
+    def remote_files(self) -> int:
+        """Files known by a URI (``s3://...``) or as a member of a tar shard (``SHARD#NAME``),
+        as `import-scores` stores them: scored elsewhere, their bytes not on this machine."""
+        sql = (
+            "SELECT count(*) FROM files WHERE typeof(path) = 'text' AND "
+            "(path GLOB '[A-Za-z][A-Za-z0-9+.-]*://*' OR path GLOB '*.tar#*')"
+        )
+        return self._conn.execute(sql).fetchone()[0]
+
     def backup(self, dest: str | os.PathLike) -> Path:
         """Copy the live store with SQLite's online backup API (never a file copy)."""
         dest = Path(dest)

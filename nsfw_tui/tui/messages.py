@@ -21,6 +21,7 @@ class ReviewLoaded(Message):
     pending: list[str]
     model_name: str
     fitted: dict[str, int] | None = None  # NSFW / SFW labels of an adapted active model
+    remote: int = 0  # scored files known only by a URI or a shard member (import-scores)
 
 
 @dataclass

@@ -191,5 +191,42 @@ def test_import_scores_keeps_uris_verbatim_and_one_row_per_input(tmp_path, store
     files = store.files([uri, member])
     assert files[uri].sha256 == "a" * 64 and files[uri].size == 1234
     assert files[member].error_kind == "truncated"
+    assert store.remote_files() == 2  # what the review screen says it cannot show
     assert store.predictions("open_nsfw", ["a" * 64, "b" * 64]) == {"a" * 64: 0.75}
     assert np.array_equal(store.features("open_nsfw", "a" * 64), feats[None, :])
+
+
+async def test_the_review_screen_says_how_many_scored_images_are_remote(tmp_path, home):
+    """Imported URIs and shard members are counted at open; local files are not."""
+    from types import SimpleNamespace
+
+    from support.tui import record_notes, settle
+    from textual_image.widget import HalfcellImage
+
+    from nsfw_tui.core.home import Home
+    from nsfw_tui.core.scan import ScanOptions
+    from nsfw_tui.core.store import ScoreRecord, Store
+    from nsfw_tui.tui.app import make_app
+    from nsfw_tui.tui.settings import ReviewSettings
+
+    keys = ["s3://bucket/a.jpg", "gs://b/shard-0.tar#1.jpg", "/data/shard-1.tar#2.jpg"]
+    with Store.open(home / "store.db") as store:
+        records = [ScoreRecord(k, 10, 0, f"{i:064x}") for i, k in enumerate(keys)]
+        records.append(ScoreRecord(str(tmp_path / "local.jpg"), 10, 0, "f" * 64))
+        store.record_files(records)
+        assert store.remote_files() == 3
+    (tmp_path / "photos").mkdir()
+    settings = ReviewSettings(
+        scan_options=ScanOptions(workers=0),
+        image_class=HalfcellImage,
+        scorer_factory=lambda row: SimpleNamespace(id=row.id),
+    )
+    app = record_notes(make_app(tmp_path / "photos", home=Home(home), settings=settings))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, timeout=30)
+        assert (
+            "information",
+            "Remote images",
+            "3 scored images are remote (URIs or tar shard members from import-scores): this "
+            "screen shows images whose bytes are on this machine.",
+        ) in app.notes

@@ -183,11 +183,12 @@ class ReviewScreen(Curating, Screen):
             if threshold is None:
                 threshold = row.threshold
             review, pending = load_review(self.root, store, row.id, threshold)
+            remote = store.remote_files()
             self.models = [
                 (m.id, f"{m.kind}, threshold {format_threshold(m.threshold)}")
                 for m in store.models()
             ]
-        self.post_message(ReviewLoaded(review, pending, row.id, fitted_labels(row)))
+        self.post_message(ReviewLoaded(review, pending, row.id, fitted_labels(row), remote))
 
     @work(thread=True, exclusive=True, group="score", exit_on_error=False)
     def score(self, paths: list[str]) -> None:
@@ -261,6 +262,16 @@ class ReviewScreen(Curating, Screen):
                 f"{self.host.store_readonly}",
                 title="Read-only store",
                 severity="warning",
+                timeout=10,
+                markup=False,
+            )
+        if old is None and message.remote:
+            n = message.remote
+            self.notify(
+                f"{n} scored image{'s are' if n != 1 else ' is'} remote (URIs or tar shard "
+                f"members from import-scores): this screen shows images whose bytes are on "
+                f"this machine.",
+                title="Remote images",
                 timeout=10,
                 markup=False,
             )
