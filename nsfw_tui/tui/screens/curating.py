@@ -81,4 +81,4 @@ class Curating:
             self.renew_novelty()  # a newer curation came meanwhile: update that one instead
             return
         self.review.curation = message.curation
-        self.refresh_all(self.images.current, tree=False)
+        self.refresh_all(self.current, tree=False)  # the grid's or the list's
