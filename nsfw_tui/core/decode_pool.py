@@ -349,6 +349,24 @@ class DecodePool:
             return Failed(self.name_of(task), ImageError("timeout", late))
         return self._run(w, task, deadline, late)
 
+    def decode_next(self, task: Any) -> Result:
+        """Decode one task under a scan's rule: its time limit counts from when a worker takes
+        it (as in ``map``), so a replacement still starting after a crash or a hang costs the
+        next file nothing. The Ray engine's workers call this, one file at a time."""
+        if self.workers <= 0:
+            return self.decoder(task, self.spec, self.use_draft, self.max_frames)
+        self.start()
+        try:
+            w = self._checkout(None)
+        except RuntimeError as exc:  # a replacement failed to start: try again for later
+            threading.Thread(target=self._replace, name="decode-replace", daemon=True).start()
+            return Failed(self.name_of(task), ImageError("crash", str(exc)))
+        if w is None:
+            closed = ImageError("timeout", "the decode pool closed during this image")
+            return Failed(self.name_of(task), closed)
+        late = f"decoding took longer than {self.timeout_s:g} s"
+        return self._run(w, task, time.monotonic() + self.timeout_s, late)
+
     # -- a stream of tasks (scan) ------------------------------------------------------
 
     # The consumer calls this once it no longer holds a result's pixels.

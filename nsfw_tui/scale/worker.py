@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -128,8 +127,7 @@ class ScoreWorker:
         self.node = _node_id()
 
     def _decode(self, key: str, data: bytes):
-        deadline = time.monotonic() + self.settings.timeout_s
-        return self.pool.decode((key, data), deadline)
+        return self.pool.decode_next((key, data))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["path"])
