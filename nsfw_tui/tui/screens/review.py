@@ -123,6 +123,7 @@ class ReviewScreen(Curating, Screen):
         self.query_one(Preview).clear("Loading…")
         self.grid.display = False
         self.grid.blurs = self.grid_blurs
+        self.grid.frame_times = self.grid_frame_times
         self.model_override = self.host.settings.model_id
         self.load()
 
@@ -307,6 +308,9 @@ class ReviewScreen(Curating, Screen):
         if self.review is None:
             return
         self.review.apply_scores(message.items)
+        # a video's thumbnail shows its highest frame, which this scoring may have moved
+        frames = {i.path: i.frame_time for i in message.items if i.frame_time is not None}
+        self.grid.rescored(frames)
         current = self.current
         self.refresh_all(current)
         if self.grid_mode:
@@ -651,6 +655,14 @@ class ReviewScreen(Curating, Screen):
 
     def grid_blurs(self, row: Row) -> bool:
         return self.safe_blurs(row) and self.revealed != row.path
+
+    def grid_frame_times(self, shas: list[str]) -> dict[str, float]:
+        """The frame each video's thumbnail shows, as the preview's (in the grid's worker)."""
+        review = self.review
+        if review is None:
+            return {}
+        with self._store() as store:
+            return store.frame_times(review.model_id, shas)
 
     @on(ThumbnailGrid.Highlighted)
     def on_grid_highlighted(self, message: ThumbnailGrid.Highlighted) -> None:

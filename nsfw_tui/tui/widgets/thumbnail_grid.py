@@ -44,6 +44,7 @@ class Shown:
     image: Image.Image | None
     blurred: Image.Image | None
     error: str | None = None
+    frame_time: float | None = None  # a video: the time of the frame it shows
 
 
 def caption(row: Row, call: str | None) -> str:
@@ -151,6 +152,9 @@ class ThumbnailGrid(Widget, can_focus=True):
         self.first = 0  # index of the page's first row
         self.held: dict[str, Shown] = {}  # path -> thumbnail, for the rows of this page only
         self.blurs: Callable[[Row], bool] = lambda row: True
+        # sha256s -> the time of each video's frame to show (the preview's); called in the
+        # worker thread, so it may read the store
+        self.frame_times: Callable[[list[str]], dict[str, float]] = lambda shas: {}
         self._cells: list[ThumbCell] = []
         self._page_key: tuple | None = None
 
@@ -176,6 +180,8 @@ class ThumbnailGrid(Widget, can_focus=True):
     def show(self, review: Review, keep: Row | None = None) -> None:
         """Draw the review's view, keeping ``keep`` (or the current row) under the cursor."""
         keep = keep or self.current
+        if self.review is not None and review.model_id != self.review.model_id:
+            self.held.clear()  # another model may have scored another frame of a video highest
         self.review = review
         self.rows = review.view
         index = 0
@@ -227,7 +233,8 @@ class ThumbnailGrid(Widget, can_focus=True):
         else:
             blurred = self.blurs(row)
             picture = shown.blurred if blurred else shown.image
-        colour = COLOURS["error"] if row.error else COLOURS.get(call, COLOURS[None])
+        unreadable = row.error or (shown is not None and shown.error)
+        colour = COLOURS["error"] if unreadable else COLOURS.get(call, COLOURS[None])
         marked = row.path in self.marked
         look = (printable(row.name), caption(row, call), colour, index == self.cursor, marked)
         cell.show(row, picture, note, look)
@@ -237,6 +244,15 @@ class ThumbnailGrid(Widget, can_focus=True):
         page = self.page
         for i, cell in enumerate(self._cells):
             self._draw_cell(cell, page[i] if i < len(page) else None, self.first + i)
+
+    def rescored(self, frames: dict[str, float]) -> None:
+        """Videos just scored (path -> their highest frame's time): a thumbnail held of
+        another frame is dropped, and made again when the grid is next drawn."""
+        stale = [p for p, t in frames.items() if p in self.held and self.held[p].frame_time != t]
+        for path in stale:
+            del self.held[path]
+        if stale:
+            self._page_key = None
 
     def add_thumbnails(self, shown: dict[str, Shown]) -> None:
         """Thumbnails from the worker; those of neither this page nor the next are dropped."""
@@ -266,10 +282,17 @@ class ThumbnailGrid(Widget, can_focus=True):
         cache, pool = self.cache, self._pool
         assert pool is not None
 
+        shas = [sha for needed in pages for _, sha in needed if sha]
+        try:
+            times = self.frame_times(shas) if shas else {}
+        except Exception:  # a store that cannot be read costs a video its frame, not the grid
+            times = {}
+
         def one(path: str, sha: str | None) -> tuple[str, Shown]:
-            thumb = cache.get(path, sha, pool, self.timeout_s)
+            at = times.get(sha) if sha else None
+            thumb = cache.get(path, sha, pool, self.timeout_s, at)
             image = thumb.image
-            return path, Shown(image, blur(image) if image else None, thumb.error)
+            return path, Shown(image, blur(image) if image else None, thumb.error, at)
 
         # What the disk cache holds comes in one message a page (one redraw), the rest as it
         # decodes, this page's first.
@@ -279,11 +302,12 @@ class ThumbnailGrid(Widget, can_focus=True):
             for path, sha in needed:
                 if worker.is_cancelled:
                     return
-                image = cache.read(sha) if sha else None
+                at = times.get(sha) if sha else None
+                image = cache.read(sha, at) if sha else None
                 if image is None:
                     missing.append((path, sha))
                 else:
-                    held[path] = Shown(image, blur(image))
+                    held[path] = Shown(image, blur(image), frame_time=at)
             if held:
                 self.post_message(ThumbnailsReady(held))
         if not missing:
