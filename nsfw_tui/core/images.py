@@ -368,7 +368,7 @@ def _sniff(prefix: bytes) -> str | None:
 def _unidentified(data: bytes) -> ImageError:
     fmt = _sniff(data[:16])
     if fmt is None:
-        return ImageError("unidentified", "not a recognised image file")
+        return ImageError("unidentified", "not a recognised image or video file")
     if fmt in ALLOWED_FORMATS:
         return ImageError("unidentified", f"looks like {fmt} but its header cannot be read")
     return ImageError("unidentified", f"{fmt} files are not allowed")
@@ -451,7 +451,7 @@ def check_structure(data: bytes) -> str:
         return container
     fmt = sniff(data)
     if fmt is None:
-        raise ImageError("unidentified", "not a recognised image file")
+        raise ImageError("unidentified", "not a recognised image or video file")
     reason = incomplete(data, fmt)
     if reason:
         raise ImageError("truncated", reason)

@@ -112,5 +112,5 @@ def test_text_named_like_an_image_is_not_labelled(tmp_path, store):
     report = import_folders(store, plan_import(tmp_path / "in", "nsfw"))
     assert report.labelled["nsfw"] == 0
     assert report.errors == [
-        (str(tmp_path / "in" / "notes.jpg"), "unidentified: not a recognised image file")
+        (str(tmp_path / "in" / "notes.jpg"), "unidentified: not a recognised image or video file")
     ]
