@@ -72,7 +72,7 @@ def export(
     ] = False,
     home: HomeOption = None,
 ) -> None:
-    """Export a trained model to a self-describing ONNX file, checked against PyTorch."""
+    """Export a trained model to ONNX (checked against PyTorch), or any model to MLflow."""
     from trainer.export import DYNAMO_OPSET, export_onnx
     from trainer.parity import PARITY_ATOL
     from trainer.quantize import quantize_onnx

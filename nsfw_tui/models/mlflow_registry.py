@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -26,6 +28,24 @@ from .adapted_onnx import export_adapted
 from .onnx_files import describe, read_metadata, write_model
 from .onnx_import import AddReport, add_onnx_file
 from .pyfunc_code import MODEL_FILE, stage_code
+
+INLINE_ENV = "NSFW_TUI_PYFUNC_DECODE_INLINE"  # nsfw_tui.pyfunc.model reads it (no import here)
+
+
+@contextlib.contextmanager
+def _decode_inline() -> Any:
+    """While MLflow runs the logged model's predict on its input example in this process, the
+    model decodes in the calling thread: see nsfw_tui.pyfunc.model.INLINE_ENV."""
+    before = os.environ.get(INLINE_ENV)
+    os.environ[INLINE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(INLINE_ENV, None)
+        else:
+            os.environ[INLINE_ENV] = before
+
 
 ARTIFACT = "onnx_model"  # the key nsfw_tui/pyfunc/model.py reads the file by
 ARTIFACT_PATH = "model"
@@ -216,7 +236,7 @@ def publish(
             say(f"logging {config['model_id']} as an MLflow pyfunc and registering it as {name}")
             saved_path = list(sys.path)  # checking the example loads the model: see below
             # MLflow sets its own warning filters inside, so warnings are caught, not filtered
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True) as caught, _decode_inline():
                 warnings.simplefilter("default")
                 info = mlflow.pyfunc.log_model(
                     name=ARTIFACT_PATH,

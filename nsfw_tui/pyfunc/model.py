@@ -6,6 +6,7 @@ first on sys.path: everything imported below comes from that folder.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import mlflow
@@ -17,6 +18,10 @@ from nsfw_tui.pyfunc.scoring import Settings, decode_pool, predict, root_from_en
 
 ARTIFACT = "onnx_model"
 """The artifact key of the self-describing ONNX file."""
+INLINE_ENV = "NSFW_TUI_PYFUNC_DECODE_INLINE"
+"""Set by the process that logs a model while MLflow checks the input example in it: decode
+in the calling thread there. Decode processes spawned from that process would re-import its
+main script (`nsfw-tui`) with the model's code folder first on sys.path, which lacks the CLI."""
 
 
 class NsfwModel(PythonModel):
@@ -30,7 +35,9 @@ class NsfwModel(PythonModel):
             use_draft=bool(config.get("use_draft", True)),
             max_frames=int(config.get("max_frames", 8)),
             batch_size=int(config.get("batch_size", 16)),
-            decode_workers=int(config.get("decode_workers", 2)),
+            decode_workers=0
+            if os.environ.get(INLINE_ENV)
+            else int(config.get("decode_workers", 2)),
             decode_timeout_s=float(config.get("decode_timeout_s", 20.0)),
         )
         self.scorer = OnnxScorer(

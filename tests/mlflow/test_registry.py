@@ -272,6 +272,39 @@ def test_export_mlflow_registers_the_builtin_model_and_moves_the_alias(
         assert abs(entry["probability"] - scanned[path.name]) <= ATOL
 
 
+@pytest.mark.slow
+def test_export_mlflow_checks_its_input_example_from_the_real_command(registered):
+    """MLflow runs predict on the input example inside the exporting process: decode processes
+    spawned there would re-run the `nsfw-tui` script (spawn imports the main script; `-m`
+    would hide this) with the model's code folder first on sys.path (no CLI in it) and die,
+    so that check decodes in the calling thread."""
+    _, home, _, uri = registered
+    env = {**os.environ, **QUIET, "MLFLOW_TRACKING_URI": uri}
+    env.pop("NSFW_TUI_PYFUNC_DECODE_INLINE", None)
+    args = ["export", "--mlflow", "--model", "open_nsfw", "--alias", "smoke"]
+    args.append(f"logging.mlflow.tracking_uri={uri}")
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("nsfw-tui")), *args, "--home", str(home)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "Got error" not in out and "decoder process did not start" not in out
+    assert "NSFW_TUI_PYFUNC_DECODE_INLINE" not in os.environ
+    moved = mlflow.MlflowClient(uri).get_model_version_by_alias(NAME, "smoke")
+    assert moved.tags["nsfw_tui.model_id"] == "open_nsfw"
+
+
+def test_the_inline_switch_has_one_name():
+    from nsfw_tui.models import mlflow_registry
+    from nsfw_tui.pyfunc import model
+
+    assert mlflow_registry.INLINE_ENV == model.INLINE_ENV
+
+
 def test_bad_registry_arguments_are_one_clear_line(tmp_path):
     home = tmp_path / "home"
     bad = cli("models", "add", "models:/only-a-name", home=home)
