@@ -35,7 +35,7 @@ from support.imagegen import grouping_figures, variant_folder
 
 from nsfw_tui.core.adapt_head import DIM
 from nsfw_tui.core.curation import Curation
-from nsfw_tui.core.dupes import Groups, group_vectors, near_duplicates
+from nsfw_tui.core.dupes import PROJECT_DIMS, PROJECT_MIN, Groups, group_vectors, near_duplicates
 from nsfw_tui.core.review import Review, Row
 from nsfw_tui.core.scorers import BUILTIN_ID, ensure_builtin
 from nsfw_tui.core.store import ScoreRecord, Store
@@ -163,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default="10000,100000")
     parser.add_argument("--threshold", type=float, default=0.94)
+    parser.add_argument("--no-brute", action="store_true", help="skip the brute-force timing")
     parser.add_argument("--copies", type=float, default=0.1)
     parser.add_argument("--refresh-rows", type=int, default=10000)
     parser.add_argument("--scenes", type=int, default=100, help="0 skips the threshold figures")
@@ -179,16 +180,24 @@ def main() -> None:
             [int(v) for v in args.distances.split(",")],
         )
     refresh_times(args.refresh_rows)
-    print("grouping by cosine of cached features (brute force, float16 -> float32 blocks)")
+    print(
+        "grouping by cosine of cached features: brute force (float16 -> float32 blocks) "
+        f"beside the default (a first pass on {PROJECT_DIMS} principal directions from "
+        f"{PROJECT_MIN:,} images on), side by side"
+    )
     for n in (int(v) for v in args.images.split(",")):
         x, origin = synthetic(n, args.copies)
         v = x.astype(np.float32)
         v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
         shas = [f"{i:064x}" for i in range(n)]
-        started = time.perf_counter()
-        groups = group_vectors(shas, v, args.threshold)
-        grouping = time.perf_counter() - started
-        print(f"{n:>7} images  grouping {grouping:7.2f} s  {check(groups, origin)}")
+        ways = {"brute force": 0, "default": None, f"projected ({PROJECT_DIMS})": PROJECT_DIMS}
+        if args.no_brute:
+            ways.pop("brute force")
+        for name, project in ways.items():
+            started = time.perf_counter()
+            groups = group_vectors(shas, v, args.threshold, project=project)
+            grouping = time.perf_counter() - started
+            print(f"{n:>7} images  {name:<16} grouping {grouping:7.2f} s  {check(groups, origin)}")
         if n > args.store_max:
             continue
         with tempfile.TemporaryDirectory() as tmp:
