@@ -23,7 +23,7 @@ HASH_SIDE = 32  # pHash: the grey image is shrunk to 32x32 and its 8x8 lowest DC
 FLAT = 1.0  # no low-frequency term this strong (grey levels 0-255): no pattern to hash
 # Past PROJECT_MIN images, a first pass runs on PROJECT_DIMS principal directions: an exact
 # bound that rules out nearly every pair for 1/16 of the products (similar_pairs).
-PROJECT_MIN = 20_000
+PROJECT_MIN = 10_000
 PROJECT_DIMS = 64
 _BASIS_SAMPLE = 4096
 _SLACK = 1e-3  # float32 rounding of the bound's two terms, far above its real size
