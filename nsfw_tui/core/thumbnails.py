@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -63,18 +64,26 @@ def _video_frame(path: str, frame_time: float | None, side: int) -> Decoded | No
         shot = frame_at(path, frame_time, side)
     except ImageError as exc:
         raise ImageError(exc.kind, exc.reason, sha256, size) from None
-    frame = shot.frames[0].convert("RGB")
+    return _thumbnail(shot, side, sha256, size, path, list(shot.times))
+
+
+def _thumbnail(
+    loaded: Any, side: int, sha256: str, size: int, path: str, frame_times: list | None = None
+) -> Decoded:
+    """The first frame of ``loaded`` (an image, or a video's chosen frame) fit in ``side``."""
+    frame = loaded.frames[0].convert("RGB")
     frame.thumbnail((side, side), Image.Resampling.LANCZOS)
+    extra = {} if frame_times is None else {"frame_times": frame_times}
     return Decoded(
         sha256=sha256,
         size=size,
-        width=shot.width,
-        height=shot.height,
-        format=shot.format,
-        n_frames=shot.n_frames,
+        width=loaded.width,
+        height=loaded.height,
+        format=loaded.format,
+        n_frames=loaded.n_frames,
         pixels=[np.asarray(frame)],
         path=path,
-        frame_times=list(shot.times),
+        **extra,
     )
 
 
@@ -97,18 +106,7 @@ def decode_thumbnail(
         # The first frame only: a thumbnail shows the file as a viewer would open it.
         loaded = load_image(data, draft=(side, side) if use_draft else None, max_frames=1)
         del data
-        frame = loaded.frames[0].convert("RGB")
-        frame.thumbnail((side, side), Image.Resampling.LANCZOS)
-        return Decoded(
-            sha256=sha256,
-            size=size,
-            width=loaded.width,
-            height=loaded.height,
-            format=loaded.format,
-            n_frames=loaded.n_frames,
-            pixels=[np.asarray(frame)],
-            path=path,
-        )
+        return _thumbnail(loaded, side, sha256, size, path)
     except ImageError as exc:
         sha256, size = sha256 or exc.sha256, size or exc.size
         error = ImageError(exc.kind, exc.reason)
