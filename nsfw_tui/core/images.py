@@ -544,23 +544,11 @@ def decode_image(
         if (container := sniff_video(data[:64])) is not None:  # an upload may be a video
             draft = preprocessing.draft_size() if use_draft else None
             video = sample_bytes(data, video_frames, draft, container)
-            return decoded_video(video, sha256, size, name, preprocessing)
+            return preprocessed(video, sha256, size, name, preprocessing)
         draft = preprocessing.draft_size() if use_draft else None
         loaded = load_image(data, draft=draft, max_frames=max_frames)
         del data
-        pixels = []
-        while loaded.frames:  # drop each full-size frame as soon as it is preprocessed
-            pixels.append(preprocessing.pixels(loaded.frames.pop(0)))
-        return Decoded(
-            sha256=sha256,
-            size=size,
-            width=loaded.width,
-            height=loaded.height,
-            format=loaded.format,
-            n_frames=loaded.n_frames,
-            pixels=pixels,
-            path=name,
-        )
+        return preprocessed(loaded, sha256, size, name, preprocessing)
     except ImageError as exc:
         error = ImageError(exc.kind, exc.reason)
     except MemoryError:
@@ -571,23 +559,29 @@ def decode_image(
     return Failed(name, error, sha256, size)
 
 
-def decoded_video(
-    video: VideoFrames, sha256: str, size: int, name: str, preprocessing: Preprocessing
+def preprocessed(
+    loaded: LoadedImage | VideoFrames,
+    sha256: str,
+    size: int,
+    name: str,
+    preprocessing: Preprocessing,
 ) -> Decoded:
-    """A video's sampled frames preprocessed, each dropped as soon as it is."""
+    """An image's frames or a video's sampled ones preprocessed, each full-size frame dropped
+    as soon as it is; a video keeps its frames' times."""
+    times = getattr(loaded, "times", None)
     pixels = []
-    while video.frames:
-        pixels.append(preprocessing.pixels(video.frames.pop(0)))
+    while loaded.frames:
+        pixels.append(preprocessing.pixels(loaded.frames.pop(0)))
     return Decoded(
         sha256=sha256,
         size=size,
-        width=video.width,
-        height=video.height,
-        format=video.format,
-        n_frames=video.n_frames or len(pixels),
+        width=loaded.width,
+        height=loaded.height,
+        format=loaded.format,
+        n_frames=loaded.n_frames or len(pixels),
         pixels=pixels,
         path=name,
-        frame_times=list(video.times),
+        frame_times=None if times is None else list(times),
     )
 
 

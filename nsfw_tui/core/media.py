@@ -11,9 +11,9 @@ from .images import (
     LoadedImage,
     Result,
     decode_image,
-    decoded_video,
     load_image,
     open_checked,
+    preprocessed,
     read_bytes,
 )
 from .preprocess import Preprocessing
@@ -46,7 +46,7 @@ def decode_video_path(
             check_video(fh, size, fmt)
             draft = preprocessing.draft_size() if use_draft else None
             video = sample_video(fh, fmt, count, draft)
-        return decoded_video(video, sha256, size, path, preprocessing)
+        return preprocessed(video, sha256, size, path, preprocessing)
     except ImageError as exc:
         error = ImageError(exc.kind, exc.reason)
     except MemoryError:
