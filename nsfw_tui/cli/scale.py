@@ -84,7 +84,7 @@ def scan_on_ray(
     if report:
         with tempfile.TemporaryDirectory(prefix="nsfw-tui-ray-") as tmp:
             out = OutDir.open(os.path.join(tmp, "out"))
-            check_shared(plan, out, address)
+            check_shared(plan, None, address)  # the driver writes this one and reads it back
             summary = _run(plan, out, bundle, thr, options)
             _write_small_report(out, output, thr, home)
     else:

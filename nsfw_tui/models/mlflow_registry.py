@@ -235,25 +235,27 @@ def publish(
             code = stage_code(Path(tmp))
             say(f"logging {config['model_id']} as an MLflow pyfunc and registering it as {name}")
             saved_path = list(sys.path)  # checking the example loads the model: see below
-            # MLflow sets its own warning filters inside, so warnings are caught, not filtered
-            with warnings.catch_warnings(record=True) as caught, _decode_inline():
-                warnings.simplefilter("default")
-                info = mlflow.pyfunc.log_model(
-                    name=ARTIFACT_PATH,
-                    python_model=str(MODEL_FILE),
-                    artifacts={ARTIFACT: str(onnx_path)},
-                    code_paths=[str(code)],
-                    model_config=config,
-                    input_example=[example_uri()],
-                    pip_requirements=_requirements(),
-                    registered_model_name=name,
-                )
+            try:
+                # MLflow sets its own warning filters inside: warnings are caught, not filtered
+                with warnings.catch_warnings(record=True) as caught, _decode_inline():
+                    warnings.simplefilter("default")
+                    info = mlflow.pyfunc.log_model(
+                        name=ARTIFACT_PATH,
+                        python_model=str(MODEL_FILE),
+                        artifacts={ARTIFACT: str(onnx_path)},
+                        code_paths=[str(code)],
+                        model_config=config,
+                        input_example=[example_uri()],
+                        pip_requirements=_requirements(),
+                        registered_model_name=name,
+                    )
+            finally:
+                # loading put the model's temporary code folder first on sys.path, also when
+                # logging failed; decode processes spawned later here must import the app
+                sys.path[:] = saved_path
             for w in caught:  # the answer's dicts mix numbers, text and nulls: Any is right
                 if "Any type hint" not in str(w.message):
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            # loading put the model's temporary code folder first on sys.path; decode
-            # processes spawned later in this process must import the app, not that copy
-            sys.path[:] = saved_path
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         for key, value in tags.items():

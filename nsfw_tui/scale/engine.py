@@ -69,9 +69,10 @@ class RunSummary:
     nodes: Counter = field(default_factory=Counter)  # rows scored per Ray node
 
 
-def check_shared(plan: Plan, out: OutDir, address: str | None) -> None:
+def check_shared(plan: Plan, out: OutDir | None, address: str | None) -> None:
     """On a cluster every node reads SOURCE and the driver's OUT must outlive any node: plain
-    local paths are refused (each node would see its own disk)."""
+    local paths are refused (each node would see its own disk). ``out`` None: a small run's
+    FILE.csv|json, written from the driver's own temporary folder."""
     if not (address or os.environ.get("RAY_ADDRESS")):
         return
     if plan.local:
@@ -80,7 +81,7 @@ def check_shared(plan: Plan, out: OutDir, address: str | None) -> None:
             "local path: give an object store URI (s3://..., gs://...) or a shared file "
             "system as file:///PATH"
         )
-    if out.local:
+    if out is not None and out.local:
         raise NsfwTuiError(
             f"on a cluster (--address) the output must be shared, and {out.display} is a "
             "local path: give an object store URI or a shared file system as file:///PATH"
@@ -170,20 +171,24 @@ class _Writer:
         self.buffer: list[Any] = []
         self.buffered = 0
         self.last_flush = time.monotonic()
-        self.shard_seen: Counter = Counter()
+        # a shard's distinct members back (a task Ray retried sends some twice)
+        self.shard_seen: dict[str, set[str]] = {}
         self.shard_total: dict[str, int] = {}
 
     def add(self, table: Any) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        for shard, total in zip(
-            table.column("shard").to_pylist(), table.column("shard_total").to_pylist(), strict=True
+        keys = table.column(KEY).to_pylist()
+        for key, shard, total in zip(
+            keys,
+            table.column("shard").to_pylist(),
+            table.column("shard_total").to_pylist(),
+            strict=True,
         ):
             if shard:
-                self.shard_seen[shard] += 1
+                self.shard_seen.setdefault(shard, set()).add(key)
                 self.shard_total[shard] = total
-        keys = table.column(KEY).to_pylist()
         keep = []
         for k in keys:
             fresh = k not in self.done
@@ -210,8 +215,12 @@ class _Writer:
     def flush(self) -> None:
         import pyarrow as pa
 
-        complete = [s for s, n in self.shard_seen.items() if n >= self.shard_total.get(s, 1)]
-        new_shards = [s for s in complete if s not in set(self.manifest.shards)]
+        listed = set(self.manifest.shards)
+        new_shards = [
+            s
+            for s, seen in self.shard_seen.items()
+            if len(seen) >= self.shard_total.get(s, 1) and s not in listed
+        ]
         if not self.buffer and not new_shards:
             return
         if self.buffer:
@@ -314,7 +323,8 @@ def run_scan(
         1 for p in plan.problems if p.path in done
     )
     files = [e for e in plan.files if e.key not in done]
-    shards = [e for e in plan.shards if e.key not in set(manifest.shards)]
+    listed = set(manifest.shards)
+    shards = [e for e in plan.shards if e.key not in listed]
     mtimes = {e.key: e.mtime_ns for e in files}
     writer = _Writer(out, manifest, done, mtimes, summary, options)
     todo = len(files) + sum(1 for p in plan.problems if p.path not in done)

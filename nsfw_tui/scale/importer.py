@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nsfw_tui.core.adapt_head import DIM
 from nsfw_tui.core.errors import NsfwTuiError
 from nsfw_tui.core.scan import checked_error
 from nsfw_tui.core.store import ScoreRecord, Store
@@ -58,9 +59,8 @@ def _records(out: OutDir, summary: ImportSummary, manifest) -> Iterator[ScoreRec
             kind = cols["error_kind"][i]
             features = None
             if prob is not None and feats[i]:
-                features = np.frombuffer(feats[i], dtype=np.float16).reshape(
-                    max(1, cols["n_frames"][i] or 1), -1
-                )
+                # one row per sampled frame: fewer than n_frames for a long animation
+                features = np.frombuffer(feats[i], dtype=np.float16).reshape(-1, DIM)
                 features = features if features.shape[0] else None
                 summary.features += features is not None
             if prob is None:

@@ -213,6 +213,11 @@ def _plan_manifest(source: str, names: list[str], base: str) -> Plan:
     if uris and len(uris) != len(names):
         raise NsfwTuiError(f"the manifest {source} mixes URIs and local paths; use one kind")
     if not uris:
+        if is_uri(base) and not base.startswith("file://"):
+            raise NsfwTuiError(
+                f"the manifest {source} lists names without a scheme; a manifest in an object "
+                f"store must list full URIs (such as {base}/{names[0] if names else 'a.jpg'})"
+            )
         plan = Plan(source, pafs.LocalFileSystem(), "")
         local_base = base[len("file://") :] if base.startswith("file://") else base
         plan.local = not base.startswith("file://")

@@ -230,3 +230,46 @@ async def test_the_review_screen_says_how_many_scored_images_are_remote(tmp_path
             "3 scored images are remote (URIs or tar shard members from import-scores): this "
             "screen shows images whose bytes are on this machine.",
         ) in app.notes
+
+
+def test_import_scores_takes_the_features_of_the_sampled_frames_only(tmp_path, store):
+    """A 20-frame animation is scored on 8 sampled frames: 8 feature rows, not 20."""
+    import numpy as np
+
+    from nsfw_tui.core.scorers import ensure_builtin
+    from nsfw_tui.scale.importer import import_scores
+    from nsfw_tui.scale.worker import COLUMNS, _columns
+
+    ensure_builtin(store)
+    feats = np.linspace(-1, 1, 8 * 1024, dtype=np.float16).reshape(8, 1024)
+    row = {name: [None] for name in COLUMNS}
+    row.update(
+        image_path=["s3://bucket/anim.gif"],
+        probability=[0.5],
+        error=[""],
+        sha256=["c" * 64],
+        size=[10],
+        n_frames=[20],
+        features=[feats.tobytes()],
+        node=["n1"],
+    )
+    out = OutDir.open(str(tmp_path / "out"))
+    out.prepare()
+    m = Manifest("open_nsfw", "s3://bucket/", 0.2, features=True)
+    m.parts.append(
+        {
+            "file": out.write_part(_columns(row | {"shard": [""], "shard_total": [0]}), "r", 0),
+            "rows": 1,
+        }
+    )
+    out.write_manifest(m)
+    summary = import_scores(str(tmp_path / "out"), store, lambda *a: None)
+    assert summary.features == 1
+    assert np.array_equal(store.features("open_nsfw", "c" * 64), feats)
+
+
+def test_a_remote_manifest_of_bare_names_is_refused():
+    with pytest.raises(NsfwTuiError, match="must list full URIs"):
+        from nsfw_tui.scale.sources import _plan_manifest
+
+        _plan_manifest("s3://b/dir/m.csv", ["a.jpg"], "s3://b/dir")
