@@ -161,8 +161,13 @@ class Review:
 
     def members(self, row: Row) -> list[Row]:
         """Every row of ``row``'s group (the whole review, not only this view)."""
-        key = self.group_key(row)
-        return [r for r in self.rows if self.group_key(r) == key]
+        return self.members_of([row])
+
+    def members_of(self, rows: list[Row]) -> list[Row]:
+        """Every row of the groups of ``rows``, in one pass over the review (a label given to
+        a whole view of groups must not walk the review once per group)."""
+        wanted = {self.group_key(r) for r in rows}
+        return [r for r in self.rows if self.group_key(r) in wanted]
 
     def caption(self, row: Row) -> str:
         """The list's text for a row: under the duplicates filter, with its group's size."""

@@ -425,7 +425,7 @@ class ReviewScreen(Curating, Screen):
         """The rows a label goes to: under the duplicates filter, every member of each group."""
         if self.review is None or self.review.filter != "duplicates":
             return rows
-        return list({m.path: m for r in rows for m in self.review.members(r)}.values())
+        return self.review.members_of(rows)
 
     def action_label(self, label: str | None) -> None:
         row = self.current
