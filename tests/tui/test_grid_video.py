@@ -101,3 +101,23 @@ async def test_another_model_shows_the_frame_it_scored_highest(tmp_path):
         await wait_for(pilot, lambda: cell(grid, "clip.mp4").picture is not None)
         red, blue = colours(cell(grid, "clip.mp4").picture)
         assert blue > 180 and red < 60, "the blue frame the second model scored highest"
+
+
+async def test_enter_opens_a_video_large_on_the_frame_its_cell_shows(tmp_path):
+    from nsfw_tui.tui.screens.large_image import LargeImageScreen
+
+    folder = tmp_path / "photos"
+    write_video(folder / "clip.mp4", colour=red_between(2.0, 2.5))
+    app = make_test_app(tmp_path, folder, blur=False)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await settle(pilot)
+        await pilot.press("g")
+        grid = screen.grid
+        await wait_for(pilot, lambda: cell(grid, "clip.mp4").picture is not None)
+        await pilot.press("enter")
+        large = app.screen
+        assert isinstance(large, LargeImageScreen)
+        await wait_for(pilot, lambda: large.ready is not None)
+        assert large.ready.error is None, large.ready.error
+        red, blue = colours(large.ready.image)
+        assert red > 180 and blue < 60, "the red frame that scored highest, not the first"

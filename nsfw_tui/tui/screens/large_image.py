@@ -14,7 +14,7 @@ from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from ...core.errors import ImageError
-from ...core.images import load_image
+from ...core.media import load_frame
 from ...core.review import Row
 from ..widgets.preview import Preview, blur, prepare
 
@@ -37,10 +37,16 @@ class LargeImageScreen(Screen[bool]):
     ]
 
     def __init__(
-        self, row: Row, blurs: bool, revealed: bool, image_class: type | None = None
+        self,
+        row: Row,
+        blurs: bool,
+        revealed: bool,
+        image_class: type | None = None,
+        frame_time: float | None = None,
     ) -> None:
         super().__init__()
         self.row = row
+        self.frame_time = frame_time  # a video: the frame its thumbnail shows
         self.blurs = blurs
         self.revealed = revealed
         self._image_class = image_class
@@ -61,7 +67,7 @@ class LargeImageScreen(Screen[bool]):
     @work(thread=True, exclusive=True, group="large", exit_on_error=False)
     def load(self) -> None:
         try:
-            loaded = load_image(self.row.path, draft=(1024, 1024), max_frames=1)
+            loaded = load_frame(self.row.path, self.frame_time)
             image = prepare(loaded.frames[0])
             ready = LargeReady(image, blur(image), None, f"{loaded.width} x {loaded.height}")
         except ImageError as exc:

@@ -680,7 +680,10 @@ class ReviewScreen(Curating, Screen):
             self.revealed = row.path if seen else None
             self.grid.redraw()
 
-        self.app.push_screen(LargeImageScreen(row, blurs, revealed, self._image_class()), closed)
+        shown = self.grid.held.get(row.path)
+        at = shown.frame_time if shown is not None else None  # a video: its thumbnail's frame
+        large = LargeImageScreen(row, blurs, revealed, self._image_class(), at)
+        self.app.push_screen(large, closed)
 
     # -- adaptation: a head on the cached features, every few labels and on A ---------------
 
