@@ -53,7 +53,7 @@ def decode_path(
     """Read, hash and decode one file (``decode_image``; a video by its name is streamed
     instead, ``video_frames`` of it sampled); every failure is a ``Failed``."""
     if is_video_name(path):
-        return decode_video_path(path, spec, use_draft, video_frames)
+        return decode_video_path(path, spec, use_draft, video_frames, max_frames)
     return decode_image(
         functools.partial(read_bytes, path),
         path,

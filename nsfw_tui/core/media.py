@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import BinaryIO
 
 from .errors import ImageError
 from .images import (
     Failed,
     LoadedImage,
     Result,
+    _read_error,
     decode_image,
     load_image,
     open_checked,
@@ -22,8 +24,22 @@ from .video import MAX_VIDEO_BYTES, check_video, frame_at, is_video_name, sample
 _CHUNK = 1024 * 1024
 
 
+def hash_stream(fh: BinaryIO) -> str:
+    """SHA-256 of an open file from its start, streamed; a read that fails is ``unreadable``
+    (I/O, for a later scan to try again), never a content error."""
+    fh.seek(0)
+    digest = hashlib.sha256()
+    try:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    except OSError as exc:
+        raise _read_error(exc) from None
+    fh.seek(0)
+    return digest.hexdigest()
+
+
 def decode_video_path(
-    path: str, preprocessing: Preprocessing, use_draft: bool, count: int
+    path: str, preprocessing: Preprocessing, use_draft: bool, count: int, max_frames: int = 8
 ) -> Result:
     """Hash and decode a video file by its path, ``count`` frames sampled. It is streamed, not
     read whole: a video may be far over the image size cap. A file that is not a video by its
@@ -35,14 +51,13 @@ def decode_video_path(
             fmt = sniff_video(fh.read(64))
             if fmt is None:
                 return decode_image(
-                    lambda: read_bytes(path), path, preprocessing, use_draft=use_draft
+                    lambda: read_bytes(path),
+                    path,
+                    preprocessing,
+                    use_draft=use_draft,
+                    max_frames=max_frames,
                 )
-            fh.seek(0)
-            digest = hashlib.sha256()
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-            sha256 = digest.hexdigest()
-            fh.seek(0)
+            sha256 = hash_stream(fh)
             check_video(fh, size, fmt)
             draft = preprocessing.draft_size() if use_draft else None
             video = sample_video(fh, fmt, count, draft)
@@ -62,9 +77,10 @@ def is_video_file(path: str | os.PathLike) -> bool:
     if is_video_name(os.fspath(path)):
         return True
     try:
-        with open(path, "rb") as fh:
+        fh, _ = open_checked(path, MAX_VIDEO_BYTES)  # never a FIFO (N2)
+        with fh:
             return sniff_video(fh.read(64)) is not None
-    except OSError:
+    except (OSError, ImageError):
         return False  # the image loader says why
 
 
@@ -75,7 +91,9 @@ def load_frame(
     the first when None), else the image itself; every failure an ImageError."""
     if not is_video_file(path):
         return load_image(path, draft=(max_side, max_side), max_frames=1)
-    shot = frame_at(path, frame_time, max_side)
+    fh, _ = open_checked(path, MAX_VIDEO_BYTES)
+    with fh:
+        shot = frame_at(fh, frame_time, max_side)
     return LoadedImage(
         frames=shot.frames,
         width=shot.width,

@@ -21,7 +21,7 @@ from PIL import Image
 from .decode_pool import DecodePool
 from .errors import ImageError
 from .images import Decoded, Failed, Result, load_image, open_checked, read_bytes
-from .media import is_video_file
+from .media import hash_stream, is_video_file
 from .preprocess import IMAGENET, Preprocessing
 from .video import MAX_VIDEO_BYTES, frame_at, sniff_video
 
@@ -30,7 +30,6 @@ THUMB_SIDE = 192
 renderer (half-cell draws about 18 x 14 pixels in a cell, Sixel and kitty about 180 x 140)."""
 THUMB_QUALITY = 85
 """JPEG quality of the cached files: about 10 KiB each, so 10,000 images cost about 100 MiB."""
-_CHUNK = 1024 * 1024
 
 
 def thumbnail_spec(side: int = THUMB_SIDE) -> Preprocessing:
@@ -55,15 +54,11 @@ def _video_frame(path: str, frame_time: float | None, side: int) -> Decoded | No
     with fh:
         if sniff_video(fh.read(64)) is None:
             return None
-        fh.seek(0)
-        digest = hashlib.sha256()
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    sha256 = digest.hexdigest()
-    try:
-        shot = frame_at(path, frame_time, side)
-    except ImageError as exc:
-        raise ImageError(exc.kind, exc.reason, sha256, size) from None
+        sha256 = hash_stream(fh)
+        try:  # the frame from the bytes just hashed
+            shot = frame_at(fh, frame_time, side)
+        except ImageError as exc:
+            raise ImageError(exc.kind, exc.reason, sha256, size) from None
     return _thumbnail(shot, side, sha256, size, path, list(shot.times))
 
 

@@ -294,10 +294,16 @@ def sample_bytes(
     return sample_video(stream, fmt, count, draft)
 
 
-def frame_at(path: str | os.PathLike, time: float | None, max_side: int = 1024) -> VideoFrames:
-    """The one frame at ``time`` seconds (the first frame when None), for a preview."""
+def frame_at(
+    source: str | os.PathLike | BinaryIO, time: float | None, max_side: int = 1024
+) -> VideoFrames:
+    """The one frame at ``time`` seconds (the first frame when None), for a preview. The app
+    passes a file opened by ``images.open_checked`` (never a FIFO, never past the size cap)."""
     av = _av()
-    with open(path, "rb") as fh:
+    opened = isinstance(source, str | os.PathLike)
+    fh = open(source, "rb") if opened else source  # noqa: SIM115 (closed below)
+    try:
+        fh.seek(0)
         fmt = sniff_video(fh.read(64)) or "video"
         fh.seek(0)
         container = _open(av, fh, fmt)
@@ -326,3 +332,6 @@ def frame_at(path: str | os.PathLike, time: float | None, max_side: int = 1024) 
             )
         finally:
             container.close()
+    finally:
+        if opened:
+            fh.close()

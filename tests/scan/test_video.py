@@ -395,3 +395,24 @@ def test_cli_scan_table_shows_a_videos_frame_time(tmp_path):
     (still,) = [ln for ln in run.output.splitlines() if "still.png" in ln]
     assert not re.search(r"\d s ", still), still
     assert "frame" in run.output and "2 images with open_nsfw" in run.output
+
+
+def test_an_animation_named_like_a_video_keeps_the_scans_frame_limit(tmp_path):
+    frames = [Image.new("RGB", (32, 32), (i * 20, 0, 0)) for i in range(10)]
+    gif = tmp_path / "anim.mp4"  # a GIF under a video's name
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=50)
+    out = decode_path(str(gif), SPEC, True, 3)
+    assert isinstance(out, Decoded) and out.format == "GIF" and len(out.pixels) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_never_opened_to_look_for_a_video(tmp_path):
+    from nsfw_tui.core.media import is_video_file, load_frame
+
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    assert is_video_file(fifo) is False  # returns at once: nothing writes to the FIFO
+    with pytest.raises(ImageError, match="not a regular file"):
+        video_fifo = fifo.with_name("y.mp4")
+        os.mkfifo(video_fifo)
+        load_frame(video_fifo, None)
