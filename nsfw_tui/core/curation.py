@@ -83,8 +83,10 @@ def load_curation(
     model's".
     """
     shas = sorted(paths)
-    groups = near_duplicates(store, shas, threshold, max_distance, paths, should_stop)
-    feats = cached_features(store, shas)
+    feats = cached_features(store, shas)  # read once: the groups and the novelty use them
+    groups = near_duplicates(
+        store, shas, threshold, max_distance, paths, should_stop, features=feats
+    )
     calls: dict[str, list[bool]] = {}
     newest_head = None
     for model in store.models():

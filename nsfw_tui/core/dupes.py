@@ -280,15 +280,17 @@ def near_duplicates(
     paths: Mapping[str, str] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_progress: Callable[[int, int], object] | None = None,
+    features: Features | None = None,
 ) -> Groups:
     """Near-duplicate groups of ``shas``: by cached features, else by perceptual hash.
 
     ``paths`` (image hash -> a file holding it) lets images without cached features be
     decoded for their hash; without a path, or when it does not decode, an image stays
     alone and is listed in ``unchecked``. The two kinds are not compared with each other.
+    ``features``: the cached features of ``shas`` where the caller has read them already.
     """
     unique = sorted(set(shas))
-    feats = cached_features(store, unique)
+    feats = cached_features(store, unique) if features is None else features
     featured = group_vectors(feats.shas, unit_vectors(feats), threshold, should_stop)
     rest = sorted(set(unique) - set(feats.shas))
     hashed: list[str] = []

@@ -495,8 +495,8 @@ class ReviewScreen(Curating, Screen):
         self.draw_preview()
         self.renew_novelty()  # the useful order moves away from what was just labelled
         current = self.images.current
-        if current is not None and current.sha256 in message.labels:
-            self.load_preview(current)  # refresh the history under the preview
+        if not self.grid_mode and current is not None and current.sha256 in message.labels:
+            self.load_preview(current)  # refresh the history under the (shown) preview
 
     @on(UndoEmpty)
     def on_undo_empty(self, message: UndoEmpty) -> None:
@@ -645,6 +645,8 @@ class ReviewScreen(Curating, Screen):
             self.grid.marked.clear()  # N and S in the list act on the whole view, as always
             self.images.focus()
         self.refresh_all(keep, tree=False)
+        if not self.grid_mode and self.images.current is not None:
+            self.load_preview(self.images.current)  # labels given in the grid show in its history
 
     def safe_blurs(self, row: Row) -> bool:
         """The preview's rule: safe mode blurs what is at or above the threshold, or unscored."""
