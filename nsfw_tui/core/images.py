@@ -535,17 +535,16 @@ def decode_image(
     result's ``path``. Nothing is raised: every failure becomes a ``Failed`` with its reason
     (an ImageError as it is, MemoryError as ``bomb``, any other exception as ``corrupt`` with
     its type), carrying the hash and size whenever the bytes were read. Bytes that are a
-    video container go to ``video.decode_video_bytes`` (``video_frames`` of them).
+    video container go to ``video.sample_bytes`` (``video_frames`` of them).
     """
     sha256 = size = None
     try:
         data = source() if callable(source) else source
         sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+        draft = preprocessing.draft_size() if use_draft else None
         if (container := sniff_video(data[:64])) is not None:  # an upload may be a video
-            draft = preprocessing.draft_size() if use_draft else None
             video = sample_bytes(data, video_frames, draft, container)
             return preprocessed(video, sha256, size, name, preprocessing)
-        draft = preprocessing.draft_size() if use_draft else None
         loaded = load_image(data, draft=draft, max_frames=max_frames)
         del data
         return preprocessed(loaded, sha256, size, name, preprocessing)

@@ -413,7 +413,7 @@ def isobmff_file(f, size: int, fmt: str = "MP4") -> str | None:
 # -- dispatch -----------------------------------------------------------------------------------
 
 # ISO-BMFF major brands of still and animated AVIF/HEIF images (not MP4 video)
-_IMAGE_BRANDS = frozenset(
+IMAGE_BRANDS = frozenset(
     {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 )
 
@@ -444,7 +444,7 @@ def sniff(data: bytes) -> str | None:
         return "BMP"
     if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
         return "TIFF"
-    if data[4:8] == b"ftyp" and data[8:12] in _IMAGE_BRANDS:
+    if data[4:8] == b"ftyp" and data[8:12] in IMAGE_BRANDS:
         return "AVIF" if data[8:12] in (b"avif", b"avis") else "HEIF"
     return None
 

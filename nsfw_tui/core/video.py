@@ -20,7 +20,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from .errors import ImageError
-from .structure import isobmff_file
+from .structure import IMAGE_BRANDS, isobmff_file
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ EXTRA_LINE = (
 
 # QuickTime files may start with these top-level boxes instead of ftyp
 _QUICKTIME_BOXES = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
-# ISO-BMFF major brands of still images (structure._IMAGE_BRANDS): those go to Pillow
-_IMAGE_BRANDS = frozenset(
-    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
-)
 
 
 def is_video_name(name: str) -> bool:
@@ -57,7 +53,7 @@ def sniff_video(prefix: bytes) -> str | None:
     """The container by its magic bytes ("MP4", "MOV", "MKV", "WEBM", "AVI"), else None."""
     if prefix[4:8] == b"ftyp":
         brand = prefix[8:12]
-        if brand in _IMAGE_BRANDS:
+        if brand in IMAGE_BRANDS:  # a still AVIF/HEIF image: Pillow's
             return None
         return "MOV" if brand == b"qt  " else "MP4"
     if prefix[4:8] in _QUICKTIME_BOXES and int.from_bytes(prefix[:4], "big") >= 8:

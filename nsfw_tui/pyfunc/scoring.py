@@ -44,7 +44,8 @@ class Settings:
     decode_workers: int = 2
     """Decode processes (0: decode in the predicting thread, without isolation)."""
     decode_timeout_s: float = 20.0
-    """Per-image decode limit; a slower image is that item's timeout error."""
+    """The decode limit of one request (as `serve`'s): an item not decoded by then is its
+    timeout error."""
 
 
 def decode_data_uri(text: str) -> bytes:
